@@ -1,0 +1,41 @@
+"""The backbone contract: session encoders that take their item vectors from a compressor."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compressors import Compressor
+
+
+def valid_positions(item_seq: torch.Tensor) -> torch.Tensor:
+    """Boolean mask [B, L] of real (non-padding) positions."""
+    return item_seq > 0
+
+
+class Backbone(nn.Module):
+    """Maps padded sessions [B, L] (left-aligned, 0 = padding) to session vectors [B, dim].
+
+    Scores always come from the compressor (`compressor.score`), so a compressed table changes
+    nothing but how items are stored.
+    """
+
+    def __init__(self, compressor: Compressor) -> None:
+        super().__init__()
+        self.compressor = compressor
+
+    @property
+    def dim(self) -> int:
+        return self.compressor.dim
+
+    def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Scores of every item (padding column included) for each session: [B, num_items]."""
+        return self.compressor.score(self.encode(item_seq, lengths))
+
+    def non_item_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the encoder itself (everything but the item table)."""
+        table = {id(p) for p in self.compressor.parameters()}
+        return [p for p in self.parameters() if id(p) not in table]

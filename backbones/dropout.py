@@ -1,0 +1,28 @@
+"""Dropout with a cheaper mask than `nn.Dropout` on CPU.
+
+`F.dropout` draws its mask with `bernoulli_`, which cost about 10 ms per [100, 40, 128] tensor
+on our 2-core machine, a fifth of a Tmall training step; thresholding `rand_like` is three times
+faster and has the same distribution (keep with probability 1 - p, scaled by 1 / (1 - p)).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class FastDropout(nn.Module):
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand_like(x) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

@@ -1,0 +1,136 @@
+"""SASRec with the soft-attention readout (the paper's Eq. 2-3): the teacher's and students' encoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from backbones.base import Backbone, valid_positions
+from backbones.dropout import FastDropout
+from backbones.readout import SoftAttentionReadout
+from compressors import Compressor
+
+
+@dataclass
+class SASRecConfig:
+    layers: int = 1
+    heads: int = 1
+    dropout: float = 0.5
+    inner_size: int = 0  # feed-forward width; 0 means "same as dim"
+    init: Literal["uniform", "uniform-all", "torch"] = "uniform"
+    init_range: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.layers < 1:
+            raise ValueError(f"layers must be at least 1, got {self.layers}")
+        if self.heads < 1:
+            raise ValueError(f"heads must be at least 1, got {self.heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.init not in ("uniform", "uniform-all", "torch"):
+            raise ValueError(f"init must be uniform, uniform-all or torch, got {self.init!r}")
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).unbind(2)
+        # Sessions are left-aligned, so the causal mask alone keeps every real position away from
+        # the padding that follows it.
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+            dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(batch, length, dim))
+
+
+class TransformerBlock(nn.Module):
+    """Post-LN block (residual, dropout, LayerNorm), as in SASRec."""
+
+    def __init__(self, dim: int, heads: int, inner: int, dropout: float) -> None:
+        super().__init__()
+        self.attention = CausalSelfAttention(dim, heads, dropout)
+        self.attention_norm = nn.LayerNorm(dim, eps=1e-12)
+        self.ffn = nn.Sequential(nn.Linear(dim, inner), nn.GELU(), nn.Linear(inner, dim))
+        self.ffn_norm = nn.LayerNorm(dim, eps=1e-12)
+        self.dropout = FastDropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x)))
+        return self.ffn_norm(x + self.dropout(self.ffn(x)))
+
+
+class SASRec(Backbone):
+    """X^ = X + P, F = Attention(X^), Theta = FNN(F)  (Eq. 2), then the soft-attention readout (Eq. 3)."""
+
+    def __init__(self, compressor: Compressor, config: SASRecConfig, max_len: int) -> None:
+        super().__init__(compressor)
+        dim = compressor.dim
+        self.config = config
+        self.max_len = max_len
+        self.positions = nn.Embedding(max_len, dim)
+        self.input_norm = nn.LayerNorm(dim, eps=1e-12)
+        self.input_dropout = FastDropout(config.dropout)
+        inner = config.inner_size or dim
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, config.heads, inner, config.dropout) for _ in range(config.layers))
+        self.readout = SoftAttentionReadout(dim)
+        self._initialise(config)
+
+    def _initialise(self, config: SASRecConfig) -> None:
+        """The paper initialises every learnable parameter from U(-0.1, 0.1) (Section 6.1.3).
+
+        `uniform` applies that to weights and biases and leaves LayerNorm at the identity;
+        `uniform-all` also draws the LayerNorm gains, as the paper's released code does.
+        The item table is initialised by its compressor.
+        """
+        if config.init == "torch":
+            return
+        r = config.init_range
+        with torch.no_grad():
+            for module in self.modules():
+                if module is self.compressor or any(module is m for m in self.compressor.modules()):
+                    continue
+                if isinstance(module, nn.LayerNorm) and config.init == "uniform":
+                    module.reset_parameters()
+                    continue
+                for p in module.parameters(recurse=False):
+                    p.uniform_(-r, r)
+
+    def hidden_states(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Per-position representations Theta [B, L, dim] of Eq. 2."""
+        length = item_seq.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"sessions of {length} items exceed max_len={self.max_len}")
+        x = self.compressor(item_seq) + self.positions.weight[:length]
+        x = self.input_dropout(self.input_norm(x))
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.readout(self.hidden_states(item_seq), valid_positions(item_seq))
+
+    def encode_subsessions(self, item_seq: torch.Tensor, hot_items: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hot-only and cold-only session readouts (Eq. 18) from one pass of the encoder.
+
+        `hot_items` is a boolean vector over item ids. A session without hot (cold) items gets a
+        zero hot (cold) readout; the distillation harness decides what to do with those.
+        """
+        hidden = self.hidden_states(item_seq)
+        valid = valid_positions(item_seq)
+        hot = hot_items[item_seq] & valid
+        return self.readout(hidden, hot), self.readout(hidden, valid & ~hot)

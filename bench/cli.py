@@ -1,0 +1,194 @@
+"""`ecbench`: a thin command line over the library functions."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+import backbones
+import compressors
+from bench.config import RunConfig, parse_part_options, preset_for
+from bench.errors import ConfigError, EcbenchError
+
+DEFAULT_THREADS = min(2, os.cpu_count() or 1)
+SUMMARY_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@20")
+
+
+def summary_table(record: dict[str, Any]) -> str:
+    name = f"{record['config']['backbone']}+{record['config']['compressor']}"
+    rows = [[name] + [record["test"][m] for m in SUMMARY_METRICS]]
+    rows.append(["popularity"] + [record["baselines"]["popularity"][m] for m in SUMMARY_METRICS])
+    table = tabulate(rows, headers=["test"] + list(SUMMARY_METRICS), floatfmt=".2f")
+    sel = record["selection"]
+    size = record["size"]["item_storage"]
+    lines = [
+        f"dataset {record['dataset']['name']}  seed {record['seed']}  "
+        f"selected epoch {sel['epoch']}/{sel['epochs_run']} on {sel['on']} ({sel['metric']})",
+        table,
+        f"item table {size['total_bytes'] / 2**20:.2f} MiB (byte ratio {size['byte_ratio']:.1f}x, "
+        f"paper formula {size['paper_ratio']:.1f}x); "
+        f"{record['timing']['train_seconds_per_epoch_median']:.1f} s per epoch",
+    ]
+    if sel["on"] == "test":
+        lines.insert(0, "NOTE: " + sel["label"])
+    return "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Benchmark item-embedding compressors for on-device session-based recommendation."""
+
+
+_RUN_HELP = """Train and evaluate one model; write its run record under RESULTS/runs.
+
+Options of the chosen compressor and backbone (see `ecbench list`) follow the general ones,
+e.g. `ecbench run --compressor ccode --M 4 --K 32 --layers 1 --dropout 0.5`. Defaults are the
+paper's settings for the dataset (Section 6.1.3) where it gives them."""
+
+
+@cli.command("run", help=_RUN_HELP,
+             context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--data", default="synthetic", show_default=True,
+              help="synthetic, a dataset name under the data root, or a folder")
+@click.option("--data-root", default=None, help="folder of named datasets [$ECBENCH_DATA or ./data]")
+@click.option("--compressor", default="full", show_default=True)
+@click.option("--backbone", default="sasrec", show_default=True)
+@click.option("--dim", type=int, default=None, help="embedding size [paper preset, else 64]")
+@click.option("--max-len", type=int, default=50, show_default=True,
+              help="keep the last N items of a session")
+@click.option("--batch-size", type=int, default=100, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--l2", type=float, default=1e-5, show_default=True)
+@click.option("--epochs", type=int, default=None, help="maximum epochs [30; synthetic 12]")
+@click.option("--patience", type=int, default=None, help="stop after N epochs without gain [3]")
+@click.option("--select-metric", default="NDCG@10", show_default=True)
+@click.option("--select-on", type=click.Choice(["validation", "test"]), default="validation",
+              show_default=True, help="test = the paper's legacy best-on-test protocol")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True)
+@click.option("--val-split", type=click.Choice(["random", "last"]), default="random",
+              show_default=True, help="random sessions, or the last ones in file order")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=DEFAULT_THREADS, show_default=True)
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
+              show_default=True, help="checkpoints and trained models")
+@click.option("--resume", is_flag=True, help="continue a killed run from its last checkpoint")
+@click.option("--force", is_flag=True, help="rerun even if an identical run is recorded")
+@click.option("--progress/--no-progress", default=None, help="progress bars [on a terminal]")
+@click.pass_context
+def run_command(ctx: click.Context, **opts: Any) -> None:
+    from bench.runner import run_experiment
+
+    config = make_run_config(opts, list(ctx.args))
+    progress = sys.stderr.isatty() if opts["progress"] is None else opts["progress"]
+    record, path = run_experiment(
+        config, data_root=opts["data_root"], results_dir=opts["results_dir"],
+        workdir=opts["workdir"], resume=opts["resume"], force=opts["force"],
+        threads=opts["threads"], progress=progress, log=lambda m: click.echo(m, err=True))
+    click.echo(summary_table(record))
+    click.echo(f"record: {path}")
+
+
+def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
+    """General options + the chosen parts' options, with the paper's per-dataset presets."""
+    comp = compressors.registry.get(opts["compressor"])
+    back = backbones.registry.get(opts["backbone"])
+    labels = {"compressor": f"compressor {comp.name}", "backbone": f"backbone {back.name}"}
+    parsed = parse_part_options(extra, {labels["compressor"]: comp.config,
+                                        labels["backbone"]: back.config})
+    preset = preset_for(opts["data"])
+    backbone_options = {k: v for k, v in preset.get("backbone", {}).items()
+                        if k in {f.name for f in dataclasses.fields(back.config)}}
+    backbone_options.update(parsed[labels["backbone"]])
+    general = {k: opts[k] for k in ("dim", "epochs", "patience")}
+    for k, v in general.items():
+        if v is None:
+            general[k] = preset.get(k, RunConfig.__dataclass_fields__[k].default)
+    return RunConfig(
+        data=opts["data"], compressor=comp.name, backbone=back.name,
+        compressor_options=parsed[labels["compressor"]], backbone_options=backbone_options,
+        dim=general["dim"], max_len=opts["max_len"], batch_size=opts["batch_size"], lr=opts["lr"],
+        l2=opts["l2"], epochs=general["epochs"], patience=general["patience"],
+        select_metric=opts["select_metric"], select_on=opts["select_on"],
+        val_fraction=opts["val_fraction"], val_split=opts["val_split"], seed=opts["seed"])
+
+
+def _describe_options(config_cls: type) -> str:
+    hints = typing.get_type_hints(config_cls)
+    parts = []
+    for f in dataclasses.fields(config_cls):
+        hint = hints[f.name]
+        kind = ("|".join(map(str, typing.get_args(hint))) if typing.get_origin(hint) is typing.Literal
+                else getattr(hint, "__name__", str(hint)))
+        parts.append(f"--{f.name.replace('_', '-')} {kind} ({f.default})")
+    return ", ".join(parts) or "(no options)"
+
+
+@cli.command("list")
+def list_command() -> None:
+    """The registered compressors and backbones (built-in and plugins) with their options."""
+    for kind, registry in (("compressors", compressors.registry), ("backbones", backbones.registry)):
+        rows = []
+        for name in registry.names():
+            entry = registry.get(name)
+            rows.append([name, entry.description, _describe_options(entry.config), entry.source])
+        click.echo(f"{kind}:")
+        click.echo(tabulate(rows, headers=["name", "what", "options", "from"]))
+        click.echo()
+
+
+@cli.group("bench")
+def bench_group() -> None:
+    """Benchmarks of the hot paths."""
+
+
+@bench_group.command("train")
+@click.option("--data", default="synthetic", show_default=True)
+@click.option("--data-root", default=None)
+@click.option("--compressor", default="full", show_default=True)
+@click.option("--dim", type=int, default=None)
+@click.option("--batch-size", type=int, default=100, show_default=True)
+@click.option("--steps", type=int, default=300, show_default=True,
+              help="timed training steps (after warm-up); 0 = one whole epoch")
+@click.option("--threads", type=int, default=DEFAULT_THREADS, show_default=True)
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True)
+def bench_train_command(**opts: Any) -> None:
+    """Training throughput (pairs per second) and seconds per epoch at the paper's settings."""
+    from bench.benchmarks import benchmark_training
+
+    config = make_run_config({**opts, "backbone": "sasrec", "max_len": 50, "lr": 1e-3,
+                              "l2": 1e-5, "epochs": None, "patience": None,
+                              "select_metric": "NDCG@10", "select_on": "validation",
+                              "val_fraction": 0.1, "val_split": "random", "seed": 0}, [])
+    result, path = benchmark_training(config, data_root=opts["data_root"], steps=opts["steps"],
+                                      threads=opts["threads"], results_dir=opts["results_dir"])
+    rows = [[k, v] for k, v in result["measurements"].items()]
+    click.echo(tabulate(rows, floatfmt=".3f"))
+    click.echo(f"record: {path}")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (EcbenchError, compressors.UnknownEntryError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The typed configuration of a run, the paper's presets, and part options from the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bench.errors import ConfigError
+
+SelectOn = Literal["validation", "test"]
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run's result (and so its record key)."""
+
+    data: str = "synthetic"
+    compressor: str = "full"
+    backbone: str = "sasrec"
+    compressor_options: dict[str, Any] = field(default_factory=dict)
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+    dim: int = 64
+    max_len: int = 50
+    batch_size: int = 100
+    lr: float = 1e-3
+    l2: float = 1e-5
+    epochs: int = 30
+    patience: int = 3
+    select_metric: str = "NDCG@10"
+    select_on: SelectOn = "validation"
+    val_fraction: float = 0.1
+    val_split: Literal["random", "last"] = "random"
+    hot_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.dim >= 1, f"--dim must be positive, got {self.dim}"),
+            (self.max_len >= 1, f"--max-len must be positive, got {self.max_len}"),
+            (self.batch_size >= 1, f"--batch-size must be positive, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.l2 >= 0, f"--l2 must be non-negative, got {self.l2}"),
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.patience >= 1, f"--patience must be at least 1, got {self.patience}"),
+            (self.select_on in ("validation", "test"),
+             f"--select-on must be validation or test, got {self.select_on!r}"),
+            (self.val_split in ("random", "last"),
+             f"--val-split must be random or last, got {self.val_split!r}"),
+            (0.0 < self.val_fraction < 1.0, f"--val-fraction must be in (0, 1)"),
+            (0.0 < self.hot_fraction < 1.0, f"--hot-fraction must be in (0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        from bench.metrics import CUTOFFS
+        valid = {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in CUTOFFS}
+        if self.select_metric not in valid:
+            raise ConfigError(f"--select-metric must be one of {', '.join(sorted(valid))}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def key(self, data_checksum: str) -> str:
+        """A short hash of the config and the exact data it ran on."""
+        payload = json.dumps({"config": self.to_dict(), "data": data_checksum}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# The paper's settings (Section 6.1.3) per dataset; the user's explicit options win.
+PAPER_PRESETS: dict[str, dict[str, Any]] = {
+    "tmall": {"dim": 128, "backbone": {"layers": 1, "heads": 1, "dropout": 0.5}},
+    "retailrocket": {"dim": 256, "backbone": {"layers": 1, "heads": 2, "dropout": 0.2}},
+    "synthetic": {"dim": 64, "epochs": 12, "patience": 2,
+                  "backbone": {"layers": 1, "heads": 1, "dropout": 0.2}},
+}
+
+
+def preset_for(data: str) -> dict[str, Any]:
+    name = data.rstrip("/").split("/")[-1].lower()
+    return PAPER_PRESETS.get(name, {})
+
+
+def _field_type(config_cls: type, f: dataclasses.Field) -> Any:
+    return typing.get_type_hints(config_cls)[f.name]
+
+
+def coerce_option(config_cls: type, name: str, raw: Any) -> Any:
+    """Convert a command-line string to the type of `config_cls.name`."""
+    f = {f.name: f for f in dataclasses.fields(config_cls)}[name]
+    hint = _field_type(config_cls, f)
+    flag = "--" + name.replace("_", "-")
+    if not isinstance(raw, str):
+        return raw
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if raw not in choices:
+            raise ConfigError(f"{flag} must be one of {', '.join(map(str, choices))}, got {raw!r}")
+        return raw
+    if hint is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{flag} takes true or false, got {raw!r}")
+    try:
+        return hint(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag} takes a {getattr(hint, '__name__', hint)}, got {raw!r}") from None
+
+
+def parse_part_options(args: list[str], parts: dict[str, type]) -> dict[str, dict[str, Any]]:
+    """Split `--name value` pairs among the option dataclasses of the chosen parts.
+
+    `parts` maps a part label (e.g. "compressor full") to its config class. An option no part
+    knows is an error naming every part it was looked up in.
+    """
+    out: dict[str, dict[str, Any]] = {label: {} for label in parts}
+    fields = {label: {f.name for f in dataclasses.fields(cls)} for label, cls in parts.items()}
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if not token.startswith("--"):
+            raise ConfigError(f"unexpected argument {token!r}")
+        name, _, value = token[2:].partition("=")
+        if not value:
+            if i + 1 >= len(args):
+                raise ConfigError(f"option {token} needs a value")
+            value = args[i + 1]
+            i += 1
+        i += 1
+        attr = name.replace("-", "_")
+        owners = [label for label in parts if attr in fields[label]]
+        if not owners:
+            raise ConfigError(f"unknown option --{name} for {' and '.join(parts)} "
+                              f"(see `ecbench list`)")
+        for label in owners:
+            out[label][attr] = coerce_option(parts[label], attr, value)
+    return out
+
+
+def build_part_config(config_cls: type, options: dict[str, Any], label: str) -> Any:
+    """Instantiate a part's config, turning its own validation errors into ConfigError."""
+    try:
+        return config_cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{label}: {exc}") from None

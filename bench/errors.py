@@ -1,0 +1,17 @@
+"""Errors that reach the user as one line and a non-zero exit code."""
+
+
+class EcbenchError(Exception):
+    """Base of every error the CLI reports without a traceback."""
+
+
+class DataError(EcbenchError):
+    """A dataset is missing, malformed or inconsistent."""
+
+
+class ConfigError(EcbenchError):
+    """An option or a combination of options that cannot work."""
+
+
+class TrainingDiverged(EcbenchError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

@@ -1,0 +1,42 @@
+"""Full-ranking accuracy: HR, NDCG and MRR at K over all real items, ties counted against us."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+CUTOFFS = (5, 10, 20)
+
+
+def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Rank of each target among the real items (column 0, padding, excluded).
+
+    rank = 1 + the number of *other* real items scoring at least as high as the target, so a tie
+    never helps. A NaN target score ranks last.
+    """
+    real = scores[:, 1:]
+    target_scores = scores.gather(1, targets.view(-1, 1))
+    ranks = (real >= target_scores).sum(1)  # counts the target itself once
+    return torch.where(torch.isnan(target_scores.squeeze(1)),
+                       torch.full_like(ranks, real.shape[1]), ranks)
+
+
+def metrics_from_ranks(ranks: np.ndarray, cutoffs: Sequence[int] = CUTOFFS) -> dict[str, float]:
+    """HR@K, NDCG@K (1/log2(rank+1)) and MRR@K in percent, each case counted once."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    out: dict[str, float] = {}
+    for k in cutoffs:
+        hit = ranks <= k
+        out[f"HR@{k}"] = 100.0 * hit.mean()
+        out[f"NDCG@{k}"] = 100.0 * np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean()
+        out[f"MRR@{k}"] = 100.0 * np.where(hit, 1.0 / ranks, 0.0).mean()
+    return out
+
+
+def popularity_ranks(popularity: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Ranks of a session-blind popularity ranking (the weakest sensible baseline)."""
+    real = np.sort(popularity[1:])
+    # number of real items with popularity >= the target's
+    return len(real) - np.searchsorted(real, popularity[targets], side="left")

@@ -1,0 +1,108 @@
+"""Run records: one JSON file per run, written atomically, keyed by the hash of its config."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+RECORD_SCHEMA = 1
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write to a temporary file in the same folder, flush to disk, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def record_path(results_dir: Path, config: dict[str, Any], key: str) -> Path:
+    data = Path(str(config["data"])).name.split("(")[0]
+    return Path(results_dir) / "runs" / f"{data}-{config['backbone']}-{config['compressor']}-{key}.json"
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    atomic_write_bytes(path, (json.dumps(record, indent=2, sort_keys=False) + "\n").encode())
+
+
+def find_record(results_dir: Path, key: str) -> Path | None:
+    matches = sorted((Path(results_dir) / "runs").glob(f"*-{key}.json"))
+    return matches[0] if matches else None
+
+
+def load_record(path: Path) -> dict[str, Any]:
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def iter_records(results_dir: Path) -> Iterator[dict[str, Any]]:
+    for path in sorted((Path(results_dir) / "runs").glob("*.json")):
+        yield load_record(path)
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def git_state() -> dict[str, Any]:
+    """The commit the code ran from, and whether the working tree differed from it."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                 timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def provenance(threads: int) -> dict[str, Any]:
+    import numpy
+    import torch
+
+    return {
+        "command": " ".join(["ecbench", *sys.argv[1:]]) if sys.argv else None,
+        "git": git_state(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "numpy": numpy.__version__, "ecbench": _own_version()},
+        "machine": {"hostname": platform.node(), "platform": platform.platform(),
+                    "cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": threads},
+    }
+
+
+def _own_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("ecbench")
+    except Exception:
+        return "unknown"

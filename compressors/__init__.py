@@ -1,0 +1,24 @@
+"""Item-embedding compressors and their registry.
+
+    >>> import compressors
+    >>> table = compressors.build("full", num_items=101, dim=16)
+
+Third-party compressors register through the ``ecbench.compressors`` entry-point group.
+"""
+
+from compressors.base import Compressor, StorageReport, StoredTensor, smallest_unsigned_dtype
+from compressors.named_registry import Registry, RegistryEntry, UnknownEntryError
+
+registry: Registry[Compressor] = Registry("compressor", "ecbench.compressors")
+
+# Built-ins register themselves on import.
+from compressors import full  # noqa: E402,F401
+
+
+def build(name: str, config=None, **context) -> Compressor:
+    """Build the compressor `name` with its config (defaults if None) for a table shape."""
+    return registry.build(name, config, **context)
+
+
+__all__ = ["Compressor", "StorageReport", "StoredTensor", "Registry", "RegistryEntry",
+           "UnknownEntryError", "registry", "build", "smallest_unsigned_dtype"]

@@ -1,0 +1,104 @@
+"""The compressor contract: one item table, however it is stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+FLOAT_BYTES = 4  # deployed floats are float32
+
+
+def smallest_unsigned_dtype(max_value: int) -> np.dtype:
+    """The smallest unsigned integer type that holds `max_value` (codes are stored so)."""
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if max_value <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"{max_value} does not fit in 64 bits")
+
+
+@dataclass(frozen=True)
+class StoredTensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class StorageReport:
+    """What the deployed item table stores, and how it compares with the dense table.
+
+    `paper_ratio` is the compression rate by the paper's own formula for the method (Eq. 8 for
+    sttd, Eq. 11 for ccode), which counts numbers, not bytes; `byte_ratio` counts real bytes.
+    """
+
+    tensors: tuple[StoredTensor, ...]
+    num_items: int
+    dim: int
+    paper_ratio: float
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def full_bytes(self) -> int:
+        return self.num_items * self.dim * FLOAT_BYTES
+
+    @property
+    def byte_ratio(self) -> float:
+        return self.full_bytes / self.total_bytes
+
+    def to_dict(self) -> dict:
+        return {
+            "tensors": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
+                         "bytes": t.nbytes} for t in self.tensors],
+            "total_bytes": self.total_bytes,
+            "full_bytes": self.full_bytes,
+            "byte_ratio": self.byte_ratio,
+            "paper_ratio": self.paper_ratio,
+            "notes": list(self.notes),
+        }
+
+
+class Compressor(nn.Module):
+    """An item table of `num_items` rows (row 0 is padding, always zero) and `dim` columns.
+
+    Subclasses implement `weight()` and `storage()`; `forward` and `score` have exact defaults
+    that a subclass may replace with faster paths of the same value.
+    """
+
+    def __init__(self, num_items: int, dim: int) -> None:
+        super().__init__()
+        if num_items < 2:
+            raise ValueError(f"an item table needs at least one real item, got num_items={num_items}")
+        if dim < 1:
+            raise ValueError(f"dim must be positive, got {dim}")
+        self.num_items = num_items
+        self.dim = dim
+
+    def weight(self) -> torch.Tensor:
+        """The whole reconstructed table, [num_items, dim], row 0 zero."""
+        raise NotImplementedError
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(ids, self.weight())
+
+    def score(self, query: torch.Tensor) -> torch.Tensor:
+        """Scores of every item (padding column included) for each session vector: [B, num_items]."""
+        return nn.functional.linear(query, self.weight())
+
+    def storage(self) -> StorageReport:
+        raise NotImplementedError
+
+    # Optional hooks the trainer calls; the defaults do nothing.
+    def extra_loss(self) -> torch.Tensor | None:
+        """An extra training loss (e.g. a reconstruction MSE), or None."""
+        return None
