@@ -183,7 +183,7 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except (EcbenchError, compressors.UnknownEntryError) as exc:
         click.echo(f"error: {exc}", err=True)

@@ -110,7 +110,8 @@ def coerce_option(config_cls: type, name: str, raw: Any) -> Any:
     try:
         return hint(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{flag} takes a {getattr(hint, '__name__', hint)}, got {raw!r}") from None
+        kind = {int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+        raise ConfigError(f"{flag} takes {kind}, got {raw!r}") from None
 
 
 def parse_part_options(args: list[str], parts: dict[str, type]) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,10 @@ KNOWN_DATASETS = ("tmall", "retailrocket")
 DATA_ROOT_ENV = "ECBENCH_DATA"
 
 
+class _RefusedPickle(pickle.UnpicklingError):
+    """The pickle asked for something beyond lists, tuples and ints."""
+
+
 class _ListsTuplesIntsUnpickler(pickle.Unpickler):
     """Refuses every global, so no pickle can call a function or build an object.
 
@@ -26,17 +30,16 @@ class _ListsTuplesIntsUnpickler(pickle.Unpickler):
     """
 
     def find_class(self, module: str, name: str):
-        raise pickle.UnpicklingError(
-            f"refers to {module}.{name}; only lists, tuples and ints are allowed")
+        raise _RefusedPickle(f"refers to {module}.{name}; only lists, tuples and ints are allowed")
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("uses persistent ids; only lists, tuples and ints are allowed")
+        raise _RefusedPickle("uses persistent ids; only lists, tuples and ints are allowed")
 
 
 def safe_load(raw: bytes, what: str):
     try:
         return _ListsTuplesIntsUnpickler(io.BytesIO(raw)).load()
-    except pickle.UnpicklingError as exc:
+    except _RefusedPickle as exc:
         raise DataError(f"{what}: refused pickle: {exc}") from None
     except Exception as exc:  # truncated or corrupt streams raise many types
         raise DataError(f"{what}: malformed pickle ({type(exc).__name__}: {exc})") from None
@@ -104,6 +107,5 @@ def resolve_dataset_path(data: str, data_root: str | os.PathLike | None) -> Path
     candidate = resolve_data_root(data_root) / data
     if candidate.is_dir():
         return candidate
-    root = resolve_data_root(data_root)
-    raise DataError(f"no dataset {data!r}: not a folder, and {root}/{data} does not exist "
+    raise DataError(f"no dataset {data!r}: not a folder, and {candidate} does not exist "
                     f"(set --data-root or ${DATA_ROOT_ENV})")

@@ -29,9 +29,11 @@ def metrics_from_ranks(ranks: np.ndarray, cutoffs: Sequence[int] = CUTOFFS) -> d
     out: dict[str, float] = {}
     for k in cutoffs:
         hit = ranks <= k
-        out[f"HR@{k}"] = 100.0 * hit.mean()
-        out[f"NDCG@{k}"] = 100.0 * np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean()
-        out[f"MRR@{k}"] = 100.0 * np.where(hit, 1.0 / ranks, 0.0).mean()
+        # Plain floats, not numpy scalars: these go into checkpoints, which torch.load only
+        # reads back (weights_only=True) when they hold no numpy objects.
+        out[f"HR@{k}"] = float(100.0 * hit.mean())
+        out[f"NDCG@{k}"] = float(100.0 * np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean())
+        out[f"MRR@{k}"] = float(100.0 * np.where(hit, 1.0 / ranks, 0.0).mean())
     return out
 
 

@@ -33,13 +33,13 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
     prepared = prepare(config, dataset)
     key = config.key(dataset.checksum)
     existing = find_record(results_dir, key)
-    if existing is not None and not (force or resume):
+    checkpoint = Path(workdir) / "checkpoints" / f"{key}.pt"
+    if existing is not None and not force and not (resume and checkpoint.is_file()):
         log(f"reusing the record of an identical run: {existing}")
         return load_record(existing), existing
 
     torch.manual_seed(config.seed)
     model = build_model(config, dataset.num_items)
-    checkpoint = Path(workdir) / "checkpoints" / f"{key}.pt"
     trainer = Trainer(config, prepared, model, checkpoint, progress=progress, log=log)
     if resume:
         if trainer.load_checkpoint():

@@ -34,6 +34,8 @@ def configure_cpu(threads: int) -> None:
     Flushing denormals matters: the softmax gradient of a large catalogue is full of tiny values,
     and denormal arithmetic made the table's gradient matmul ten times slower.
     """
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
 

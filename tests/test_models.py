@@ -1,0 +1,253 @@
+"""The full item table, SASRec with the soft-attention readout, and the registries."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import backbones
+import compressors
+from backbones import SASRec, SASRecConfig
+from backbones.readout import SoftAttentionReadout
+from compressors import Registry, UnknownEntryError
+from compressors.full import FullConfig, FullTable
+
+NUM_ITEMS, DIM = 31, 8
+
+
+@pytest.fixture
+def table():
+    torch.manual_seed(0)
+    return FullTable(NUM_ITEMS, DIM)
+
+
+@pytest.fixture
+def sasrec():
+    torch.manual_seed(0)
+    model = SASRec(FullTable(NUM_ITEMS, DIM), SASRecConfig(layers=2, heads=2, dropout=0.3),
+                   max_len=12)
+    return model.eval()
+
+
+def padded(rows: list[list[int]], width: int | None = None) -> torch.Tensor:
+    width = width or max(map(len, rows))
+    return torch.tensor([r + [0] * (width - len(r)) for r in rows])
+
+
+# -- FullTable -------------------------------------------------------------------------------
+
+def test_full_table_shapes(table):
+    assert table.weight().shape == (NUM_ITEMS, DIM)
+    assert table(torch.tensor([[1, 2, 0]])).shape == (1, 3, DIM)
+    assert table.score(torch.randn(4, DIM)).shape == (4, NUM_ITEMS)
+
+
+def test_padding_row_is_zero(table):
+    assert torch.count_nonzero(table.weight()[0]) == 0
+    assert torch.count_nonzero(table(torch.tensor([0, 0]))) == 0
+
+
+def test_padding_row_stays_zero_after_an_adam_step_with_weight_decay(table):
+    optimizer = torch.optim.Adam(table.parameters(), lr=0.1, weight_decay=0.01)
+    before = table.weight().detach().clone()
+    ids = torch.tensor([[3, 7, 0, 0], [1, 2, 5, 0]])
+    session = table(ids).sum(1)
+    loss = F.cross_entropy(table.score(session)[:, 1:], torch.tensor([4, 9]) - 1)
+    loss.backward()
+    assert table.table.grad is not None
+    assert table.table.grad[1:].abs().sum() > 0  # gradients reach the real rows
+    optimizer.step()
+    assert torch.count_nonzero(table.weight()[0]) == 0
+    assert not torch.equal(table.weight()[1:], before[1:])
+
+
+def test_full_table_storage_is_the_dense_float32_table(table):
+    report = table.storage()
+    assert report.total_bytes == NUM_ITEMS * DIM * 4
+    assert report.full_bytes == NUM_ITEMS * DIM * 4
+    assert report.byte_ratio == 1.0 and report.paper_ratio == 1.0
+    assert report.to_dict()["tensors"] == [
+        {"name": "table", "shape": [NUM_ITEMS, DIM], "dtype": "float32", "bytes": NUM_ITEMS * DIM * 4}]
+
+
+@pytest.mark.parametrize("num_items,dim", [(1, 8), (10, 0)])
+def test_degenerate_table_shapes_are_rejected(num_items, dim):
+    with pytest.raises(ValueError):
+        FullTable(num_items, dim)
+
+
+# -- SASRec ----------------------------------------------------------------------------------
+
+def test_encode_gives_one_vector_per_session(sasrec):
+    seq = padded([[1, 2, 3], [4], [5, 6, 7, 8, 9]])
+    assert sasrec.encode(seq, (seq > 0).sum(1)).shape == (3, DIM)
+    assert sasrec.score(seq, (seq > 0).sum(1)).shape == (3, NUM_ITEMS)
+
+
+def test_trailing_padding_does_not_change_the_encoding(sasrec):
+    rows = [[1, 2, 3], [4], [5, 6, 7, 8, 9]]
+    with torch.no_grad():
+        tight = sasrec.encode(padded(rows))
+        loose = sasrec.encode(padded(rows, width=12))
+    torch.testing.assert_close(loose, tight, atol=1e-5, rtol=1e-5)
+
+
+def test_a_session_is_encoded_the_same_alone_or_in_a_batch(sasrec):
+    rows = [[1, 2, 3], [4], [5, 6, 7, 8, 9]]
+    with torch.no_grad():
+        together = sasrec.encode(padded(rows))
+        alone = torch.cat([sasrec.encode(padded([r])) for r in rows])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_sessions_longer_than_max_len_are_rejected(sasrec):
+    with pytest.raises(ValueError, match="exceed max_len"):
+        sasrec.encode(torch.ones(1, 13, dtype=torch.long))
+
+
+def test_hot_and_cold_subsession_readouts(sasrec):
+    hot = torch.zeros(NUM_ITEMS, dtype=torch.bool)
+    hot[1:6] = True  # items 1..5 are hot
+    seq = padded([[1, 2, 3], [10, 11], [1, 10, 2, 12]])  # hot-only, cold-only, mixed
+    with torch.no_grad():
+        hot_out, cold_out = sasrec.encode_subsessions(seq, hot)
+        hidden = sasrec.hidden_states(seq)
+        valid = seq > 0
+        hot_mask = hot[seq] & valid
+        direct_hot = sasrec.readout(hidden, hot_mask)
+        direct_cold = sasrec.readout(hidden, valid & ~hot_mask)
+    assert torch.count_nonzero(cold_out[0]) == 0  # hot-only session has no cold readout
+    assert torch.count_nonzero(hot_out[1]) == 0  # cold-only session has no hot readout
+    assert torch.count_nonzero(hot_out[0]) > 0 and torch.count_nonzero(cold_out[1]) > 0
+    torch.testing.assert_close(hot_out[2], direct_hot[2])
+    torch.testing.assert_close(cold_out[2], direct_cold[2])
+    assert not torch.allclose(hot_out[2], cold_out[2])
+    # a session that is all hot reads out like the whole session
+    torch.testing.assert_close(hot_out[0], sasrec.encode(seq)[0].detach())
+
+
+def test_training_mode_applies_dropout_and_eval_mode_is_deterministic(sasrec):
+    seq = padded([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(sasrec.encode(seq), sasrec.encode(seq))
+        sasrec.train()
+        assert not torch.equal(sasrec.encode(seq), sasrec.encode(seq))
+
+
+def test_uniform_init_draws_encoder_weights_from_the_paper_range():
+    torch.manual_seed(0)
+    model = SASRec(FullTable(NUM_ITEMS, DIM), SASRecConfig(init="uniform", init_range=0.1), 10)
+    for name, p in model.named_parameters():
+        if "norm" not in name:
+            assert p.abs().max() <= 0.1, name
+    assert torch.all(model.blocks[0].attention_norm.weight == 1)
+
+
+def test_non_item_parameters_exclude_the_table(sasrec):
+    ids = {id(p) for p in sasrec.non_item_parameters()}
+    assert id(sasrec.compressor.table) not in ids
+    assert len(ids) == len(list(sasrec.parameters())) - 1
+
+
+@pytest.mark.parametrize("options,message", [({"layers": 0}, "layers"), ({"heads": 0}, "heads"),
+                                             ({"dropout": 1.0}, "dropout"),
+                                             ({"init": "zeros"}, "init")])
+def test_bad_sasrec_options_are_rejected(options, message):
+    with pytest.raises(ValueError, match=message):
+        SASRecConfig(**options)
+
+
+def test_dim_not_divisible_by_heads_is_rejected():
+    with pytest.raises(ValueError, match="divisible"):
+        SASRec(FullTable(NUM_ITEMS, 10), SASRecConfig(heads=3), 5)
+
+
+# -- soft-attention readout (Eq. 3) ----------------------------------------------------------
+
+def eq3_loop(readout: SoftAttentionReadout, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """theta = sum_t alpha_t x_t, alpha_t = f^T sigmoid(W1 mean + W2 x_t + c), per session."""
+    w1, w2, c, f = readout.w1.weight, readout.w2.weight, readout.w2.bias, readout.f.weight[0]
+    out = []
+    for x, m in zip(hidden, mask):
+        chosen = [x[t] for t in range(len(x)) if m[t]]
+        if not chosen:
+            out.append(torch.zeros(x.shape[1]))
+            continue
+        mean = torch.stack(chosen).mean(0)
+        theta = torch.zeros(x.shape[1])
+        for xt in chosen:
+            alpha = f @ torch.sigmoid(w1 @ mean + w2 @ xt + c)
+            theta = theta + alpha * xt
+        out.append(theta)
+    return torch.stack(out)
+
+
+def test_soft_attention_readout_matches_a_direct_loop_of_eq3():
+    torch.manual_seed(3)
+    readout = SoftAttentionReadout(6)
+    hidden = torch.randn(5, 7, 6)
+    mask = torch.rand(5, 7) > 0.4
+    mask[0] = False  # an empty selection
+    mask[1] = True  # everything selected
+    with torch.no_grad():
+        torch.testing.assert_close(readout(hidden, mask), eq3_loop(readout, hidden, mask),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_readout_ignores_hidden_states_outside_the_mask():
+    torch.manual_seed(4)
+    readout = SoftAttentionReadout(4)
+    hidden = torch.randn(2, 5, 4)
+    mask = torch.tensor([[1, 1, 0, 1, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    changed = hidden.clone()
+    changed[~mask] = 1e3
+    with torch.no_grad():
+        torch.testing.assert_close(readout(changed, mask), readout(hidden, mask))
+
+
+# -- registries ------------------------------------------------------------------------------
+
+def test_builtins_are_registered():
+    assert "full" in compressors.registry.names()
+    assert "sasrec" in backbones.registry.names()
+
+
+def test_unknown_compressor_names_the_known_ones():
+    with pytest.raises(UnknownEntryError) as info:
+        compressors.build("nosuch", num_items=10, dim=4)
+    message = str(info.value)
+    assert "unknown compressor 'nosuch'" in message
+    assert "full" in message.split("known:")[1]
+
+
+def test_unknown_backbone_names_the_known_ones():
+    with pytest.raises(UnknownEntryError, match=r"unknown backbone 'nosuch'; known: .*sasrec"):
+        backbones.registry.get("nosuch")
+
+
+def test_registry_builds_with_default_config():
+    table = compressors.build("full", num_items=12, dim=4)
+    assert isinstance(table, FullTable) and table.weight().shape == (12, 4)
+    model = backbones.build("sasrec", compressor=table, max_len=7)
+    assert isinstance(model, SASRec) and model.config == SASRecConfig()
+
+
+def test_registering_a_different_builder_under_a_taken_name_fails():
+    registry = Registry("widget", "ecbench.tests-no-such-group")
+
+    @registry.register("w", config=FullConfig)
+    def first(config, **context):
+        return "first"
+
+    with pytest.raises(ValueError, match="widget 'w' is registered twice"):
+        @registry.register("w", config=FullConfig)
+        def second(config, **context):
+            return "second"
+    assert registry.build("w") == "first"
+
+
+def test_registry_configs_must_be_dataclasses():
+    registry = Registry("widget", "ecbench.tests-no-such-group")
+    with pytest.raises(TypeError, match="must be a dataclass"):
+        registry.register("w", config=dict)

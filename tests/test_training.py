@@ -1,0 +1,275 @@
+"""Training end to end: a short real-data run, the CLI's records, resume after a kill, legacy mode."""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.config import RunConfig
+from bench.errors import TrainingDiverged
+from bench.metrics import CUTOFFS, metrics_from_ranks, popularity_ranks
+from bench.runner import LEGACY_LABEL
+from bench.sessions import SessionDataset
+from bench.synthetic import synthetic_dataset
+from bench.train import Trainer, build_model, evaluate, prepare
+from helpers import ecbench_command, records_under, run_cli
+
+METRICS = {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in CUTOFFS}
+TINY_RUN = ["--epochs", "2", "--dim", "16", "--threads", "1", "--no-progress"]
+
+
+# -- in-process training ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tmall_slice(tmall) -> SessionDataset:
+    """The first 3000 real Tmall training sessions, and the test cases they can score."""
+    train = tmall.train.select(np.arange(3000))
+    num_items = int(train.items.max()) + 1
+    seen = np.zeros(num_items, dtype=bool)
+    seen[train.items] = True
+    prefixes, labels = tmall.test_prefixes, tmall.test_labels
+    keep = [i for i in range(len(prefixes))
+            if labels[i] < num_items and seen[labels[i]] and prefixes.session(i).max() < num_items]
+    return SessionDataset("tmall-first-3000", num_items, train, prefixes.select(np.array(keep)),
+                          labels[keep], checksum="tmall-first-3000")
+
+
+@pytest.mark.slow
+def test_short_real_run_learns_and_beats_popularity(tmall_slice, tmp_path):
+    config = RunConfig(data="tmall-first-3000", dim=32, epochs=2, patience=2,
+                       backbone_options={"layers": 1, "heads": 1, "dropout": 0.5})
+    prepared = prepare(config, tmall_slice)
+    torch.manual_seed(0)
+    model = build_model(config, tmall_slice.num_items)
+    messages: list[str] = []
+    state = Trainer(config, prepared, model, tmp_path / "ck.pt", log=messages.append).fit()
+
+    assert state.epoch == 2 and len(state.history) == 2 and len(messages) == 2
+    first, second = state.history
+    assert second["train_loss"] < first["train_loss"]
+    popularity = metrics_from_ranks(popularity_ranks(prepared.popularity,
+                                                     prepared.validation.targets))
+    best = max(e["validation"]["NDCG@10"] for e in state.history)
+    assert best == state.best_value
+    assert best > popularity["NDCG@10"] + 1.0, (best, popularity["NDCG@10"])
+
+
+def _tiny_config(**overrides) -> RunConfig:
+    options = dict(data="tiny", dim=16, epochs=2, patience=5, batch_size=128,
+                   backbone_options={"dropout": 0.2})
+    options.update(overrides)
+    return RunConfig(**options)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_at(epoch: int):
+    """A log callback that stops training as epoch `epoch` reports, before its checkpoint."""
+    def log(message: str) -> None:
+        if message.startswith(f"epoch {epoch}:"):
+            raise _Interrupted(message)
+    return log
+
+
+def _trainer(config, data, checkpoint: Path, log=lambda m: None, seed: int | None = None) -> Trainer:
+    prepared = prepare(config, data)
+    torch.manual_seed(config.seed if seed is None else seed)
+    return Trainer(config, prepared, build_model(config, data.num_items), checkpoint, log=log)
+
+
+def test_checkpoint_resume_continues_to_the_same_result(tiny_synthetic, tmp_path):
+    config = _tiny_config(epochs=3)
+    straight = _trainer(config, tiny_synthetic, tmp_path / "a.pt")
+    straight.fit()
+
+    interrupted = _trainer(config, tiny_synthetic, tmp_path / "b.pt", log=_interrupt_at(2))
+    with pytest.raises(_Interrupted):
+        interrupted.fit()
+    # a new process: different RNG state and fresh weights until the checkpoint is loaded
+    resumed = _trainer(config, tiny_synthetic, tmp_path / "b.pt", seed=123)
+    assert resumed.load_checkpoint()
+    assert resumed.state.epoch == 1 and not resumed.state.finished
+    resumed.fit()
+
+    assert resumed.state.epoch == straight.state.epoch == 3
+    assert [e["validation"] for e in resumed.state.history] == \
+           [e["validation"] for e in straight.state.history]
+    assert [e["train_loss"] for e in resumed.state.history] == \
+           [e["train_loss"] for e in straight.state.history]
+    for name, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_missing_checkpoint_means_starting_fresh(tiny_synthetic, tmp_path):
+    config = _tiny_config()
+    trainer = Trainer(config, prepare(config, tiny_synthetic),
+                      build_model(config, tiny_synthetic.num_items), tmp_path / "none.pt")
+    assert trainer.load_checkpoint() is False
+    assert trainer.state.epoch == 0
+
+
+def test_diverging_loss_stops_training_with_a_clear_error(tiny_synthetic, tmp_path):
+    config = _tiny_config(lr=1e30)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 1.*no checkpoint"):
+        _trainer(config, tiny_synthetic, tmp_path / "nan.pt").fit()
+
+
+def test_patience_stops_training_early(tiny_synthetic, tmp_path):
+    # A learning rate too small to matter: validation never improves on epoch 1.
+    config = _tiny_config(lr=1e-12, epochs=6, patience=1)
+    trainer = _trainer(config, tiny_synthetic, tmp_path / "p.pt")
+    trainer.fit()
+    assert trainer.state.finished and trainer.state.epoch < 6
+    assert trainer.state.best_epoch == 1
+
+
+# -- the command line: records and reuse -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_run")
+    results, work = root / "results", root / "work"
+    args = ["run", *TINY_RUN, "--results", str(results), "--workdir", str(work)]
+    started = time.perf_counter()
+    first = run_cli(args, cwd=root)
+    seconds = time.perf_counter() - started
+    return {"root": root, "results": results, "work": work, "args": args, "first": first,
+            "seconds": seconds}
+
+
+@pytest.mark.slow
+def test_cli_run_writes_a_complete_record(cli_run, repo_root):
+    proc = cli_run["first"]
+    assert proc.returncode == 0, proc.stderr
+    records = records_under(cli_run["results"])
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    assert str(records[0]) in proc.stdout  # "record: PATH"
+
+    for key in ("config", "test", "history", "provenance", "dataset", "size", "selection",
+                "baselines"):
+        assert key in record
+    assert record["config"]["epochs"] == 2 and record["config"]["dim"] == 16
+    assert set(record["test"]) == METRICS
+    assert [e["epoch"] for e in record["history"]] == [1, 2]
+    assert all(set(e["validation"]) == METRICS for e in record["history"])
+    assert record["dataset"]["checksum"] == synthetic_dataset().checksum
+    assert record["size"]["item_storage"]["total_bytes"] == record["dataset"]["num_items"] * 16 * 4
+    assert record["size"]["item_storage"]["byte_ratio"] == 1.0
+    prov = record["provenance"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True,
+                          text=True).stdout.strip()
+    assert prov["git"]["commit"] == head and re.fullmatch(r"[0-9a-f]{40}", head)
+    assert prov["versions"]["torch"] == torch.__version__
+    assert prov["machine"]["torch_threads"] == 1 and prov["machine"]["cores"] >= 1
+    assert record["selection"]["on"] == "validation"
+    assert record["test"]["NDCG@10"] > record["baselines"]["popularity"]["NDCG@10"]
+    assert Path(record["model_file"]).is_file()
+    assert not list((cli_run["work"] / "checkpoints").glob("*.pt"))  # removed once recorded
+
+
+@pytest.mark.slow
+def test_cli_rerun_reuses_the_record(cli_run):
+    assert cli_run["first"].returncode == 0, cli_run["first"].stderr
+    [record] = records_under(cli_run["results"])
+    before = record.read_bytes()
+    again = run_cli(cli_run["args"], cwd=cli_run["root"])
+    assert again.returncode == 0, again.stderr
+    assert "reusing" in again.stderr
+    assert "epoch 1" not in again.stderr  # nothing was trained
+    assert records_under(cli_run["results"]) == [record]
+    assert record.read_bytes() == before
+
+
+# -- resume after a kill ---------------------------------------------------------------------
+
+def _history_values(record):
+    return [(e["epoch"], e["train_loss"], e["validation"]) for e in record["history"]]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    args = ["run", "--epochs", "3", "--dim", "16", "--threads", "1", "--no-progress"]
+    killed_results, killed_work = tmp_path / "k-results", tmp_path / "k-work"
+    own = ["--results", str(killed_results), "--workdir", str(killed_work)]
+    proc = subprocess.Popen(ecbench_command() + args + own, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while not glob.glob(str(killed_work / "checkpoints" / "*.pt")):
+            if proc.poll() is not None:
+                pytest.fail(f"run ended before writing a checkpoint: {proc.communicate()[1]}")
+            if time.monotonic() > deadline:
+                pytest.fail("no checkpoint within 120 s")
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert records_under(killed_results) == []
+
+    resumed = run_cli(args + own + ["--resume"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert re.search(r"resuming from .* after epoch [12]", resumed.stderr), resumed.stderr
+
+    straight_results = tmp_path / "s-results"
+    straight = run_cli(args + ["--results", str(straight_results),
+                               "--workdir", str(tmp_path / "s-work")], cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+
+    [a] = [json.loads(p.read_text()) for p in records_under(killed_results)]
+    [b] = [json.loads(p.read_text()) for p in records_under(straight_results)]
+    assert a["key"] == b["key"]
+    assert a["selection"]["epoch"] == b["selection"]["epoch"]
+    for metric in METRICS:
+        assert a["test"][metric] == pytest.approx(b["test"][metric], abs=1e-6)
+    assert len(a["history"]) == len(b["history"]) == 3
+    for ea, eb in zip(a["history"], b["history"]):
+        assert ea["epoch"] == eb["epoch"]
+        assert ea["train_loss"] == pytest.approx(eb["train_loss"], abs=1e-6)
+        for metric in METRICS:
+            assert ea["validation"][metric] == pytest.approx(eb["validation"][metric], abs=1e-6)
+
+
+# -- the legacy protocol ---------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_select_on_test_is_labelled_legacy_with_per_metric_epochs(tmp_path):
+    results = tmp_path / "results"
+    proc = run_cli(["run", *TINY_RUN, "--select-on", "test", "--results", str(results),
+                    "--workdir", str(tmp_path / "work")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("NOTE: legacy")
+    [record] = [json.loads(p.read_text()) for p in records_under(results)]
+    selection = record["selection"]
+    assert selection["on"] == "test"
+    assert "legacy" in selection["label"] and selection["label"] == LEGACY_LABEL
+    epochs = record["test_epochs"]
+    assert set(epochs) == METRICS
+    for metric, epoch in epochs.items():
+        assert 1 <= epoch <= selection["epochs_run"]
+        per_epoch = [e["test"][metric] for e in record["history"]]
+        assert record["test"][metric] == max(per_epoch)
+        assert record["test"][metric] == record["history"][epoch - 1]["test"][metric]
+
+
+@pytest.mark.slow
+def test_validation_selected_record_has_no_test_epochs(cli_run):
+    assert cli_run["first"].returncode == 0, cli_run["first"].stderr
+    [record] = [json.loads(p.read_text()) for p in records_under(cli_run["results"])]
+    assert record["test_epochs"] is None
+    assert "test" not in record["history"][0]  # test was never looked at while training
+    assert "legacy" not in record["selection"]["label"]
