@@ -8,11 +8,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from bench.config import RunConfig
 from bench.records import atomic_write_bytes, now_iso, provenance
-from bench.train import build_model, configure_cpu, load_dataset, prepare
+from bench.train import build_model, configure_cpu, load_dataset, prepare, training_loss
 
 WARMUP_STEPS = 20
 
@@ -41,7 +40,7 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
         if i >= WARMUP_STEPS + timed and steps:
             break
         start = time.perf_counter()
-        loss = F.cross_entropy(model.score(batch.items, batch.lengths)[:, 1:], batch.targets - 1)
+        loss = training_loss(model, batch, config.precision)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -63,6 +62,7 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
               "measurements": measurements, "provenance": provenance(threads),
               "date": now_iso()}
     name = Path(config.data).name
-    path = Path(results_dir) / "bench" / f"train-{name}-{config.compressor}-d{config.dim}.json"
+    path = (Path(results_dir) / "bench" /
+            f"train-{name}-{config.compressor}-d{config.dim}-{config.precision}-t{threads}.json")
     atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
     return result, path

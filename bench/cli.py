@@ -66,7 +66,7 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
 @click.option("--batch-size", type=int, default=100, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--l2", type=float, default=1e-5, show_default=True)
-@click.option("--epochs", type=int, default=None, help="maximum epochs [30; synthetic 12]")
+@click.option("--epochs", type=int, default=None, help="maximum epochs [30; synthetic 10]")
 @click.option("--patience", type=int, default=None, help="stop after N epochs without gain [3]")
 @click.option("--select-metric", default="NDCG@10", show_default=True)
 @click.option("--select-on", type=click.Choice(["validation", "test"]), default="validation",
@@ -74,6 +74,8 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
 @click.option("--val-split", type=click.Choice(["random", "last"]), default="random",
               show_default=True, help="random sessions, or the last ones in file order")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="training matmuls in float32, or bfloat16 autocast (evaluation is float32)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=DEFAULT_THREADS, show_default=True)
 @click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
@@ -118,7 +120,8 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
         dim=general["dim"], max_len=opts["max_len"], batch_size=opts["batch_size"], lr=opts["lr"],
         l2=opts["l2"], epochs=general["epochs"], patience=general["patience"],
         select_metric=opts["select_metric"], select_on=opts["select_on"],
-        val_fraction=opts["val_fraction"], val_split=opts["val_split"], seed=opts["seed"])
+        val_fraction=opts["val_fraction"], val_split=opts["val_split"],
+        precision=opts["precision"], seed=opts["seed"])
 
 
 def _describe_options(config_cls: type) -> str:
@@ -156,6 +159,7 @@ def bench_group() -> None:
 @click.option("--compressor", default="full", show_default=True)
 @click.option("--dim", type=int, default=None)
 @click.option("--batch-size", type=int, default=100, show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
 @click.option("--steps", type=int, default=300, show_default=True,
               help="timed training steps (after warm-up); 0 = one whole epoch")
 @click.option("--threads", type=int, default=DEFAULT_THREADS, show_default=True)

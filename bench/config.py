@@ -35,6 +35,7 @@ class RunConfig:
     val_fraction: float = 0.1
     val_split: Literal["random", "last"] = "random"
     hot_fraction: float = 0.2
+    precision: Literal["fp32", "bf16"] = "fp32"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -52,6 +53,8 @@ class RunConfig:
              f"--val-split must be random or last, got {self.val_split!r}"),
             (0.0 < self.val_fraction < 1.0, f"--val-fraction must be in (0, 1)"),
             (0.0 < self.hot_fraction < 1.0, f"--hot-fraction must be in (0, 1)"),
+            (self.precision in ("fp32", "bf16"),
+             f"--precision must be fp32 or bf16, got {self.precision!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -74,7 +77,7 @@ class RunConfig:
 PAPER_PRESETS: dict[str, dict[str, Any]] = {
     "tmall": {"dim": 128, "backbone": {"layers": 1, "heads": 1, "dropout": 0.5}},
     "retailrocket": {"dim": 256, "backbone": {"layers": 1, "heads": 2, "dropout": 0.2}},
-    "synthetic": {"dim": 64, "epochs": 12, "patience": 2,
+    "synthetic": {"dim": 64, "epochs": 10, "patience": 2,
                   "backbone": {"layers": 1, "heads": 1, "dropout": 0.2}},
 }
 

@@ -27,6 +27,7 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
                    ) -> tuple[dict[str, Any], Path]:
     """Train and evaluate `config`; write and return its run record (reused if already run)."""
     started = now_iso()
+    origin = provenance(threads)  # before training: the code that actually ran
     wall_start = time.perf_counter()
     configure_cpu(threads)
     dataset = load_dataset(config.data, data_root)
@@ -98,7 +99,7 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
         },
         "history": state.history,
         "model_file": str(model_file),
-        "provenance": provenance(threads),
+        "provenance": origin,
         "started": started,
         "finished": now_iso(),
     }

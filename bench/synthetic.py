@@ -20,7 +20,7 @@ from bench.sessions import SessionDataset, Sessions
 class SyntheticConfig:
     num_items: int = 2000
     num_topics: int = 40
-    num_sessions: int = 12000
+    num_sessions: int = 8000
     test_fraction: float = 0.1
     mean_length: float = 6.0
     max_length: int = 30

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 import backbones
 import compressors
 from backbones import Backbone
-from bench.batching import Examples
+from bench.batching import Batch, Examples
 from bench.config import RunConfig, build_part_config
 from bench.errors import ConfigError, DataError, EcbenchError, TrainingDiverged
 from bench.loaders import load_standard, resolve_dataset_path
@@ -113,6 +113,19 @@ def model_size(model: Backbone) -> dict[str, Any]:
     }
 
 
+def training_loss(model: Backbone, batch: Batch, precision: str = "fp32") -> torch.Tensor:
+    """Full-softmax cross-entropy over the real items, plus the compressor's own loss if any.
+
+    With `precision="bf16"` the forward matrix products run in bfloat16 (autocast; weights,
+    optimiser state and the softmax stay float32). Evaluation is always float32.
+    """
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        scores = model.score(batch.items, batch.lengths)
+    loss = F.cross_entropy(scores.float()[:, 1:], batch.targets - 1)
+    extra = model.compressor.extra_loss()
+    return loss if extra is None else loss + extra
+
+
 @dataclass
 class TrainState:
     """What a checkpoint holds: enough to continue a killed run to the same result."""
@@ -185,11 +198,7 @@ class Trainer:
                            desc=f"epoch {epoch}", leave=False, unit="batch")
         total, count, start = 0.0, 0, time.perf_counter()
         for step, batch in enumerate(batches):
-            scores = model.score(batch.items, batch.lengths)
-            loss = F.cross_entropy(scores[:, 1:], batch.targets - 1)
-            extra = model.compressor.extra_loss()
-            if extra is not None:
-                loss = loss + extra
+            loss = training_loss(model, batch, cfg.precision)
             value = loss.item()
             if not math.isfinite(value):
                 kept = (f"the last good checkpoint (epoch {self.state.epoch}) is kept at "
