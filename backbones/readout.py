@@ -21,9 +21,17 @@ class SoftAttentionReadout(nn.Module):
         self.f = nn.Linear(dim, 1, bias=False)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        weights = mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
-        count = weights.sum(1).clamp(min=1.0)
-        mean = (hidden * weights).sum(1) / count  # x_s*
-        gate = torch.sigmoid(self.w1(mean).unsqueeze(1) + self.w2(hidden))
-        alpha = self.f(gate) * weights  # [B, L, 1]
-        return (alpha * hidden).sum(1)
+        """Readout of padded hidden states [B, L, D] over the positions where `mask` is true."""
+        sessions, _ = torch.nonzero(mask, as_tuple=True)
+        return self.packed(hidden[mask], sessions, hidden.shape[0])
+
+    def packed(self, tokens: torch.Tensor, session_of: torch.Tensor, num_sessions: int
+               ) -> torch.Tensor:
+        """The same readout over packed tokens [N, D], token i belonging to `session_of[i]`."""
+        dim = tokens.shape[-1]
+        count = torch.bincount(session_of, minlength=num_sessions).clamp(min=1).to(tokens.dtype)
+        total = tokens.new_zeros(num_sessions, dim).index_add(0, session_of, tokens)
+        mean = total / count.unsqueeze(1)  # x_s*
+        gate = torch.sigmoid(self.w1(mean).index_select(0, session_of) + self.w2(tokens))
+        alpha = self.f(gate)  # [N, 1]
+        return tokens.new_zeros(num_sessions, dim).index_add(0, session_of, alpha * tokens)

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from backbones.base import Backbone, valid_positions
+from backbones.base import Backbone
+from backbones.packing import PackedSessions
 from backbones.dropout import FastDropout
 from backbones.readout import SoftAttentionReadout
 from compressors import Compressor
@@ -45,15 +46,17 @@ class CausalSelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).unbind(2)
+    def forward(self, tokens: torch.Tensor, packed: PackedSessions) -> torch.Tensor:
+        """Attention among the packed tokens of each session; tokens [N, D] in, [N, D] out."""
+        dim = tokens.shape[-1]
+        grid = packed.pad(self.qkv(tokens))  # [B, L, 3D]
+        q, k, v = grid.view(packed.batch, packed.length, 3, self.heads, dim // self.heads).unbind(2)
         # Sessions are left-aligned, so the causal mask alone keeps every real position away from
         # the padding that follows it.
         y = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
             dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(batch, length, dim))
+        return self.out(packed.unpad(y.transpose(1, 2)))
 
 
 class TransformerBlock(nn.Module):
@@ -67,8 +70,8 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = nn.LayerNorm(dim, eps=1e-12)
         self.dropout = FastDropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention(x)))
+    def forward(self, x: torch.Tensor, packed: PackedSessions) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, packed)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
@@ -109,19 +112,26 @@ class SASRec(Backbone):
                 for p in module.parameters(recurse=False):
                     p.uniform_(-r, r)
 
-    def hidden_states(self, item_seq: torch.Tensor) -> torch.Tensor:
-        """Per-position representations Theta [B, L, dim] of Eq. 2."""
+    def tokens(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, PackedSessions]:
+        """Representations Theta of Eq. 2 for the real positions only, packed: [N, dim]."""
         length = item_seq.shape[1]
         if length > self.max_len:
             raise ValueError(f"sessions of {length} items exceed max_len={self.max_len}")
-        x = self.compressor(item_seq) + self.positions.weight[:length]
+        packed = PackedSessions.from_items(item_seq)
+        x = self.compressor(packed.items) + self.positions(packed.position)
         x = self.input_dropout(self.input_norm(x))
         for block in self.blocks:
-            x = block(x)
-        return x
+            x = block(x, packed)
+        return x, packed
+
+    def hidden_states(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Per-position representations Theta [B, L, dim] of Eq. 2 (zero at padding)."""
+        x, packed = self.tokens(item_seq)
+        return packed.pad(x)
 
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.readout(self.hidden_states(item_seq), valid_positions(item_seq))
+        x, packed = self.tokens(item_seq)
+        return self.readout.packed(x, packed.session_of, packed.batch)
 
     def encode_subsessions(self, item_seq: torch.Tensor, hot_items: torch.Tensor
                            ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,7 +140,7 @@ class SASRec(Backbone):
         `hot_items` is a boolean vector over item ids. A session without hot (cold) items gets a
         zero hot (cold) readout; the distillation harness decides what to do with those.
         """
-        hidden = self.hidden_states(item_seq)
-        valid = valid_positions(item_seq)
-        hot = hot_items[item_seq] & valid
-        return self.readout(hidden, hot), self.readout(hidden, valid & ~hot)
+        x, packed = self.tokens(item_seq)
+        hot = hot_items[packed.items]
+        return (self.readout.packed(x[hot], packed.session_of[hot], packed.batch),
+                self.readout.packed(x[~hot], packed.session_of[~hot], packed.batch))

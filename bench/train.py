@@ -18,6 +18,7 @@ import compressors
 from backbones import Backbone
 from bench.batching import Batch, Examples
 from bench.config import RunConfig, build_part_config
+from bench.cpu import configure_cpu
 from bench.errors import ConfigError, DataError, EcbenchError, TrainingDiverged
 from bench.loaders import load_standard, resolve_dataset_path
 from bench.metrics import metrics_from_ranks, pessimistic_ranks, popularity_ranks
@@ -26,18 +27,6 @@ from bench.sessions import SessionDataset, Split, hot_items, item_popularity, sp
 from bench.synthetic import synthetic_dataset
 
 EVAL_BATCH_SIZE = 500
-
-
-def configure_cpu(threads: int) -> None:
-    """One place for the process-wide CPU settings every run and benchmark uses.
-
-    Flushing denormals matters: the softmax gradient of a large catalogue is full of tiny values,
-    and denormal arithmetic made the table's gradient matmul ten times slower.
-    """
-    if threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {threads}")
-    torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
 
 
 def load_dataset(data: str, data_root: str | None = None) -> SessionDataset:

@@ -33,7 +33,7 @@ class FullTable(Compressor):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         # padding_idx keeps row 0's gradient at zero, so the padding row stays the zero vector.
-        return nn.functional.embedding(ids, self.table, padding_idx=0)
+        return nn.functional.embedding(ids, self.table, padding_idx=0, sparse=True)
 
     def storage(self) -> StorageReport:
         return StorageReport(
