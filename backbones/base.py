@@ -8,11 +8,6 @@ from torch import nn
 from compressors import Compressor
 
 
-def valid_positions(item_seq: torch.Tensor) -> torch.Tensor:
-    """Boolean mask [B, L] of real (non-padding) positions."""
-    return item_seq > 0
-
-
 class Backbone(nn.Module):
     """Maps padded sessions [B, L] (left-aligned, 0 = padding) to session vectors [B, dim].
 

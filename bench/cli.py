@@ -148,6 +148,23 @@ def list_command() -> None:
         click.echo()
 
 
+@cli.command("table")
+@click.argument("which", type=click.Choice(["runs"]))
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="also write the table (markdown) to this file")
+def table_command(which: str, results_dir: Path, out: Path | None) -> None:
+    """Render a table from the run records under RESULTS (test metrics in percent)."""
+    from bench.records import atomic_write_bytes, iter_records
+    from bench.tables import runs_table
+
+    text = runs_table(iter_records(results_dir))
+    click.echo(text)
+    if out is not None:
+        atomic_write_bytes(Path(out), (text + "\n").encode())
+
+
 @cli.group("bench")
 def bench_group() -> None:
     """Benchmarks of the hot paths."""

@@ -273,3 +273,15 @@ def test_validation_selected_record_has_no_test_epochs(cli_run):
     assert record["test_epochs"] is None
     assert "test" not in record["history"][0]  # test was never looked at while training
     assert "legacy" not in record["selection"]["label"]
+
+
+@pytest.mark.slow
+def test_runs_table_is_rendered_from_the_records(cli_run):
+    record = json.loads(records_under(cli_run["results"])[0].read_text())
+    proc = run_cli(["table", "runs", "--results", str(cli_run["results"]),
+                    "--out", str(cli_run["results"] / "runs.md")], cwd=cli_run["results"])
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| synthetic"))
+    assert f"{record['test']['NDCG@10']:.2f}" in row
+    assert f"validation ({record['selection']['epoch']}/2)" in row
+    assert (cli_run["results"] / "runs.md").read_text().strip() == proc.stdout.strip()
