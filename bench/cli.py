@@ -77,6 +77,11 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="training matmuls in float32, or bfloat16 autocast (evaluation is float32)")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--teacher", default=None,
+              help="students: the teacher's record, model file or key [the full-table run with "
+                   "the same settings, trained first if not recorded]")
+@click.option("--student-init", type=click.Choice(["teacher", "random"]), default=None,
+              help="students: start the encoder from the teacher's or at random [teacher]")
 @click.option("--threads", type=int, default=DEFAULT_THREADS, show_default=True)
 @click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True)
@@ -121,7 +126,8 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
         l2=opts["l2"], epochs=general["epochs"], patience=general["patience"],
         select_metric=opts["select_metric"], select_on=opts["select_on"],
         val_fraction=opts["val_fraction"], val_split=opts["val_split"],
-        precision=opts["precision"], seed=opts["seed"])
+        precision=opts["precision"], seed=opts["seed"], teacher=opts.get("teacher"),
+        student_init=opts.get("student_init"))
 
 
 def _describe_options(config_cls: type) -> str:

@@ -37,6 +37,10 @@ class RunConfig:
     hot_fraction: float = 0.2
     precision: Literal["fp32", "bf16"] = "fp32"
     seed: int = 0
+    # Students only (compressors that learn from a trained table). None = not set: such fields
+    # stay out of the key, so adding them did not change the keys of earlier records.
+    teacher: str | None = None  # a record (JSON), a model file or a key; None = same settings
+    student_init: Literal["teacher", "random"] | None = None  # the encoder's start; None = teacher
 
     def __post_init__(self) -> None:
         checks = [
@@ -55,6 +59,8 @@ class RunConfig:
             (0.0 < self.hot_fraction < 1.0, f"--hot-fraction must be in (0, 1)"),
             (self.precision in ("fp32", "bf16"),
              f"--precision must be fp32 or bf16, got {self.precision!r}"),
+            (self.student_init in (None, "teacher", "random"),
+             f"--student-init must be teacher or random, got {self.student_init!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -69,7 +75,8 @@ class RunConfig:
 
     def key(self, data_checksum: str) -> str:
         """A short hash of the config and the exact data it ran on."""
-        payload = json.dumps({"config": self.to_dict(), "data": data_checksum}, sort_keys=True)
+        config = {k: v for k, v in self.to_dict().items() if v is not None}
+        payload = json.dumps({"config": config, "data": data_checksum}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -13,6 +13,7 @@ from bench.config import RunConfig
 from bench.metrics import metrics_from_ranks, popularity_ranks
 from bench.records import (RECORD_SCHEMA, find_record, load_record, now_iso, provenance,
                            record_path, write_record)
+from bench.teacher import copy_encoder, resolve_teacher, teacher_table
 from bench.train import (Trainer, build_model, configure_cpu, evaluate, load_dataset,
                          model_size, prepare)
 
@@ -41,6 +42,21 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
 
     torch.manual_seed(config.seed)
     model = build_model(config, dataset.num_items)
+    teacher_info = None
+    if model.compressor.uses_teacher():
+        teacher = resolve_teacher(
+            config, dataset.checksum, results_dir=results_dir, workdir=workdir, log=log,
+            train=lambda c: run_experiment(c, data_root=data_root, results_dir=results_dir,
+                                           workdir=workdir, resume=resume, threads=threads,
+                                           progress=progress, log=log))
+        if not (resume and checkpoint.is_file()):  # a checkpoint already holds all of this
+            model.compressor.init_from_table(
+                teacher_table(teacher, lambda c: build_model(c, dataset.num_items)))
+            encoder_copied = config.student_init != "random" and copy_encoder(
+                model, config.backbone, teacher, required=config.student_init == "teacher")
+            log(f"student initialised from teacher {teacher.record['key']}"
+                f"{' (table and encoder)' if encoder_copied else ' (table)'}")
+        teacher_info = teacher.summary()
     trainer = Trainer(config, prepared, model, checkpoint, progress=progress, log=log)
     if resume:
         if trainer.load_checkpoint():
@@ -50,6 +66,7 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
     state = trainer.fit()
 
     model.load_state_dict(state.best_state)
+    model.compressor.deploy()  # the final test sees what a phone would run
     legacy = config.select_on == "test"
     if legacy:
         test, test_epochs = {}, {}
@@ -62,7 +79,7 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
 
     model_file = Path(workdir) / "models" / f"{key}.pt"
     model_file.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state.best_state, model_file)
+    torch.save(model.state_dict(), model_file)
 
     epochs_run = [e["train_seconds"] for e in state.history]
     record: dict[str, Any] = {
@@ -88,6 +105,7 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
         "validation_at_selected": selected["validation"],
         "test": test,
         "test_epochs": test_epochs,
+        "teacher": teacher_info,
         "baselines": {"popularity": metrics_from_ranks(
             popularity_ranks(prepared.popularity, prepared.test.targets))},
         "size": model_size(model),

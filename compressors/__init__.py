@@ -12,7 +12,7 @@ from compressors.named_registry import Registry, RegistryEntry, UnknownEntryErro
 registry: Registry[Compressor] = Registry("compressor", "ecbench.compressors")
 
 # Built-ins register themselves on import.
-from compressors import full  # noqa: E402,F401
+from compressors import ccode, full, sttd, tt  # noqa: E402,F401
 
 
 def build(name: str, config=None, **context) -> Compressor:

@@ -43,6 +43,7 @@ class StorageReport:
     dim: int
     paper_ratio: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    packed_bytes: int | None = None  # if the integer tensors were bit-packed (ccode: M log2 K bits)
 
     @property
     def total_bytes(self) -> int:
@@ -64,6 +65,9 @@ class StorageReport:
             "full_bytes": self.full_bytes,
             "byte_ratio": self.byte_ratio,
             "paper_ratio": self.paper_ratio,
+            "packed_bytes": self.packed_bytes,
+            "packed_byte_ratio": None if self.packed_bytes is None
+            else self.full_bytes / self.packed_bytes,
             "notes": list(self.notes),
         }
 
@@ -130,3 +134,14 @@ class Compressor(nn.Module):
     def extra_loss(self) -> torch.Tensor | None:
         """An extra training loss (e.g. a reconstruction MSE), or None."""
         return None
+
+    def uses_teacher(self) -> bool:
+        """Whether this table starts from a trained uncompressed table (`init_from_table`)."""
+        return False
+
+    def init_from_table(self, table: torch.Tensor) -> None:
+        """Initialise from a trained [num_items, dim] table (only called if `uses_teacher()`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot start from a teacher table")
+
+    def deploy(self) -> None:
+        """Switch to the deployed inference form before the final test (default: already is)."""

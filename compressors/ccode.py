@@ -1,0 +1,289 @@
+"""`ccode`: EODRec's compositional codes (the paper's Section 4, Eq. 10-16).
+
+Each item v has a code C_v in [0, K)^M; its vector is the sum of one codeword from each of the
+M codebooks, e_v = sum_i E_i(C_v^i) (Eq. 10). Codes are learned end to end from a trained
+teacher table X: a two-layer MLP gives per-codebook distributions alpha_v^i (Eq. 15) and a hard,
+straight-through Gumbel-softmax samples one-hot codes from them (Eq. 13-14). Training may mix in
+the teacher table (embedding mixup, Eq. 16) and adds the reconstruction MSE (Eq. 12).
+
+Two states:
+- learning: codes are sampled every forward pass (training) or taken as the encoder's argmax
+  (evaluation: the deployed form, the compressed table alone);
+- deployed (`freeze_codes()`): codes are fixed integers, made unique, stored as the smallest
+  unsigned type holding K-1; the encoder and the teacher table are gone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from compressors import registry
+from compressors.base import (Compressor, StorageReport, StoredTensor, dense_scores,
+                              smallest_unsigned_dtype)
+
+
+@dataclass
+class CCodeConfig:
+    M: int = 4  # codebooks
+    K: int = 32  # codewords per codebook
+    tau: float = 0.3  # Gumbel-softmax temperature (Section 6.1.3)
+    eta: float = 0.0  # weight of the teacher table in the embedding mixup (Eq. 16); training only
+    mse_weight: float = 1.0  # weight of L_mse (Eq. 12); Eq. 24 uses 1
+    eval_table: Literal["compressed", "mixed"] = "compressed"
+    standardize: bool = True  # standardise each teacher dimension before the encoder
+
+    def __post_init__(self) -> None:
+        if self.M < 1:
+            raise ValueError(f"--M must be at least 1, got {self.M}")
+        if self.K < 2:
+            raise ValueError(f"--K must be at least 2, got {self.K}")
+        if self.tau <= 0:
+            raise ValueError(f"--tau must be positive, got {self.tau}")
+        if not 0.0 <= self.eta < 1.0:
+            raise ValueError(f"--eta must be in [0, 1), got {self.eta}")
+        if self.mse_weight < 0:
+            raise ValueError(f"--mse-weight must be non-negative, got {self.mse_weight}")
+        if self.eval_table not in ("compressed", "mixed"):
+            raise ValueError(f"--eval-table must be compressed or mixed, got {self.eval_table!r}")
+
+
+def eq11_ratio(num_items: int, dim: int, M: int, K: int) -> float:
+    """rate = |V| N / (M K N + M |V|)   (Eq. 11)."""
+    return num_items * dim / (M * K * dim + M * num_items)
+
+
+class CodeEncoder(nn.Module):
+    """alpha_v^i = softmax(softplus(theta'_i^T h_v + b'_i)), h_v = tanh(theta^T X_v + b)  (Eq. 15).
+
+    Returns log alpha, [N, M, K].
+    """
+
+    def __init__(self, dim: int, M: int, K: int) -> None:
+        super().__init__()
+        self.M, self.K = M, K
+        hidden = max(M * K // 2, 1)
+        self.hidden = nn.Linear(dim, hidden)
+        self.heads = nn.Linear(hidden, M * K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = F.softplus(self.heads(torch.tanh(self.hidden(x))))
+        return F.log_softmax(logits.view(-1, self.M, self.K), dim=-1)
+
+
+class CompositionalCodeTable(Compressor):
+    def __init__(self, num_items: int, dim: int, config: CCodeConfig) -> None:
+        super().__init__(num_items, dim)
+        if config.K > num_items - 1:
+            raise ValueError(f"--K {config.K} exceeds the {num_items - 1} items: codewords "
+                             "would outnumber what they encode")
+        if config.K ** config.M < num_items - 1:
+            raise ValueError(f"--M {config.M} --K {config.K} give {config.K ** config.M} codes for "
+                             f"{num_items - 1} items: codes cannot be unique (Section 4.1)")
+        self.config = config
+        self.M, self.K = config.M, config.K
+        self.codebooks = nn.Parameter(torch.empty(self.M, self.K, dim).uniform_(-0.1, 0.1))
+        self.encoder = CodeEncoder(dim, self.M, self.K)
+        self.register_buffer("teacher", torch.zeros(num_items, dim))
+        self.register_buffer("teacher_input", torch.zeros(num_items, dim))
+        self.register_buffer("codes", torch.zeros(num_items, self.M, dtype=torch.long))
+        self.register_buffer("row_mask", (torch.arange(num_items) > 0).float().unsqueeze(1),
+                             persistent=False)
+        # in buffers, so a checkpoint or saved model carries the state
+        self.register_buffer("is_deployed", torch.tensor(False))
+        self.register_buffer("collisions", torch.tensor(0))
+        self._mse: torch.Tensor | None = None
+
+    @property
+    def deployed(self) -> bool:
+        return bool(self.is_deployed)
+
+    # -- teacher hand-off ----------------------------------------------------------------------
+    def uses_teacher(self) -> bool:
+        return True
+
+    @torch.no_grad()
+    def init_from_table(self, table: torch.Tensor) -> None:
+        """Learn codes from this trained table: it becomes the encoder input and the MSE target.
+
+        Codebooks start from residual k-means of the table (codebook i clusters what codebooks
+        1..i-1 left unexplained), and the encoder is fitted to reproduce those assignments, so
+        end-to-end learning starts from a good quantisation instead of noise.
+        """
+        if table.shape != (self.num_items, self.dim):
+            raise ValueError(f"teacher table is {tuple(table.shape)}, expected "
+                             f"{(self.num_items, self.dim)}: another dataset or dim")
+        self.teacher.copy_(table)
+        x = table[1:]
+        if self.config.standardize:
+            x = (x - x.mean(0)) / x.std(0).clamp(min=1e-8)
+        self.teacher_input[1:] = x
+        residual = table[1:].clone()
+        assignments = []
+        for i in range(self.M):
+            centroids, assignment = kmeans(residual, self.K, iterations=15, seed=i)
+            self.codebooks[i] = centroids
+            residual -= centroids[assignment]
+            assignments.append(assignment)
+        self._fit_encoder(torch.stack(assignments, 1))
+
+    @torch.enable_grad()
+    def _fit_encoder(self, codes: torch.Tensor, steps: int = 300) -> None:
+        """Full-batch fit of the encoder's argmax to `codes` [N-1, M]."""
+        optimizer = torch.optim.Adam(self.encoder.parameters(), lr=1e-2)
+        x = self.teacher_input[1:]
+        for _ in range(steps):
+            log_alpha = self.encoder(x)
+            loss = F.nll_loss(log_alpha.reshape(-1, self.K), codes.reshape(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    # -- codes -------------------------------------------------------------------------------
+    def code_distribution(self) -> torch.Tensor:
+        """log alpha for every item, [N, M, K]."""
+        return self.encoder(self.teacher_input)
+
+    def _one_hot_codes(self) -> torch.Tensor:
+        log_alpha = self.code_distribution()
+        if self.training:
+            return F.gumbel_softmax(log_alpha, tau=self.config.tau, hard=True, dim=-1)
+        return F.one_hot(log_alpha.argmax(-1), self.K).to(log_alpha.dtype)
+
+    def composite_table(self) -> torch.Tensor:
+        """e_v for every item (Eq. 10/13), row 0 zero."""
+        if self.deployed:
+            offsets = torch.arange(self.M, device=self.codes.device) * self.K
+            flat = self.codebooks.reshape(self.M * self.K, self.dim)
+            table = F.embedding(self.codes.long() + offsets, flat).sum(1)
+        else:
+            table = torch.einsum("nmk,mkd->nd", self._one_hot_codes(), self.codebooks)
+        return table * self.row_mask
+
+    def weight(self) -> torch.Tensor:
+        composite = self.composite_table()
+        if self.training and not self.deployed and self.config.mse_weight > 0:
+            self._mse = ((composite[1:] - self.teacher[1:]) ** 2).sum(1).mean()  # Eq. 12
+        eta = self.config.eta
+        if eta > 0 and (self.training or self.config.eval_table == "mixed"):
+            return eta * self.teacher + (1.0 - eta) * composite  # Eq. 16
+        return composite
+
+    def extra_loss(self) -> torch.Tensor | None:
+        mse, self._mse = self._mse, None
+        return None if mse is None else self.config.mse_weight * mse
+
+    # -- deployment ----------------------------------------------------------------------------
+    def deploy(self) -> None:
+        self.freeze_codes()
+
+    @torch.no_grad()
+    def freeze_codes(self) -> int:
+        """Fix each item's code to the encoder's choice, made unique; returns collisions fixed."""
+        log_alpha = self.code_distribution()
+        codes = log_alpha.argmax(-1)
+        codes[0] = 0
+        codes, fixed = make_codes_unique(codes.numpy(), log_alpha.numpy(), self.K)
+        self.codes.copy_(torch.from_numpy(codes))
+        self.is_deployed.fill_(True)
+        self.collisions.fill_(fixed)
+        return fixed
+
+    def score(self, query: torch.Tensor) -> torch.Tensor:
+        """Exact scores; deployed, via per-session lookup tables over the codebooks (never the table).
+
+        LUT[b, i, k] = q_b . E_i(k); score[b, v] = sum_i LUT[b, i, C_v^i].
+        """
+        if not self.deployed or query.dim() != 2 or self.config.eval_table == "mixed":
+            return dense_scores(query, self.weight())
+        lut = torch.einsum("bd,mkd->bmk", query, self.codebooks).reshape(query.shape[0], -1)
+        offsets = torch.arange(self.M, device=self.codes.device) * self.K
+        scores = lut.index_select(1, self.codes[:, 0].long())
+        for i in range(1, self.M):
+            scores = scores + lut.index_select(1, self.codes[:, i].long() + offsets[i])
+        return scores * self.row_mask.squeeze(1)
+
+    def storage(self) -> StorageReport:
+        code_dtype = smallest_unsigned_dtype(self.K - 1)
+        notes = [f"collisions resolved: {int(self.collisions)}"]
+        if code_dtype.itemsize > 1:
+            notes.append(f"K={self.K} needs {code_dtype.name} codes (uint8 holds K <= 256)")
+        codebook_bytes = self.M * self.K * self.dim * 4
+        code_bits = self.num_items * self.M * math.ceil(math.log2(self.K))
+        tensors = (StoredTensor("codes", (self.num_items, self.M), code_dtype.name),
+                   StoredTensor("codebooks", (self.M, self.K, self.dim), "float32"))
+        if self.config.eval_table == "mixed" and self.config.eta > 0:
+            # the legacy evaluation scores with the teacher's table mixed in: it must be stored
+            tensors += (StoredTensor("teacher_table", (self.num_items, self.dim), "float32"),)
+            notes.append("legacy mixed evaluation: the teacher table is part of the model")
+            codebook_bytes += self.num_items * self.dim * 4
+        return StorageReport(
+            tensors=tensors,
+            num_items=self.num_items, dim=self.dim,
+            paper_ratio=eq11_ratio(self.num_items, self.dim, self.M, self.K),
+            notes=tuple(notes), packed_bytes=math.ceil(code_bits / 8) + codebook_bytes)
+
+
+def kmeans(x: torch.Tensor, k: int, iterations: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain Lloyd's k-means with k-means++-style seeding by distance; returns (centroids, labels)."""
+    g = torch.Generator().manual_seed(seed)
+    centroids = x[torch.randperm(len(x), generator=g)[:k]].clone()
+    for _ in range(iterations):
+        labels = torch.cdist(x, centroids).argmin(1)
+        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
+        counts = torch.bincount(labels, minlength=k).unsqueeze(1)
+        empty = counts.squeeze(1) == 0
+        centroids = torch.where(empty.unsqueeze(1), centroids, sums / counts.clamp(min=1))
+    return centroids, torch.cdist(x, centroids).argmin(1)
+
+
+def make_codes_unique(codes: np.ndarray, log_alpha: np.ndarray, K: int) -> tuple[np.ndarray, int]:
+    """Give every real item (row >= 1) a distinct code, changing as little as possible.
+
+    Items that share a code get identical scores, and pessimistic ties punish that, so Section
+    4.1's unique codes are enforced: within each group of identical codes the most confident item
+    keeps it, the others move to the free code that changes one codebook and loses the least
+    encoder log-probability (or, if all of those are taken, to the first free code).
+    """
+    codes = codes.copy()
+    M = codes.shape[1]
+    weights = K ** np.arange(M - 1, -1, -1, dtype=np.int64)
+    keys = codes[1:] @ weights
+    confidence = np.take_along_axis(log_alpha[1:], codes[1:, :, None], 2).sum((1, 2))
+    order = np.lexsort((-confidence, keys))  # by code, most confident first
+    duplicate = np.zeros(len(keys), dtype=bool)
+    duplicate[order[1:]] = keys[order[1:]] == keys[order[:-1]]
+    taken = set(keys.tolist())
+    moved = np.flatnonzero(duplicate)
+    for row in moved[np.argsort(-confidence[moved])]:
+        item = row + 1
+        code = codes[item]
+        base = log_alpha[item][np.arange(M), code].sum()
+        candidates = sorted(
+            ((base - log_alpha[item, i, code[i]] + log_alpha[item, i, k], i, k)
+             for i in range(M) for k in range(K) if k != code[i]), reverse=True)
+        new_key = None
+        for _, i, k in candidates:
+            key = int(keys[row] + (k - code[i]) * weights[i])
+            if key not in taken:
+                new_key, codes[item, i] = key, k
+                break
+        if new_key is None:  # every single change is taken: search the whole code space
+            free = next(c for c in range(K ** M) if c not in taken)
+            codes[item] = (free // weights) % K
+            new_key = free
+        taken.add(new_key)
+        keys[row] = new_key
+    return codes, len(moved)
+
+
+@registry.register("ccode", config=CCodeConfig,
+                   description="compositional codes learned with Gumbel-softmax (EODRec, Eq. 10-16)")
+def build_ccode(config: CCodeConfig, *, num_items: int, dim: int) -> CompositionalCodeTable:
+    return CompositionalCodeTable(num_items, dim, config)

@@ -1,0 +1,160 @@
+"""ccode: compositional codes (Eq. 10-16), their deployed form and lookup-table scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import compressors
+from compressors.ccode import CCodeConfig, CompositionalCodeTable, eq11_ratio, make_codes_unique
+
+NUM_ITEMS, DIM = 801, 16
+
+
+@pytest.fixture(scope="module")
+def teacher_table() -> torch.Tensor:
+    """A clustered table, like trained item embeddings."""
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(40, DIM, generator=g) * 0.3
+    table = centers[torch.randint(0, 40, (NUM_ITEMS,), generator=g)]
+    table = table + 0.05 * torch.randn(NUM_ITEMS, DIM, generator=g)
+    table[0] = 0
+    return table
+
+
+@pytest.fixture
+def learned(teacher_table) -> CompositionalCodeTable:
+    torch.manual_seed(0)
+    table = compressors.build("ccode", CCodeConfig(M=3, K=16), num_items=NUM_ITEMS, dim=DIM)
+    table.init_from_table(teacher_table)
+    return table
+
+
+def test_initialisation_from_the_teacher_reconstructs_it_well(learned, teacher_table):
+    learned.eval()
+    error = ((learned.weight()[1:] - teacher_table[1:]) ** 2).sum(1).mean()
+    spread = ((teacher_table[1:] - teacher_table[1:].mean(0)) ** 2).sum(1).mean()
+    assert error < 0.1 * spread
+
+
+def test_item_vector_is_the_sum_of_its_codewords(learned):
+    learned.eval()
+    learned.freeze_codes()
+    codes = learned.codes
+    expected = sum(learned.codebooks[i, codes[:, i]] for i in range(3))
+    expected[0] = 0
+    torch.testing.assert_close(learned.weight(), expected)
+
+
+def test_training_samples_hard_codes_and_reports_the_mse(learned, teacher_table):
+    learned.train()
+    table = learned.weight()
+    mse = learned.extra_loss()
+    assert table.shape == (NUM_ITEMS, DIM) and torch.count_nonzero(table[0]) == 0
+    direct = ((table[1:] - teacher_table[1:]) ** 2).sum(1).mean()
+    torch.testing.assert_close(mse, direct)
+    assert learned.extra_loss() is None  # consumed once per step
+
+
+def test_gradients_reach_codebooks_and_encoder_through_the_straight_through_codes(learned):
+    learned.train()
+    (learned.score(torch.randn(4, DIM)) ** 2).sum().backward()
+    assert torch.count_nonzero(learned.codebooks.grad) > 0
+    assert all(p.grad is not None and torch.count_nonzero(p.grad) > 0
+               for p in learned.encoder.parameters())
+
+
+def test_mixup_is_used_in_training_only_unless_legacy_mode(teacher_table):
+    torch.manual_seed(0)
+    mixed = CompositionalCodeTable(NUM_ITEMS, DIM, CCodeConfig(M=2, K=32, eta=0.8))
+    mixed.init_from_table(teacher_table)
+    mixed.eval()
+    composite = mixed.composite_table()
+    torch.testing.assert_close(mixed.weight(), composite)  # deployed: compressed table alone
+    mixed.config.eval_table = "mixed"
+    torch.testing.assert_close(mixed.weight(), 0.8 * teacher_table + 0.2 * composite)
+
+
+def test_frozen_codes_are_unique_and_stored_as_uint8(learned):
+    learned.eval()
+    fixed = learned.freeze_codes()
+    codes = learned.codes[1:].numpy()
+    assert len(np.unique(codes, axis=0)) == NUM_ITEMS - 1
+    report = learned.storage()
+    assert report.tensors[0].dtype == "uint8" and f"collisions resolved: {fixed}" in report.notes
+
+
+def test_lookup_table_scoring_equals_dense_scoring(learned):
+    learned.eval()
+    learned.freeze_codes()
+    query = torch.randn(9, DIM)
+    fast = learned.score(query)
+    dense = query @ learned.weight().T
+    torch.testing.assert_close(fast, dense, atol=1e-4, rtol=0)
+    assert torch.equal(fast[:, 1:].topk(20).indices, dense[:, 1:].topk(20).indices)
+
+
+def test_deployed_state_survives_a_state_dict_round_trip(learned):
+    learned.eval()
+    learned.freeze_codes()
+    copy = CompositionalCodeTable(NUM_ITEMS, DIM, CCodeConfig(M=3, K=16))
+    copy.load_state_dict(learned.state_dict())
+    assert copy.deployed
+    torch.testing.assert_close(copy.eval().weight(), learned.weight())
+
+
+def test_storage_ratios_for_the_papers_tmall_setting():
+    table = CompositionalCodeTable(40728, 128, CCodeConfig(M=4, K=32))
+    report = table.storage()
+    assert report.paper_ratio == pytest.approx(40728 * 128 / (4 * 32 * 128 + 4 * 40728))
+    assert round(report.paper_ratio) == 29  # the paper's Table 4
+    assert report.total_bytes == 40728 * 4 + 4 * 32 * 128 * 4
+    # uint8 codes: 40728 * 4 bytes + float32 codebooks -> 91x; bit-packed (5 bits a code) -> 125x
+    assert report.byte_ratio == pytest.approx(40728 * 128 * 4 / (40728 * 4 + 65536))
+    assert report.packed_bytes == -(-40728 * 4 * 5 // 8) + 65536
+    assert report.to_dict()["packed_byte_ratio"] > 100
+    assert eq11_ratio(40728, 128, 4, 32) == report.paper_ratio
+
+
+def test_large_k_needs_uint16_codes_and_says_so():
+    report = CompositionalCodeTable(1001, 8, CCodeConfig(M=2, K=300)).storage()
+    assert report.tensors[0].dtype == "uint16"
+    assert any("uint16" in note for note in report.notes)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"M": 0}, "--M must be at least 1"),
+    ({"K": 1}, "--K must be at least 2"),
+    ({"eta": 1.0}, "--eta must be in"),
+])
+def test_impossible_options_are_rejected(options, message):
+    with pytest.raises(ValueError, match=message):
+        CCodeConfig(**options)
+
+
+def test_more_codewords_than_items_is_rejected():
+    with pytest.raises(ValueError, match="exceeds the 10 items"):
+        CompositionalCodeTable(11, 8, CCodeConfig(M=2, K=16))
+
+
+def test_too_few_codes_for_unique_items_is_rejected():
+    with pytest.raises(ValueError, match="codes cannot be unique"):
+        CompositionalCodeTable(101, 8, CCodeConfig(M=2, K=8))
+
+
+def test_a_teacher_of_another_shape_is_rejected():
+    table = CompositionalCodeTable(101, 8, CCodeConfig(M=2, K=16))
+    with pytest.raises(ValueError, match="another dataset or dim"):
+        table.init_from_table(torch.zeros(101, 16))
+
+
+def test_colliding_codes_move_to_the_nearest_free_code():
+    codes = np.array([[0, 0], [1, 2], [1, 2], [1, 2]])
+    log_alpha = np.log(np.full((4, 2, 4), 0.1))
+    log_alpha[1, :, [1, 2]] = np.log(0.5)  # item 1 is the surest of the code: it keeps it
+    log_alpha[2, 0, 3] = np.log(0.3)  # item 2's runner-up: codeword 3 in codebook 0
+    log_alpha[3, 1, 3] = np.log(0.3)  # item 3's runner-up: codeword 3 in codebook 1
+    unique, moved = make_codes_unique(codes, log_alpha, 4)
+    assert moved == 2
+    assert [tuple(c) for c in unique[1:]] == [(1, 2), (3, 2), (1, 3)]
