@@ -66,3 +66,63 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
             f"train-{name}-{config.compressor}-d{config.dim}-{config.precision}-t{threads}.json")
     atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
     return result, path
+
+
+def _timings(fn, repeats: int, warmup: int = 10) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    out = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out[i] = time.perf_counter() - start
+    return out
+
+
+@torch.no_grad()
+def benchmark_scoring(config: RunConfig, *, data_root: str | None, threads: int, repeats: int,
+                      batches: tuple[int, ...], results_dir: Path,
+                      model_file: Path | None = None) -> tuple[dict[str, Any], Path]:
+    """Compressor scoring in its deployed form against dense `query @ table.T`, same process.
+
+    The item table comes from `model_file` (a trained run's model) or, for timing alone, from
+    the compressor's own initialisation (a random teacher table for students).
+    """
+    import json
+
+    configure_cpu(threads)
+    torch.manual_seed(config.seed)
+    data = load_dataset(config.data, data_root)
+    model = build_model(config, data.num_items).eval()
+    compressor = model.compressor
+    if model_file is not None:
+        model.load_state_dict(torch.load(model_file, weights_only=True))
+    elif compressor.uses_teacher():
+        compressor.init_from_table(torch.randn(data.num_items, config.dim) * 0.1)
+    compressor.deploy()
+    table = compressor.weight().detach().contiguous()
+    measurements: dict[str, Any] = {}
+    for batch in batches:
+        query = torch.randn(batch, config.dim)
+        dense = _timings(lambda: query @ table.T, repeats)
+        fast = _timings(lambda: compressor.score(query), repeats)
+        exact, approx = query @ table.T, compressor.score(query)
+        measurements[f"batch_{batch}"] = {
+            "dense_median_ms": 1e3 * float(np.median(dense)),
+            "dense_p90_ms": 1e3 * float(np.percentile(dense, 90)),
+            "compressor_median_ms": 1e3 * float(np.median(fast)),
+            "compressor_p90_ms": 1e3 * float(np.percentile(fast, 90)),
+            "speedup": float(np.median(dense) / np.median(fast)),
+            "max_abs_difference": float((exact - approx).abs().max()),
+            "top20_identical": bool(torch.equal(exact[:, 1:].topk(20).indices,
+                                                approx[:, 1:].topk(20).indices)),
+        }
+    result = {"benchmark": "score", "config": config.to_dict(), "dataset": data.name,
+              "model_file": str(model_file) if model_file else None, "repeats": repeats,
+              "measurements": measurements, "provenance": provenance(threads), "date": now_iso()}
+    options = "-".join(f"{k}{v}" for k, v in config.compressor_options.items())
+    path = (Path(results_dir) / "bench" /
+            f"score-{Path(config.data).name}-{config.compressor}{'-' + options if options else ''}"
+            f"-t{threads}.json")
+    atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
+    return result, path

@@ -176,6 +176,12 @@ def bench_group() -> None:
     """Benchmarks of the hot paths."""
 
 
+_BENCH_DEFAULTS: dict[str, Any] = {
+    "max_len": 50, "lr": 1e-3, "l2": 1e-5, "epochs": None, "patience": None,
+    "select_metric": "NDCG@10", "select_on": "validation", "val_fraction": 0.1,
+    "val_split": "random", "precision": "fp32", "seed": 0, "batch_size": 100}
+
+
 @bench_group.command("train")
 @click.option("--data", default="synthetic", show_default=True)
 @click.option("--data-root", default=None)
@@ -192,14 +198,41 @@ def bench_train_command(**opts: Any) -> None:
     """Training throughput (pairs per second) and seconds per epoch at the paper's settings."""
     from bench.benchmarks import benchmark_training
 
-    config = make_run_config({**opts, "backbone": "sasrec", "max_len": 50, "lr": 1e-3,
-                              "l2": 1e-5, "epochs": None, "patience": None,
-                              "select_metric": "NDCG@10", "select_on": "validation",
-                              "val_fraction": 0.1, "val_split": "random", "seed": 0}, [])
+    config = make_run_config({**_BENCH_DEFAULTS, **opts, "backbone": "sasrec"}, [])
     result, path = benchmark_training(config, data_root=opts["data_root"], steps=opts["steps"],
                                       threads=opts["threads"], results_dir=opts["results_dir"])
     rows = [[k, v] for k, v in result["measurements"].items()]
     click.echo(tabulate(rows, floatfmt=".3f"))
+    click.echo(f"record: {path}")
+
+
+@bench_group.command("score", context_settings={"ignore_unknown_options": True,
+                                                "allow_extra_args": True})
+@click.option("--data", default="synthetic", show_default=True)
+@click.option("--data-root", default=None)
+@click.option("--compressor", default="ccode", show_default=True)
+@click.option("--dim", type=int, default=None)
+@click.option("--model-file", type=click.Path(path_type=Path, exists=True), default=None,
+              help="a trained run's model (.ecbench/models/KEY.pt); default: fresh tables")
+@click.option("--repeats", type=int, default=200, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="1 = a phone core")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True)
+@click.pass_context
+def bench_score_command(ctx: click.Context, **opts: Any) -> None:
+    """Deployed scoring against dense `query @ table.T`, batch 1 and 100, one thread."""
+    from bench.benchmarks import benchmark_scoring
+
+    config = make_run_config({**_BENCH_DEFAULTS, **opts, "backbone": "sasrec"}, list(ctx.args))
+    result, path = benchmark_scoring(config, data_root=opts["data_root"], threads=opts["threads"],
+                                     repeats=opts["repeats"], batches=(1, 100),
+                                     results_dir=opts["results_dir"],
+                                     model_file=opts["model_file"])
+    rows = [[batch, m["dense_median_ms"], m["compressor_median_ms"], m["speedup"],
+             m["max_abs_difference"], m["top20_identical"]]
+            for batch, m in result["measurements"].items()]
+    click.echo(tabulate(rows, headers=["", "dense ms", f"{config.compressor} ms", "speedup",
+                                       "max |diff|", "top-20 same"], floatfmt=".4g"))
     click.echo(f"record: {path}")
 
 

@@ -98,11 +98,14 @@ class CompositionalCodeTable(Compressor):
         # in buffers, so a checkpoint or saved model carries the state
         self.register_buffer("is_deployed", torch.tensor(False))
         self.register_buffer("collisions", torch.tensor(0))
+        self._deployed = False  # a plain bool mirror: reading the buffer costs a few us a call
+        self.register_load_state_dict_post_hook(
+            lambda module, _: setattr(module, "_deployed", bool(module.is_deployed)))
         self._mse: torch.Tensor | None = None
 
     @property
     def deployed(self) -> bool:
-        return bool(self.is_deployed)
+        return self._deployed
 
     # -- teacher hand-off ----------------------------------------------------------------------
     def uses_teacher(self) -> bool:
@@ -192,22 +195,44 @@ class CompositionalCodeTable(Compressor):
         codes, fixed = make_codes_unique(codes.numpy(), log_alpha.numpy(), self.K)
         self.codes.copy_(torch.from_numpy(codes))
         self.is_deployed.fill_(True)
+        self._deployed = True
         self.collisions.fill_(fixed)
         return fixed
 
     def score(self, query: torch.Tensor) -> torch.Tensor:
         """Exact scores; deployed, via per-session lookup tables over the codebooks (never the table).
 
-        LUT[b, i, k] = q_b . E_i(k); score[b, v] = sum_i LUT[b, i, C_v^i].
+        LUT[b, i, k] = q_b . E_i(k) and score[b, v] = sum_i LUT[b, i, C_v^i]: M small gathers per
+        item instead of a dim-long dot product. One session: M index_selects into a flat LUT.
+        Several: `embedding_bag` sums, for every item, M rows of the transposed LUT [M K, B]; the
+        result is returned as a transposed view [B, num_items] (a copy would cost more than the
+        scoring itself).
         """
         if not self.deployed or query.dim() != 2 or self.config.eval_table == "mixed":
             return dense_scores(query, self.weight())
-        lut = torch.einsum("bd,mkd->bmk", query, self.codebooks).reshape(query.shape[0], -1)
-        offsets = torch.arange(self.M, device=self.codes.device) * self.K
-        scores = lut.index_select(1, self.codes[:, 0].long())
-        for i in range(1, self.M):
-            scores = scores + lut.index_select(1, self.codes[:, i].long() + offsets[i])
-        return scores * self.row_mask.squeeze(1)
+        by_item, by_codebook = self._lookup_index()
+        flat_codebooks = self.codebooks.reshape(self.M * self.K, self.dim)
+        if query.shape[0] == 1:
+            lut = flat_codebooks @ query[0]  # [M K]
+            scores = lut.index_select(0, by_codebook[0])
+            for i in range(1, self.M):
+                scores.add_(lut.index_select(0, by_codebook[i]))
+            scores[:1].zero_()  # the padding row is the zero vector
+            return scores.unsqueeze(0)
+        lut_t = flat_codebooks @ query.t()  # [M K, B]
+        by_item_scores = F.embedding_bag(by_item, lut_t, mode="sum")
+        by_item_scores[:1].zero_()
+        return by_item_scores.t()
+
+    def _lookup_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes offset into the flat codebooks, [N, M] and [M, N]; cached until codes change."""
+        stamp = (self.codes.data_ptr(), self.codes._version)
+        if getattr(self, "_index_stamp", None) != stamp:
+            offsets = torch.arange(self.M, device=self.codes.device) * self.K
+            by_item = self.codes.long() + offsets
+            self._index_cache = (by_item, by_item.t().contiguous())
+            self._index_stamp = stamp
+        return self._index_cache
 
     def storage(self) -> StorageReport:
         code_dtype = smallest_unsigned_dtype(self.K - 1)

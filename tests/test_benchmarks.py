@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F
 
 from backbones import SASRec, SASRecConfig
 from bench.batching import Examples
 from bench.metrics import pessimistic_ranks
+from bench.train import training_loss
+from compressors.ccode import CCodeConfig, CompositionalCodeTable
 from compressors.full import FullTable
 
 
@@ -44,7 +45,7 @@ def test_bench_sasrec_training_step(benchmark, tmall, tmall_examples):
 
     def step():
         batch = batches[len(losses) % len(batches)]
-        loss = F.cross_entropy(model.score(batch.items, batch.lengths)[:, 1:], batch.targets - 1)
+        loss = training_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -53,3 +54,31 @@ def test_bench_sasrec_training_step(benchmark, tmall, tmall_examples):
     benchmark(step)
     assert losses and all(np.isfinite(losses))
     assert torch.count_nonzero(model.compressor.weight()[0]) == 0
+
+
+@pytest.fixture(scope="module")
+def deployed_ccode(tmall) -> CompositionalCodeTable:
+    """A deployed M=4, K=32 table over Tmall's items (random unique codes: timing only)."""
+    table = CompositionalCodeTable(tmall.num_items, 128, CCodeConfig(M=4, K=32)).eval()
+    g = torch.Generator().manual_seed(0)
+    flat = torch.randperm(32 ** 4, generator=g)[:tmall.num_items]
+    table.codes.copy_(torch.stack([(flat // 32 ** (3 - i)) % 32 for i in range(4)], 1))
+    table.is_deployed.fill_(True)
+    table.load_state_dict(table.state_dict())  # marks it deployed, as loading a saved model does
+    return table
+
+
+@pytest.mark.parametrize("batch", [1, 100])
+def test_bench_ccode_lookup_scoring(benchmark, deployed_ccode, batch):
+    query = torch.randn(batch, 128)
+    with torch.no_grad():
+        scores = benchmark(deployed_ccode.score, query)
+        dense = query @ deployed_ccode.weight().T
+    torch.testing.assert_close(scores, dense, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("batch", [1, 100])
+def test_bench_dense_scoring(benchmark, tmall, batch):
+    table, query = torch.randn(tmall.num_items, 128), torch.randn(batch, 128)
+    scores = benchmark(torch.matmul, query, table.T)
+    assert scores.shape == (batch, tmall.num_items)

@@ -85,14 +85,16 @@ def test_frozen_codes_are_unique_and_stored_as_uint8(learned):
     assert report.tensors[0].dtype == "uint8" and f"collisions resolved: {fixed}" in report.notes
 
 
-def test_lookup_table_scoring_equals_dense_scoring(learned):
+@pytest.mark.parametrize("batch", [1, 9])
+def test_lookup_table_scoring_equals_dense_scoring(learned, batch):
     learned.eval()
     learned.freeze_codes()
-    query = torch.randn(9, DIM)
+    query = torch.randn(batch, DIM)
     fast = learned.score(query)
     dense = query @ learned.weight().T
     torch.testing.assert_close(fast, dense, atol=1e-4, rtol=0)
     assert torch.equal(fast[:, 1:].topk(20).indices, dense[:, 1:].topk(20).indices)
+    assert torch.count_nonzero(fast[:, 0]) == 0  # padding scores like the zero vector
 
 
 def test_deployed_state_survives_a_state_dict_round_trip(learned):
