@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 import backbones
 import compressors
-from bench.config import RunConfig, parse_part_options, preset_for
+from bench.config import RunConfig, canonical_options, parse_part_options, preset_for
 from bench.errors import ConfigError, EcbenchError
 
 DEFAULT_THREADS = min(2, os.cpu_count() or 1)
@@ -77,6 +77,8 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="training matmuls in float32, or bfloat16 autocast (evaluation is float32)")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ratio", type=float, default=None,
+              help="a target byte compression ratio: the compressor picks its own size options")
 @click.option("--teacher", default=None,
               help="students: the teacher's record, model file or key [the full-table run with "
                    "the same settings, trained first if not recorded]")
@@ -115,19 +117,21 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
     backbone_options = {k: v for k, v in preset.get("backbone", {}).items()
                         if k in {f.name for f in dataclasses.fields(back.config)}}
     backbone_options.update(parsed[labels["backbone"]])
+    backbone_options = canonical_options(back.config, backbone_options)
     general = {k: opts[k] for k in ("dim", "epochs", "patience")}
     for k, v in general.items():
         if v is None:
             general[k] = preset.get(k, RunConfig.__dataclass_fields__[k].default)
     return RunConfig(
         data=opts["data"], compressor=comp.name, backbone=back.name,
-        compressor_options=parsed[labels["compressor"]], backbone_options=backbone_options,
+        compressor_options=canonical_options(comp.config, parsed[labels["compressor"]]),
+        backbone_options=backbone_options,
         dim=general["dim"], max_len=opts["max_len"], batch_size=opts["batch_size"], lr=opts["lr"],
         l2=opts["l2"], epochs=general["epochs"], patience=general["patience"],
         select_metric=opts["select_metric"], select_on=opts["select_on"],
         val_fraction=opts["val_fraction"], val_split=opts["val_split"],
         precision=opts["precision"], seed=opts["seed"], teacher=opts.get("teacher"),
-        student_init=opts.get("student_init"))
+        student_init=opts.get("student_init"), ratio=opts.get("ratio"))
 
 
 def _describe_options(config_cls: type) -> str:

@@ -41,6 +41,7 @@ class RunConfig:
     # stay out of the key, so adding them did not change the keys of earlier records.
     teacher: str | None = None  # a record (JSON), a model file or a key; None = same settings
     student_init: Literal["teacher", "random"] | None = None  # the encoder's start; None = teacher
+    ratio: float | None = None  # a byte-ratio budget the compressor meets with its own options
 
     def __post_init__(self) -> None:
         checks = [
@@ -152,6 +153,12 @@ def parse_part_options(args: list[str], parts: dict[str, type]) -> dict[str, dic
         for label in owners:
             out[label][attr] = coerce_option(parts[label], attr, value)
     return out
+
+
+def canonical_options(config_cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """Options minus those at their default, so equal configs get equal record keys."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config_cls)}
+    return {k: v for k, v in sorted(options.items()) if defaults.get(k, object()) != v}
 
 
 def build_part_config(config_cls: type, options: dict[str, Any], label: str) -> Any:

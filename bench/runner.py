@@ -14,7 +14,7 @@ from bench.metrics import metrics_from_ranks, popularity_ranks
 from bench.records import (RECORD_SCHEMA, find_record, load_record, now_iso, provenance,
                            record_path, write_record)
 from bench.teacher import copy_encoder, resolve_teacher, teacher_table
-from bench.train import (Trainer, build_model, configure_cpu, evaluate, load_dataset,
+from bench.train import (Trainer, apply_budget, build_model, configure_cpu, evaluate, load_dataset,
                          model_size, prepare)
 
 LEGACY_LABEL = ("legacy: best epoch per metric chosen on the test set (the paper's protocol); "
@@ -32,6 +32,7 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
     wall_start = time.perf_counter()
     configure_cpu(threads)
     dataset = load_dataset(config.data, data_root)
+    config = apply_budget(config, dataset.num_items)
     prepared = prepare(config, dataset)
     key = config.key(dataset.checksum)
     existing = find_record(results_dir, key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import backbones
 import compressors
 from backbones import Backbone
 from bench.batching import Batch, Examples
-from bench.config import RunConfig, build_part_config
+from bench.config import RunConfig, build_part_config, canonical_options
 from bench.cpu import configure_cpu
 from bench.errors import ConfigError, DataError, EcbenchError, TrainingDiverged
 from bench.loaders import load_standard, resolve_dataset_path
@@ -60,6 +61,23 @@ def prepare(config: RunConfig, data: SessionDataset) -> Prepared:
         test=Examples.from_prefixes(data.test_prefixes, data.test_labels),
         hot_items=hot_items(split.fit, data.num_items, config.hot_fraction),
         popularity=item_popularity(split.fit, data.num_items))
+
+
+def apply_budget(config: RunConfig, num_items: int) -> RunConfig:
+    """With `--ratio`, let the compressor choose the size options that meet it."""
+    if config.ratio is None:
+        return config
+    entry = compressors.registry.get(config.compressor)
+    if entry.budget is None:
+        raise ConfigError(f"compressor {config.compressor} cannot meet a --ratio budget")
+    part = build_part_config(entry.config, config.compressor_options,
+                             f"compressor {config.compressor}")
+    try:
+        solved = entry.budget(part, num_items, config.dim, config.ratio)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    options = canonical_options(entry.config, dataclasses.asdict(solved))
+    return dataclasses.replace(config, compressor_options=options)
 
 
 def build_model(config: RunConfig, num_items: int) -> Backbone:

@@ -15,6 +15,7 @@ Two states:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -25,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from compressors import registry
+from compressors.budget import largest_meeting
 from compressors.base import (Compressor, StorageReport, StoredTensor, dense_scores,
                               smallest_unsigned_dtype)
 
@@ -52,6 +54,20 @@ class CCodeConfig:
             raise ValueError(f"--mse-weight must be non-negative, got {self.mse_weight}")
         if self.eval_table not in ("compressed", "mixed"):
             raise ValueError(f"--eval-table must be compressed or mixed, got {self.eval_table!r}")
+
+
+def ccode_tensors(num_items: int, dim: int, M: int, K: int) -> tuple[StoredTensor, ...]:
+    """What the deployed table stores: codes in the smallest type holding K-1, float32 codebooks."""
+    return (StoredTensor("codes", (num_items, M), smallest_unsigned_dtype(K - 1).name),
+            StoredTensor("codebooks", (M, K, dim), "float32"))
+
+
+def ccode_budget(config: CCodeConfig, num_items: int, dim: int, ratio: float) -> CCodeConfig:
+    """The most codebooks M (for the given K) whose byte ratio still meets `ratio`."""
+    options = [m for m in range(1, 65) if config.K ** m >= num_items - 1]
+    M = largest_meeting(options, lambda m: sum(t.nbytes for t in ccode_tensors(
+        num_items, dim, m, config.K)), num_items * dim * 4, ratio, f"ccode with K={config.K}")
+    return dataclasses.replace(config, M=M)
 
 
 def eq11_ratio(num_items: int, dim: int, M: int, K: int) -> float:
@@ -235,14 +251,12 @@ class CompositionalCodeTable(Compressor):
         return self._index_cache
 
     def storage(self) -> StorageReport:
-        code_dtype = smallest_unsigned_dtype(self.K - 1)
+        tensors = ccode_tensors(self.num_items, self.dim, self.M, self.K)
         notes = [f"collisions resolved: {int(self.collisions)}"]
-        if code_dtype.itemsize > 1:
-            notes.append(f"K={self.K} needs {code_dtype.name} codes (uint8 holds K <= 256)")
-        codebook_bytes = self.M * self.K * self.dim * 4
+        if tensors[0].dtype != "uint8":
+            notes.append(f"K={self.K} needs {tensors[0].dtype} codes (uint8 holds K <= 256)")
+        codebook_bytes = tensors[1].nbytes
         code_bits = self.num_items * self.M * math.ceil(math.log2(self.K))
-        tensors = (StoredTensor("codes", (self.num_items, self.M), code_dtype.name),
-                   StoredTensor("codebooks", (self.M, self.K, self.dim), "float32"))
         if self.config.eval_table == "mixed" and self.config.eta > 0:
             # the legacy evaluation scores with the teacher's table mixed in: it must be stored
             tensors += (StoredTensor("teacher_table", (self.num_items, self.dim), "float32"),)
@@ -308,7 +322,7 @@ def make_codes_unique(codes: np.ndarray, log_alpha: np.ndarray, K: int) -> tuple
     return codes, len(moved)
 
 
-@registry.register("ccode", config=CCodeConfig,
+@registry.register("ccode", config=CCodeConfig, budget=ccode_budget,
                    description="compositional codes learned with Gumbel-softmax (EODRec, Eq. 10-16)")
 def build_ccode(config: CCodeConfig, *, num_items: int, dim: int) -> CompositionalCodeTable:
     return CompositionalCodeTable(num_items, dim, config)

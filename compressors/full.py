@@ -41,6 +41,14 @@ class FullTable(Compressor):
             num_items=self.num_items, dim=self.dim, paper_ratio=1.0)
 
 
-@registry.register("full", config=FullConfig, description="uncompressed item table")
+def full_budget(config: FullConfig, num_items: int, dim: int, ratio: float) -> FullConfig:
+    if ratio > 1:
+        raise ValueError(f"--ratio {ratio:g} is out of reach for full: the dense table is the "
+                         "reference (byte ratio 1)")
+    return config
+
+
+@registry.register("full", config=FullConfig, description="uncompressed item table",
+                   budget=full_budget)
 def build_full(config: FullConfig, *, num_items: int, dim: int, init_range: float = 0.1) -> FullTable:
     return FullTable(num_items, dim, init_range)

@@ -32,6 +32,8 @@ class RegistryEntry(Generic[T]):
     config: type
     description: str = ""
     source: str = "builtin"
+    # (config, num_items, dim, ratio) -> config meeting a target byte compression ratio
+    budget: Callable[..., Any] | None = None
 
     def options(self) -> list[dataclasses.Field]:
         return list(dataclasses.fields(self.config))
@@ -49,15 +51,21 @@ class Registry(Generic[T]):
         self._entries: dict[str, RegistryEntry[T]] = {}
         self._plugins_loaded = False
 
-    def register(self, name: str, *, config: type, description: str = "") -> Callable:
-        """Decorator: register `builder(config, **context)` under `name`."""
+    def register(self, name: str, *, config: type, description: str = "",
+                 budget: Callable[..., Any] | None = None) -> Callable:
+        """Decorator: register `builder(config, **context)` under `name`.
+
+        `budget(config, num_items, dim, ratio)`, if given, returns the config that meets a target
+        byte compression ratio (`--ratio`) by choosing the compressor's own size options.
+        """
         if not dataclasses.is_dataclass(config):
             raise TypeError(f"config for {self.kind} {name!r} must be a dataclass")
 
         def decorate(builder: Callable[..., T]) -> Callable[..., T]:
             doc = description or (builder.__doc__ or "").strip().splitlines()[0:1]
             text = doc if isinstance(doc, str) else (doc[0] if doc else "")
-            self.add(RegistryEntry(name, builder, config, text, source=builder.__module__))
+            self.add(RegistryEntry(name, builder, config, text, source=builder.__module__,
+                                   budget=budget))
             return builder
 
         return decorate

@@ -8,6 +8,7 @@ X is indexed by ((i_1, j_1), ..., (i_d, j_d)) and rearranged into the [items, di
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from compressors import registry
+from compressors.budget import largest_meeting
 from compressors.base import Compressor, StorageReport, StoredTensor
 from compressors.factorize import parse_factors
 from compressors.tt import TARGET_STD, resolve_shapes
@@ -53,6 +55,24 @@ def eq8_ratio(items: list[int], dims: list[int], rank: int, n: int) -> float:
     return math.prod(m) / stored
 
 
+def sttd_core_shapes(modes: list[int], rank: int, n: int) -> list[tuple[int, ...]]:
+    """G_1 [M_1, R], G_k [R/n, M_k/n, R], G_d [R/n, M_d/n]   (Section 3.2.2)."""
+    return ([(modes[0], rank)] + [(rank // n, m // n, rank) for m in modes[1:-1]]
+            + [(rank // n, modes[-1] // n)])
+
+
+def sttd_budget(config: STTDConfig, num_items: int, dim: int, ratio: float) -> STTDConfig:
+    """The largest rank R (a multiple of n) whose cores still meet the byte ratio."""
+    items, dims = resolve_shapes(num_items, dim, config.cores, config.item_factors,
+                                 config.dim_factors)
+    modes = [i * j for i, j in zip(items, dims)]
+    rank = largest_meeting(
+        range(config.stp, 4097, config.stp),
+        lambda r: 4 * sum(math.prod(s) for s in sttd_core_shapes(modes, r, config.stp)),
+        num_items * dim * 4, ratio, f"sttd with n={config.stp}")
+    return dataclasses.replace(config, rank=rank)
+
+
 class STTDTable(Compressor):
     def __init__(self, num_items: int, dim: int, config: STTDConfig) -> None:
         super().__init__(num_items, dim)
@@ -64,9 +84,7 @@ class STTDTable(Compressor):
             if m % self.n:
                 raise ValueError(f"--stp {self.n} must divide I_{k} * J_{k} = {m} "
                                  f"(items {self.item_factors}, dim {self.dim_factors})")
-        r, n = self.rank, self.n
-        shapes = [(modes[0], r)] + [(r // n, m // n, r) for m in modes[1:-1]] + \
-                 [(r // n, modes[-1] // n)]
+        shapes = sttd_core_shapes(modes, self.rank, self.n)
         self.stp_cores = nn.ParameterList(nn.Parameter(torch.empty(s)) for s in shapes)
         self.register_buffer("row_mask", (torch.arange(num_items) > 0).float().unsqueeze(1),
                              persistent=False)
@@ -111,7 +129,7 @@ class STTDTable(Compressor):
                    "Eq. 8 counts the padded item rows",))
 
 
-@registry.register("sttd", config=STTDConfig,
+@registry.register("sttd", config=STTDConfig, budget=sttd_budget,
                    description="semi-tensor-product tensor-train table (OD-Rec, Eq. 4-8)")
 def build_sttd(config: STTDConfig, *, num_items: int, dim: int) -> STTDTable:
     return STTDTable(num_items, dim, config)

@@ -7,6 +7,7 @@ digits (i_1, ..., i_d), is the chain product of the slices G_k[:, i_k].
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from compressors import registry
+from compressors.budget import largest_meeting
 from compressors.base import Compressor, StorageReport, StoredTensor
 from compressors.factorize import balanced_factors, covering_factors, parse_factors
 
@@ -53,6 +55,21 @@ def resolve_shapes(num_items: int, dim: int, cores: int, item_factors: str, dim_
     return items, dims
 
 
+def tt_core_shapes(items: list[int], dims: list[int], rank: int) -> list[tuple[int, ...]]:
+    ranks = [1] + [rank] * (len(items) - 1) + [1]
+    return [(ranks[k], items[k], dims[k], ranks[k + 1]) for k in range(len(items))]
+
+
+def tt_budget(config: TTConfig, num_items: int, dim: int, ratio: float) -> TTConfig:
+    """The largest TT rank whose cores still meet the byte ratio."""
+    items, dims = resolve_shapes(num_items, dim, config.cores, config.item_factors,
+                                 config.dim_factors)
+    rank = largest_meeting(
+        range(1, 1025), lambda r: 4 * sum(math.prod(s) for s in tt_core_shapes(items, dims, r)),
+        num_items * dim * 4, ratio, f"tt with {config.cores} cores")
+    return dataclasses.replace(config, rank=rank)
+
+
 def mixed_radix_digits(ids: torch.Tensor, radices: list[int]) -> list[torch.Tensor]:
     """Digits of `ids` in the mixed radix `radices`, most significant first."""
     digits = []
@@ -68,11 +85,9 @@ class TTTable(Compressor):
         super().__init__(num_items, dim)
         self.item_factors, self.dim_factors = resolve_shapes(
             num_items, dim, config.cores, config.item_factors, config.dim_factors)
-        d = config.cores
-        self.ranks = [1] + [config.rank] * (d - 1) + [1]
-        self.tt_cores = nn.ParameterList(
-            nn.Parameter(torch.empty(self.ranks[k], self.item_factors[k], self.dim_factors[k],
-                                     self.ranks[k + 1])) for k in range(d))
+        shapes = tt_core_shapes(self.item_factors, self.dim_factors, config.rank)
+        self.ranks = [s[0] for s in shapes] + [1]
+        self.tt_cores = nn.ParameterList(nn.Parameter(torch.empty(s)) for s in shapes)
         self.register_buffer("row_mask", (torch.arange(num_items) > 0).float().unsqueeze(1),
                              persistent=False)
         self.init = config.init
@@ -136,6 +151,7 @@ class TTTable(Compressor):
                                     f"ranks {self.ranks}",))
 
 
-@registry.register("tt", config=TTConfig, description="tensor-train table (TT-Rec style)")
+@registry.register("tt", config=TTConfig, budget=tt_budget,
+                   description="tensor-train table (TT-Rec style)")
 def build_tt(config: TTConfig, *, num_items: int, dim: int) -> TTTable:
     return TTTable(num_items, dim, config)

@@ -1,0 +1,66 @@
+"""Students start from a teacher: given by record, or trained (or reused) with the same settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.config import RunConfig
+from bench.errors import ConfigError
+from bench.teacher import locate_teacher_record, resolve_teacher
+from helpers import records_under, run_cli
+
+STUDENT = ["--compressor", "ccode", "--M", "2", "--K", "64", "--epochs", "1", "--dim", "16",
+           "--threads", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def student_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("student")
+    results, work = root / "results", root / "work"
+    proc = run_cli(["run", *STUDENT, "--results", str(results), "--workdir", str(work)],
+                   cwd=root, timeout=600)
+    return {"proc": proc, "results": results, "work": work, "root": root}
+
+
+@pytest.mark.slow
+def test_a_student_without_teacher_trains_the_teacher_first(student_run):
+    proc = student_run["proc"]
+    assert proc.returncode == 0, proc.stderr
+    assert "training (or reusing) the uncompressed teacher" in proc.stderr
+    records = {json.loads(p.read_text())["config"]["compressor"]: json.loads(p.read_text())
+               for p in records_under(student_run["results"])}
+    assert set(records) == {"full", "ccode"}
+    teacher, student = records["full"], records["ccode"]
+    assert student["teacher"]["key"] == teacher["key"]
+    assert teacher["config"]["dim"] == student["config"]["dim"] == 16
+    assert "collisions resolved" in " ".join(student["size"]["item_storage"]["notes"])
+    assert student["size"]["item_storage"]["tensors"][0]["dtype"] == "uint8"
+
+
+@pytest.mark.slow
+def test_a_teacher_of_another_dim_is_refused(student_run):
+    teacher = next(p for p in records_under(student_run["results"]) if "-full-" in p.name)
+    proc = run_cli(["run", *STUDENT, "--dim", "32", "--teacher", str(teacher),
+                    "--results", str(student_run["results"]), "--workdir",
+                    str(student_run["work"])], cwd=student_run["root"])
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "has dim 16, the student 32" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_teacher_of_another_dataset_is_refused(student_run):
+    teacher = next(p for p in records_under(student_run["results"]) if "-full-" in p.name)
+    config = RunConfig(compressor="ccode", dim=16, teacher=str(teacher))
+    with pytest.raises(ConfigError, match="trained on another dataset"):
+        resolve_teacher(config, "another-checksum", results_dir=student_run["results"],
+                        workdir=student_run["work"], train=None, log=print)
+
+
+def test_an_unknown_teacher_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="no run record for teacher"):
+        locate_teacher_record("0123456789abcdef", tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        locate_teacher_record(str(tmp_path / "missing.json"), tmp_path)
