@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,11 +20,12 @@ PLUGIN = Path(__file__).parent / "plugin_example"
 def plugin_env(tmp_path_factory) -> dict[str, str]:
     """pip-install the example plugin into a throwaway folder put on the path."""
     target = tmp_path_factory.mktemp("site")
-    build = tmp_path_factory.mktemp("build")
+    source = tmp_path_factory.mktemp("src") / "plugin"
+    shutil.copytree(PLUGIN, source)  # building in place would leave build/ in the repository
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(PLUGIN)],
-        capture_output=True, text=True, cwd=build, timeout=300)
+         "--no-index", "--target", str(target), str(source)],
+        capture_output=True, text=True, cwd=source, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert list(target.glob("ecbench_lowrank-*.dist-info"))
     env = dict(os.environ)
