@@ -76,7 +76,7 @@ class TransformerBlock(nn.Module):
 
 
 class SASRec(Backbone):
-    """X^ = X + P, F = Attention(X^), Theta = FNN(F)  (Eq. 2), then the soft-attention readout (Eq. 3)."""
+    """X^ = X + P, F = Attention(X^), Theta = FNN(F) (Eq. 2), then the soft-attention readout (Eq. 3)."""
 
     def __init__(self, compressor: Compressor, config: SASRecConfig, max_len: int) -> None:
         super().__init__(compressor)

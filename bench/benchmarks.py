@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from bench.config import RunConfig
-from bench.records import atomic_write_bytes, now_iso, provenance
-from bench.train import build_model, configure_cpu, load_dataset, prepare, training_loss
+from bench.records import now_iso, provenance, write_json
+from bench.cpu import configure_cpu
+from bench.train import build_model, load_dataset, prepare, training_loss
 
 WARMUP_STEPS = 20
 
@@ -23,8 +24,6 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
     With `steps == 0` one whole epoch is timed; otherwise `steps` steps after a warm-up, and the
     epoch time is extrapolated from the median step.
     """
-    import json
-
     configure_cpu(threads)
     torch.manual_seed(config.seed)
     prepared = prepare(config, load_dataset(config.data, data_root))
@@ -64,7 +63,7 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
     name = Path(config.data).name
     path = (Path(results_dir) / "bench" /
             f"train-{name}-{config.compressor}-d{config.dim}-{config.precision}-t{threads}.json")
-    atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
+    write_json(path, result)
     return result, path
 
 
@@ -88,8 +87,6 @@ def benchmark_scoring(config: RunConfig, *, data_root: str | None, threads: int,
     The item table comes from `model_file` (a trained run's model) or, for timing alone, from
     the compressor's own initialisation (a random teacher table for students).
     """
-    import json
-
     configure_cpu(threads)
     torch.manual_seed(config.seed)
     data = load_dataset(config.data, data_root)
@@ -124,5 +121,5 @@ def benchmark_scoring(config: RunConfig, *, data_root: str | None, threads: int,
     path = (Path(results_dir) / "bench" /
             f"score-{Path(config.data).name}-{config.compressor}{'-' + options if options else ''}"
             f"-t{threads}.json")
-    atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
+    write_json(path, result)
     return result, path

@@ -10,18 +10,22 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 RECORD_SCHEMA = 1
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write to a temporary file in the same folder, flush to disk, then rename over `path`."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Let `write` fill a temporary file in the same folder, flush it to disk, rename over `path`.
+
+    A reader (or a resumed run) sees the old file or the new one, never half of one.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -31,13 +35,20 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    atomic_write(path, lambda handle: handle.write(payload))
+
+
 def record_path(results_dir: Path, config: dict[str, Any], key: str) -> Path:
     data = Path(str(config["data"])).name.split("(")[0]
     return Path(results_dir) / "runs" / f"{data}-{config['backbone']}-{config['compressor']}-{key}.json"
 
 
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(record, indent=2, sort_keys=False) + "\n").encode())
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
+
+
+write_record = write_json
 
 
 def find_record(results_dir: Path, key: str) -> Path | None:

@@ -11,10 +11,11 @@ import torch
 
 from bench.config import RunConfig
 from bench.metrics import metrics_from_ranks, popularity_ranks
-from bench.records import (RECORD_SCHEMA, find_record, load_record, now_iso, provenance,
-                           record_path, write_record)
+from bench.records import (RECORD_SCHEMA, atomic_write, find_record, load_record, now_iso,
+                           provenance, record_path, write_record)
 from bench.teacher import copy_encoder, resolve_teacher, teacher_table
-from bench.train import (Trainer, apply_budget, build_model, configure_cpu, evaluate, load_dataset,
+from bench.cpu import configure_cpu
+from bench.train import (Trainer, apply_budget, build_model, evaluate, load_dataset,
                          model_size, prepare)
 
 LEGACY_LABEL = ("legacy: best epoch per metric chosen on the test set (the paper's protocol); "
@@ -79,8 +80,8 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
     selected = state.history[state.best_epoch - 1]
 
     model_file = Path(workdir) / "models" / f"{key}.pt"
-    model_file.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), model_file)
+    deployed_state = model.state_dict()
+    atomic_write(model_file, lambda handle: torch.save(deployed_state, handle))
 
     epochs_run = [e["train_seconds"] for e in state.history]
     record: dict[str, Any] = {

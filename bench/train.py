@@ -19,11 +19,10 @@ import compressors
 from backbones import Backbone
 from bench.batching import Batch, Examples
 from bench.config import RunConfig, build_part_config, canonical_options
-from bench.cpu import configure_cpu
 from bench.errors import ConfigError, DataError, EcbenchError, TrainingDiverged
 from bench.loaders import load_standard, resolve_dataset_path
-from bench.metrics import metrics_from_ranks, pessimistic_ranks, popularity_ranks
-from bench.records import atomic_write_bytes
+from bench.metrics import metrics_from_ranks, pessimistic_ranks
+from bench.records import atomic_write
 from bench.sessions import SessionDataset, Split, hot_items, item_popularity, split_validation
 from bench.synthetic import synthetic_dataset
 
@@ -172,11 +171,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(), "state": self.state.__dict__,
         }
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, tmp)
-        atomic_write_bytes(self.checkpoint_path, tmp.read_bytes())
-        tmp.unlink()
+        atomic_write(self.checkpoint_path, lambda handle: torch.save(payload, handle))
 
     def load_checkpoint(self) -> bool:
         if not self.checkpoint_path.is_file():

@@ -43,7 +43,7 @@ def test_installed_plugin_is_listed_with_its_options(plugin_env, tmp_path):
     proc = subprocess.run([*ecbench_command(), "list"], capture_output=True, text=True,
                           env=plugin_env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("lowrank"))
+    line = next(row for row in proc.stdout.splitlines() if row.startswith("lowrank"))
     assert "--rank int (8)" in line and "ecbench_lowrank" in line
 
 

@@ -20,7 +20,7 @@ from bench.metrics import CUTOFFS, metrics_from_ranks, popularity_ranks
 from bench.runner import LEGACY_LABEL
 from bench.sessions import SessionDataset
 from bench.synthetic import synthetic_dataset
-from bench.train import Trainer, build_model, evaluate, prepare
+from bench.train import Trainer, build_model, prepare
 from helpers import ecbench_command, records_under, run_cli
 
 METRICS = {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in CUTOFFS}
