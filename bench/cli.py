@@ -117,7 +117,6 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
     backbone_options = {k: v for k, v in preset.get("backbone", {}).items()
                         if k in {f.name for f in dataclasses.fields(back.config)}}
     backbone_options.update(parsed[labels["backbone"]])
-    backbone_options = canonical_options(back.config, backbone_options)
     general = {k: opts[k] for k in ("dim", "epochs", "patience")}
     for k, v in general.items():
         if v is None:

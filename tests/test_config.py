@@ -1,0 +1,45 @@
+"""Run configs: paper presets, and record keys that stay stable across versions."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cli import _BENCH_DEFAULTS, make_run_config
+from bench.errors import ConfigError
+
+
+def paper_config(data: str, extra: list[str] | None = None):
+    opts = {**_BENCH_DEFAULTS, "data": data, "compressor": "full", "backbone": "sasrec",
+            "dim": None, "epochs": None, "patience": None}
+    return make_run_config(opts, extra or [])
+
+
+def test_paper_presets_per_dataset():
+    tmall, rr = paper_config("tmall"), paper_config("retailrocket")
+    assert tmall.dim == 128 and tmall.backbone_options == {"layers": 1, "heads": 1, "dropout": 0.5}
+    assert rr.dim == 256 and rr.backbone_options == {"layers": 1, "heads": 2, "dropout": 0.2}
+    assert (tmall.batch_size, tmall.lr, tmall.l2) == (100, 1e-3, 1e-5)
+
+
+def test_explicit_options_override_the_preset():
+    config = paper_config("tmall", ["--dropout", "0.3", "--layers", "2"])
+    assert config.backbone_options == {"layers": 2, "heads": 1, "dropout": 0.3}
+
+
+def test_record_keys_of_the_paper_teachers_are_stable(tmall):
+    # Records and checkpoints are found by key; a field added later must not change old keys.
+    assert paper_config("tmall").key(tmall.checksum) == "1f4591f4c4dc5af7"
+
+
+def test_compressor_options_at_their_default_are_dropped_from_the_config():
+    opts = {**_BENCH_DEFAULTS, "data": "synthetic", "compressor": "ccode", "backbone": "sasrec",
+            "dim": None, "epochs": None, "patience": None}
+    explicit = make_run_config(opts, ["--M", "4", "--K", "32", "--eta", "0.8"])
+    implicit = make_run_config(opts, ["--eta", "0.8"])
+    assert explicit.compressor_options == implicit.compressor_options == {"eta": 0.8}
+    assert explicit.key("x") == implicit.key("x")
+
+
+def test_unknown_part_option_is_refused():
+    with pytest.raises(ConfigError, match="unknown option --nosuch"):
+        paper_config("tmall", ["--nosuch", "1"])
