@@ -157,6 +157,39 @@ def list_command() -> None:
         click.echo()
 
 
+_BENCH_DEFAULTS: dict[str, Any] = {
+    "max_len": 50, "lr": 1e-3, "l2": 1e-5, "epochs": None, "patience": None, "dim": None,
+    "select_metric": "NDCG@10", "select_on": "validation", "val_fraction": 0.1,
+    "val_split": "random", "precision": "fp32", "seed": 0, "batch_size": 100}
+
+
+@cli.command("size", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--data", default="synthetic", show_default=True)
+@click.option("--data-root", default=None)
+@click.option("--compressor", default="full", show_default=True)
+@click.option("--dim", type=int, default=None, help="[paper preset, else 64]")
+@click.option("--ratio", type=float, default=None, help="solve the size options for this ratio")
+@click.pass_context
+def size_command(ctx: click.Context, **opts: Any) -> None:
+    """What a compressor's deployed table would store for a dataset, without training it."""
+    from bench.train import apply_budget, build_model, load_dataset
+
+    config = make_run_config({**_BENCH_DEFAULTS, **opts, "backbone": "sasrec"}, list(ctx.args))
+    data = load_dataset(config.data, opts["data_root"])
+    config = apply_budget(config, data.num_items)
+    report = build_model(config, data.num_items).compressor.storage()
+    rows = [[t.name, "x".join(map(str, t.shape)), t.dtype, t.nbytes] for t in report.tensors]
+    options = compressors.registry.get(config.compressor).config(**config.compressor_options)
+    click.echo(f"{options} on {data.name}: {data.num_items} rows x dim {config.dim}")
+    click.echo(tabulate(rows, headers=["tensor", "shape", "dtype", "bytes"]))
+    click.echo(f"total {report.total_bytes} bytes; full table {report.full_bytes} bytes")
+    click.echo(f"byte ratio {report.byte_ratio:.2f}x; paper formula {report.paper_ratio:.2f}x"
+               + (f"; bit-packed {report.full_bytes / report.packed_bytes:.2f}x"
+                  if report.packed_bytes else ""))
+    for note in report.notes:
+        click.echo(f"note: {note}")
+
+
 @cli.command("table")
 @click.argument("which", type=click.Choice(["runs"]))
 @click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
@@ -177,12 +210,6 @@ def table_command(which: str, results_dir: Path, out: Path | None) -> None:
 @cli.group("bench")
 def bench_group() -> None:
     """Benchmarks of the hot paths."""
-
-
-_BENCH_DEFAULTS: dict[str, Any] = {
-    "max_len": 50, "lr": 1e-3, "l2": 1e-5, "epochs": None, "patience": None,
-    "select_metric": "NDCG@10", "select_on": "validation", "val_fraction": 0.1,
-    "val_split": "random", "precision": "fp32", "seed": 0, "batch_size": 100}
 
 
 @bench_group.command("train")

@@ -252,7 +252,8 @@ class CompositionalCodeTable(Compressor):
 
     def storage(self) -> StorageReport:
         tensors = ccode_tensors(self.num_items, self.dim, self.M, self.K)
-        notes = [f"collisions resolved: {int(self.collisions)}"]
+        notes = [f"collisions resolved: {int(self.collisions)}" if self.deployed
+                 else "codes not learned yet"]
         if tensors[0].dtype != "uint8":
             notes.append(f"K={self.K} needs {tensors[0].dtype} codes (uint8 holds K <= 256)")
         codebook_bytes = tensors[1].nbytes
