@@ -30,7 +30,8 @@ def summary_table(record: dict[str, Any]) -> str:
     size = record["size"]["item_storage"]
     lines = [
         f"dataset {record['dataset']['name']}  seed {record['seed']}  "
-        f"selected epoch {sel['epoch']}/{sel['epochs_run']} on {sel['on']} ({sel['metric']})",
+        f"selected epoch {sel['epoch']}/{sel['epochs_run']} on {sel['on']} ({sel['metric']})"
+        + (", then refit on all training sessions" if sel.get("refit") else ""),
         table,
         f"item table {size['total_bytes'] / 2**20:.2f} MiB (byte ratio {size['byte_ratio']:.1f}x, "
         f"paper formula {size['paper_ratio']:.1f}x); "
@@ -89,6 +90,9 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
               show_default=True)
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
               show_default=True, help="checkpoints and trained models")
+@click.option("--refit", is_flag=True,
+              help="after choosing the epoch count on validation, retrain on all training "
+                   "sessions for that many epochs (test still seen once)")
 @click.option("--resume", is_flag=True, help="continue a killed run from its last checkpoint")
 @click.option("--force", is_flag=True, help="rerun even if an identical run is recorded")
 @click.option("--progress/--no-progress", default=None, help="progress bars [on a terminal]")
@@ -130,7 +134,8 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
         select_metric=opts["select_metric"], select_on=opts["select_on"],
         val_fraction=opts["val_fraction"], val_split=opts["val_split"],
         precision=opts["precision"], seed=opts["seed"], teacher=opts.get("teacher"),
-        student_init=opts.get("student_init"), ratio=opts.get("ratio"))
+        student_init=opts.get("student_init"), ratio=opts.get("ratio"),
+        refit=opts.get("refit") or None)  # None keeps the keys of runs without it
 
 
 def _describe_options(config_cls: type) -> str:

@@ -42,6 +42,7 @@ class RunConfig:
     teacher: str | None = None  # a record (JSON), a model file or a key; None = same settings
     student_init: Literal["teacher", "random"] | None = None  # the encoder's start; None = teacher
     ratio: float | None = None  # a byte-ratio budget the compressor meets with its own options
+    refit: bool | None = None  # retrain on all training sessions for the validation-chosen epochs
 
     def __post_init__(self) -> None:
         checks = [
@@ -60,6 +61,8 @@ class RunConfig:
             (0.0 < self.hot_fraction < 1.0, "--hot-fraction must be in (0, 1)"),
             (self.precision in ("fp32", "bf16"),
              f"--precision must be fp32 or bf16, got {self.precision!r}"),
+            (not (self.refit and self.select_on == "test"),
+             "--refit needs an epoch count chosen on validation, not --select-on test"),
             (self.student_init in (None, "teacher", "random"),
              f"--student-init must be teacher or random, got {self.student_init!r}"),
         ]

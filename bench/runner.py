@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -9,14 +10,25 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from backbones import Backbone
 from bench.config import RunConfig
 from bench.metrics import metrics_from_ranks, popularity_ranks
 from bench.records import (RECORD_SCHEMA, atomic_write, find_record, load_record, now_iso,
                            provenance, record_path, write_record)
-from bench.teacher import copy_encoder, resolve_teacher, teacher_table
 from bench.cpu import configure_cpu
-from bench.train import (Trainer, apply_budget, build_model, evaluate, load_dataset,
-                         model_size, prepare)
+from bench.teacher import Teacher, copy_encoder, resolve_teacher, teacher_table
+from bench.train import (Prepared, Trainer, TrainState, apply_budget, build_model, evaluate,
+                         load_dataset, model_size, prepare)
+
+def start_from_teacher(model: Backbone, config: RunConfig, teacher: Teacher, num_items: int,
+                       log: Callable[[str], None]) -> None:
+    """A student's start: its table from the teacher's (codes, TT-SVD), its encoder copied."""
+    model.compressor.init_from_table(teacher_table(teacher, lambda c: build_model(c, num_items)))
+    copied = config.student_init != "random" and copy_encoder(
+        model, config.backbone, teacher, required=config.student_init == "teacher")
+    log(f"student initialised from teacher {teacher.record['key']}"
+        f"{' (table and encoder)' if copied else ' (table)'}")
+
 
 LEGACY_LABEL = ("legacy: best epoch per metric chosen on the test set (the paper's protocol); "
                 "optimistic, not comparable with validation-selected results")
@@ -42,48 +54,55 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
         log(f"reusing the record of an identical run: {existing}")
         return load_record(existing), existing
 
-    torch.manual_seed(config.seed)
-    model = build_model(config, dataset.num_items)
-    teacher_info = None
-    if model.compressor.uses_teacher():
+    teacher = None
+    if build_model(config, dataset.num_items).compressor.uses_teacher():
         teacher = resolve_teacher(
             config, dataset.checksum, results_dir=results_dir, workdir=workdir, log=log,
             train=lambda c: run_experiment(c, data_root=data_root, results_dir=results_dir,
                                            workdir=workdir, resume=resume, threads=threads,
                                            progress=progress, log=log))
-        if not (resume and checkpoint.is_file()):  # a checkpoint already holds all of this
-            model.compressor.init_from_table(
-                teacher_table(teacher, lambda c: build_model(c, dataset.num_items)))
-            encoder_copied = config.student_init != "random" and copy_encoder(
-                model, config.backbone, teacher, required=config.student_init == "teacher")
-            log(f"student initialised from teacher {teacher.record['key']}"
-                f"{' (table and encoder)' if encoder_copied else ' (table)'}")
-        teacher_info = teacher.summary()
-    trainer = Trainer(config, prepared, model, checkpoint, progress=progress, log=log)
-    if resume:
-        if trainer.load_checkpoint():
+
+    def train_phase(prepared: Prepared, checkpoint: Path, phase_config: RunConfig,
+                    select: bool) -> tuple[Backbone, TrainState]:
+        torch.manual_seed(config.seed)
+        model = build_model(config, dataset.num_items)
+        trainer = Trainer(phase_config, prepared, model, checkpoint, progress=progress, log=log,
+                          select=select)
+        if resume and trainer.load_checkpoint():  # the checkpoint holds any teacher start too
             log(f"resuming from {checkpoint} after epoch {trainer.state.epoch}")
-        else:
-            log(f"no checkpoint at {checkpoint}; starting from scratch")
-    state = trainer.fit()
+        elif teacher is not None:
+            start_from_teacher(model, config, teacher, dataset.num_items, log)
+        return model, trainer.fit()
+
+    model, state = train_phase(prepared, checkpoint, config, select=True)
+    selected = state.history[state.best_epoch - 1]
+    history, refit_info = state.history, None
+    if config.refit:
+        refit_checkpoint = checkpoint.with_name(f"{key}-refit.pt")
+        log(f"refit on all training sessions for the selected {state.best_epoch} epochs")
+        full = prepare(config, dataset, refit=True)
+        model, state = train_phase(full, refit_checkpoint,
+                                   dataclasses.replace(config, epochs=state.best_epoch),
+                                   select=False)
+        refit_info = {"epochs": state.epoch, "examples": len(full.fit), "history": state.history}
+        refit_checkpoint.unlink(missing_ok=True)
 
     model.load_state_dict(state.best_state)
     model.compressor.deploy()  # the final test sees what a phone would run
     legacy = config.select_on == "test"
     if legacy:
         test, test_epochs = {}, {}
-        for metric in state.history[0]["test"]:
-            best = max(state.history, key=lambda e: e["test"][metric])
+        for metric in history[0]["test"]:
+            best = max(history, key=lambda e: e["test"][metric])
             test[metric], test_epochs[metric] = best["test"][metric], best["epoch"]
     else:
         test, test_epochs = evaluate(model, prepared.test, config.max_len), None
-    selected = state.history[state.best_epoch - 1]
 
     model_file = Path(workdir) / "models" / f"{key}.pt"
     deployed_state = model.state_dict()
     atomic_write(model_file, lambda handle: torch.save(deployed_state, handle))
 
-    epochs_run = [e["train_seconds"] for e in state.history]
+    epochs_run = [e["train_seconds"] for e in history]
     record: dict[str, Any] = {
         "schema": RECORD_SCHEMA,
         "key": key,
@@ -100,24 +119,24 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
         "seed": config.seed,
         "selection": {
             "on": "test" if legacy else "validation", "metric": config.select_metric,
-            "epoch": state.best_epoch, "epochs_run": state.epoch,
+            "epoch": selected["epoch"], "epochs_run": len(history), "refit": refit_info,
             "label": LEGACY_LABEL if legacy else
             "best validation epoch; test evaluated once, at that epoch",
         },
         "validation_at_selected": selected["validation"],
         "test": test,
         "test_epochs": test_epochs,
-        "teacher": teacher_info,
+        "teacher": teacher.summary() if teacher is not None else None,
         "baselines": {"popularity": metrics_from_ranks(
             popularity_ranks(prepared.popularity, prepared.test.targets))},
         "size": model_size(model),
         "timing": {
             "train_seconds_per_epoch_median": float(np.median(epochs_run)),
             "pairs_per_second_median": float(np.median([e["pairs_per_second"]
-                                                        for e in state.history])),
+                                                        for e in history])),
             "wall_seconds": time.perf_counter() - wall_start,
         },
-        "history": state.history,
+        "history": history,
         "model_file": str(model_file),
         "provenance": origin,
         "started": started,

@@ -49,8 +49,12 @@ class Prepared:
     popularity: np.ndarray
 
 
-def prepare(config: RunConfig, data: SessionDataset) -> Prepared:
+def prepare(config: RunConfig, data: SessionDataset, refit: bool = False) -> Prepared:
+    """Split and index `data`; with `refit`, train on every training session (validation kept
+    only for the record: the epoch count was already chosen on it)."""
     split = split_validation(data.train, config.val_fraction, config.val_split, config.seed)
+    if refit:
+        split = dataclasses.replace(split, fit=data.train)
     fit = Examples.from_sessions(split.fit)
     validation = Examples.from_sessions(split.validation)
     if len(fit) == 0 or len(validation) == 0:
@@ -154,8 +158,9 @@ class Trainer:
 
     def __init__(self, config: RunConfig, prepared: Prepared, model: Backbone,
                  checkpoint_path: Path, progress: bool = False,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, select: bool = True) -> None:
         self.config = config
+        self.select = select
         self.prepared = prepared
         self.model = model
         self.checkpoint_path = checkpoint_path
@@ -221,6 +226,15 @@ class Trainer:
         while not state.finished and state.epoch < cfg.epochs:
             epoch = state.epoch + 1
             loss, seconds = self.train_epoch(epoch)
+            if not self.select:  # a refit: a fixed number of epochs, no evaluation
+                state.history.append({"epoch": epoch, "train_loss": loss, "train_seconds": seconds,
+                                      "pairs_per_second": len(self.prepared.fit) / seconds})
+                state.epoch = state.best_epoch = epoch
+                state.best_state = copy.deepcopy(self.model.state_dict())
+                state.finished = epoch >= cfg.epochs
+                self.log(f"refit epoch {epoch}/{cfg.epochs}: loss {loss:.4f}, {seconds:.0f}s")
+                self.save_checkpoint()
+                continue
             eval_start = time.perf_counter()
             entry: dict[str, Any] = {
                 "epoch": epoch, "train_loss": loss, "train_seconds": seconds,

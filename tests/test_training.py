@@ -285,3 +285,19 @@ def test_runs_table_is_rendered_from_the_records(cli_run):
     assert f"{record['test']['NDCG@10']:.2f}" in row
     assert f"validation ({record['selection']['epoch']}/2)" in row
     assert (cli_run["results"] / "runs.md").read_text().strip() == proc.stdout.strip()
+
+
+@pytest.mark.slow
+def test_refit_retrains_on_all_training_sessions_for_the_selected_epochs(tmp_path):
+    results = tmp_path / "results"
+    proc = run_cli(["run", *TINY_RUN, "--refit", "--results", str(results), "--workdir",
+                    str(tmp_path / "work")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(records_under(results)[0].read_text())
+    refit = record["selection"]["refit"]
+    assert record["config"]["refit"] is True
+    assert refit["epochs"] == record["selection"]["epoch"]
+    assert refit["examples"] == record["dataset"]["fit_examples"] + \
+        record["dataset"]["validation"]["examples"]
+    assert [e["epoch"] for e in refit["history"]] == list(range(1, refit["epochs"] + 1))
+    assert "refit" in proc.stdout
