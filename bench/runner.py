@@ -74,9 +74,20 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
             start_from_teacher(model, config, teacher, dataset.num_items, log)
         return model, trainer.fit()
 
-    model, state = train_phase(prepared, checkpoint, config, select=True)
-    selected = state.history[state.best_epoch - 1]
-    history, refit_info = state.history, None
+    # With --refit, the same run without it is exactly the first phase: reuse its record if any.
+    first_phase = (find_record(results_dir, dataclasses.replace(config, refit=None).key(
+        dataset.checksum)) if config.refit and not force else None)
+    if first_phase is not None:
+        log(f"epoch count chosen by the recorded run {first_phase}")
+        earlier = load_record(first_phase)
+        history = earlier["history"]
+        selected = history[earlier["selection"]["epoch"] - 1]
+        state = TrainState(epoch=len(history), history=history, best_epoch=selected["epoch"])
+    else:
+        model, state = train_phase(prepared, checkpoint, config, select=True)
+        history = state.history
+        selected = history[state.best_epoch - 1]
+    refit_info = None
     if config.refit:
         refit_checkpoint = checkpoint.with_name(f"{key}-refit.pt")
         log(f"refit on all training sessions for the selected {state.best_epoch} epochs")
@@ -84,7 +95,8 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
         model, state = train_phase(full, refit_checkpoint,
                                    dataclasses.replace(config, epochs=state.best_epoch),
                                    select=False)
-        refit_info = {"epochs": state.epoch, "examples": len(full.fit), "history": state.history}
+        refit_info = {"epochs": state.epoch, "examples": len(full.fit), "history": state.history,
+                      "first_phase_record": str(first_phase) if first_phase else None}
         refit_checkpoint.unlink(missing_ok=True)
 
     model.load_state_dict(state.best_state)

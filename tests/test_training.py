@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -301,3 +302,19 @@ def test_refit_retrains_on_all_training_sessions_for_the_selected_epochs(tmp_pat
         record["dataset"]["validation"]["examples"]
     assert [e["epoch"] for e in refit["history"]] == list(range(1, refit["epochs"] + 1))
     assert "refit" in proc.stdout
+
+
+@pytest.mark.slow
+def test_refit_reuses_the_recorded_first_phase(cli_run, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(cli_run["results"], results)  # leave the shared fixture's folder alone
+    proc = run_cli(["run", *TINY_RUN, "--refit", "--results", str(results),
+                    "--workdir", str(tmp_path / "work")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch count chosen by the recorded run" in proc.stderr
+    assert "epoch 1: loss" not in proc.stderr  # no selection phase was trained again
+    records = [json.loads(p.read_text()) for p in records_under(results)]
+    plain = next(r for r in records if not r["config"].get("refit"))
+    refit = next(r for r in records if r["config"].get("refit"))
+    assert refit["history"] == plain["history"]
+    assert refit["selection"]["refit"]["first_phase_record"].endswith(f"{plain['key']}.json")
