@@ -104,7 +104,7 @@ def provenance(threads: int) -> dict[str, Any]:
     return {
         "command": " ".join(["ecbench", *sys.argv[1:]]) if sys.argv else None,
         "git": git_state(),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+        "versions": {"python": platform.python_version(), "torch": str(torch.__version__),
                      "numpy": numpy.__version__, "ecbench": _own_version()},
         "machine": {"hostname": platform.node(), "platform": platform.platform(),
                     "cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": threads},

@@ -72,6 +72,7 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
             log(f"resuming from {checkpoint} after epoch {trainer.state.epoch}")
         elif teacher is not None:
             start_from_teacher(model, config, teacher, dataset.num_items, log)
+        trainer.state.provenance.append(origin)
         return model, trainer.fit()
 
     # With --refit, the same run without it is exactly the first phase: reuse its record if any.
@@ -83,10 +84,12 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
         history = earlier["history"]
         selected = history[earlier["selection"]["epoch"] - 1]
         state = TrainState(epoch=len(history), history=history, best_epoch=selected["epoch"])
+        stretches = [earlier["provenance"], *earlier.get("resumed", [])]
     else:
         model, state = train_phase(prepared, checkpoint, config, select=True)
         history = state.history
         selected = history[state.best_epoch - 1]
+        stretches = state.provenance
     refit_info = None
     if config.refit:
         refit_checkpoint = checkpoint.with_name(f"{key}-refit.pt")
@@ -96,7 +99,8 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
                                    dataclasses.replace(config, epochs=state.best_epoch),
                                    select=False)
         refit_info = {"epochs": state.epoch, "examples": len(full.fit), "history": state.history,
-                      "first_phase_record": str(first_phase) if first_phase else None}
+                      "first_phase_record": str(first_phase) if first_phase else None,
+                      "provenance": state.provenance}
         refit_checkpoint.unlink(missing_ok=True)
 
     model.load_state_dict(state.best_state)
@@ -150,7 +154,8 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
         },
         "history": history,
         "model_file": str(model_file),
-        "provenance": origin,
+        "provenance": stretches[0],  # the code and machine that started the training
+        "resumed": stretches[1:],  # and those that continued it after a kill, if any
         "started": started,
         "finished": now_iso(),
     }

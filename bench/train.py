@@ -147,6 +147,8 @@ class TrainState:
     best_state: dict[str, torch.Tensor] | None = None
     stale_epochs: int = 0
     finished: bool = False
+    # where each stretch of training ran: the first start, then every resume
+    provenance: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Trainer:

@@ -234,6 +234,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     [a] = [json.loads(p.read_text()) for p in records_under(killed_results)]
     [b] = [json.loads(p.read_text()) for p in records_under(straight_results)]
     assert a["key"] == b["key"]
+    assert len(a["resumed"]) == 1 and b["resumed"] == []  # the record says it was resumed
+    assert a["resumed"][0]["git"]["commit"] == a["provenance"]["git"]["commit"]
     assert a["selection"]["epoch"] == b["selection"]["epoch"]
     for metric in METRICS:
         assert a["test"][metric] == pytest.approx(b["test"][metric], abs=1e-6)
