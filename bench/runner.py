@@ -58,9 +58,9 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
     if build_model(config, dataset.num_items).compressor.uses_teacher():
         teacher = resolve_teacher(
             config, dataset.checksum, results_dir=results_dir, workdir=workdir, log=log,
-            train=lambda c: run_experiment(c, data_root=data_root, results_dir=results_dir,
-                                           workdir=workdir, resume=resume, threads=threads,
-                                           progress=progress, log=log))
+            train=lambda c, again: run_experiment(
+                c, data_root=data_root, results_dir=results_dir, workdir=workdir, resume=resume,
+                force=again, threads=threads, progress=progress, log=log))
 
     def train_phase(prepared: Prepared, checkpoint: Path, phase_config: RunConfig,
                     select: bool) -> tuple[Backbone, TrainState]:

@@ -15,6 +15,10 @@ from bench.errors import ConfigError
 from bench.records import find_record, load_record
 
 
+class MissingModel(ConfigError):
+    """A teacher's record is here but its trained weights are not."""
+
+
 @dataclass
 class Teacher:
     record: dict[str, Any]
@@ -51,26 +55,30 @@ def locate_teacher_record(spec: str, results_dir: Path) -> Path:
 
 
 def load_teacher(record_path: Path, workdir: Path) -> Teacher:
+    """The teacher's record and weights; weights live in the work folder, as runs leave them."""
     record = load_record(record_path)
-    candidates = [Path(record.get("model_file", "")),
-                  Path(workdir) / "models" / f"{record['key']}.pt"]
-    model_file = next((p for p in candidates if p.is_file()), None)
-    if model_file is None:
-        raise ConfigError(f"the model of teacher record {record_path} is missing "
-                          f"(looked for {', '.join(map(str, candidates))}); rerun it with --force")
+    model_file = Path(workdir) / "models" / f"{record['key']}.pt"
+    if not model_file.is_file():
+        raise MissingModel(f"the model of teacher record {record_path} is not at {model_file}: "
+                           "pass the --workdir it was trained in, or rerun it with --force")
     return Teacher(record, record_path, torch.load(model_file, weights_only=True))
 
 
 def resolve_teacher(config: RunConfig, data_checksum: str, *, results_dir: Path, workdir: Path,
-                    train: Callable[[RunConfig], tuple[dict[str, Any], Path]],
+                    train: Callable[[RunConfig, bool], tuple[dict[str, Any], Path]],
                     log: Callable[[str], None]) -> Teacher:
     """The given teacher, or the recorded (else freshly trained) full-table run of these settings."""
     if config.teacher:
         teacher = load_teacher(locate_teacher_record(config.teacher, results_dir), workdir)
     else:
         log("training (or reusing) the uncompressed teacher with the same settings first")
-        _, path = train(teacher_config(config))
-        teacher = load_teacher(path, workdir)
+        _, path = train(teacher_config(config), False)
+        try:
+            teacher = load_teacher(path, workdir)
+        except MissingModel:  # recorded elsewhere (a fresh clone): the weights must be remade
+            log("the recorded teacher's model file is not here; training it again")
+            _, path = train(teacher_config(config), True)
+            teacher = load_teacher(path, workdir)
     if teacher.record["dataset"]["checksum"] != data_checksum:
         raise ConfigError(f"teacher {teacher.record_path} was trained on another dataset "
                           f"({teacher.record['dataset']['name']})")

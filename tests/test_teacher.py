@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -64,3 +65,14 @@ def test_an_unknown_teacher_is_refused(tmp_path):
         locate_teacher_record("0123456789abcdef", tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         locate_teacher_record(str(tmp_path / "missing.json"), tmp_path)
+
+
+@pytest.mark.slow
+def test_a_recorded_teacher_without_its_weights_is_trained_again(student_run, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(student_run["results"], results)  # records only, as in a fresh clone
+    proc = run_cli(["run", *STUDENT, "--K", "128", "--results", str(results),
+                    "--workdir", str(tmp_path / "work")], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "model file is not here; training it again" in proc.stderr
+    assert list((tmp_path / "work" / "models").glob("*.pt"))
