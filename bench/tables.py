@@ -18,7 +18,8 @@ def run_rows(records: Iterable[dict[str, Any]]) -> list[list[Any]]:
         storage = r["size"]["item_storage"]
         rows.append([
             r["dataset"]["name"], r["config"]["backbone"], r["config"]["compressor"], r["seed"],
-            f"{sel['on']} ({sel['epoch']}/{sel['epochs_run']})",
+            f"{sel['on']} ({sel['epoch']}/{sel['epochs_run']})"
+            + (" + refit" if sel.get("refit") else ""),
             *(r["test"][m] for m in RUN_METRICS),
             storage["byte_ratio"], r["timing"]["train_seconds_per_epoch_median"],
             (r["provenance"]["git"]["commit"] or "?")[:8],
