@@ -22,7 +22,7 @@ class SASRecConfig:
     heads: int = 1
     dropout: float = 0.5
     inner_size: int = 0  # feed-forward width; 0 means "same as dim"
-    init: Literal["uniform", "uniform-all", "torch"] = "uniform"
+    weight_init: Literal["uniform", "uniform-all", "torch"] = "uniform"
     init_range: float = 0.1
 
     def __post_init__(self) -> None:
@@ -32,8 +32,9 @@ class SASRecConfig:
             raise ValueError(f"heads must be at least 1, got {self.heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.init not in ("uniform", "uniform-all", "torch"):
-            raise ValueError(f"init must be uniform, uniform-all or torch, got {self.init!r}")
+        if self.weight_init not in ("uniform", "uniform-all", "torch"):
+            raise ValueError(f"weight_init must be uniform, uniform-all or torch, "
+                             f"got {self.weight_init!r}")
 
 
 class CausalSelfAttention(nn.Module):
@@ -99,14 +100,14 @@ class SASRec(Backbone):
         `uniform-all` also draws the LayerNorm gains, as the paper's released code does.
         The item table is initialised by its compressor.
         """
-        if config.init == "torch":
+        if config.weight_init == "torch":
             return
         r = config.init_range
         with torch.no_grad():
             for module in self.modules():
                 if module is self.compressor or any(module is m for m in self.compressor.modules()):
                     continue
-                if isinstance(module, nn.LayerNorm) and config.init == "uniform":
+                if isinstance(module, nn.LayerNorm) and config.weight_init == "uniform":
                     module.reset_parameters()
                     continue
                 for p in module.parameters(recurse=False):

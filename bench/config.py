@@ -153,8 +153,10 @@ def parse_part_options(args: list[str], parts: dict[str, type]) -> dict[str, dic
         if not owners:
             raise ConfigError(f"unknown option --{name} for {' and '.join(parts)} "
                               f"(see `ecbench list`)")
-        for label in owners:
-            out[label][attr] = coerce_option(parts[label], attr, value)
+        if len(owners) > 1:
+            raise ConfigError(f"option --{name} is claimed by both {' and '.join(owners)}; "
+                              f"one of them must rename it")
+        out[owners[0]][attr] = coerce_option(parts[owners[0]], attr, value)
     return out
 
 

@@ -43,3 +43,40 @@ def test_compressor_options_at_their_default_are_dropped_from_the_config():
 def test_unknown_part_option_is_refused():
     with pytest.raises(ConfigError, match="unknown option --nosuch"):
         paper_config("tmall", ["--nosuch", "1"])
+
+
+def test_tt_init_reaches_the_compressor_not_the_backbone():
+    opts = {**_BENCH_DEFAULTS, "data": "tmall", "compressor": "tt", "backbone": "sasrec",
+            "dim": None, "epochs": None, "patience": None}
+    config = make_run_config(opts, ["--init", "teacher", "--weight-init", "uniform-all"])
+    assert config.compressor_options == {"init": "teacher"}
+    assert config.backbone_options["weight_init"] == "uniform-all"
+
+
+def test_built_in_parts_share_no_option_name():
+    import dataclasses
+
+    import backbones
+    import compressors
+    for c in compressors.registry.names():
+        for b in backbones.registry.names():
+            names = [{f.name for f in dataclasses.fields(r.get(n).config)}
+                     for r, n in ((compressors.registry, c), (backbones.registry, b))]
+            assert not names[0] & names[1], (c, b, names[0] & names[1])
+
+
+def test_an_option_two_parts_claim_is_an_error():
+    from dataclasses import dataclass
+
+    from bench.config import parse_part_options
+
+    @dataclass
+    class A:
+        init: str = "x"
+
+    @dataclass
+    class B:
+        init: str = "y"
+
+    with pytest.raises(ConfigError, match="--init is claimed by both a and b"):
+        parse_part_options(["--init", "z"], {"a": A, "b": B})

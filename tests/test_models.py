@@ -137,7 +137,7 @@ def test_training_mode_applies_dropout_and_eval_mode_is_deterministic(sasrec):
 
 def test_uniform_init_draws_encoder_weights_from_the_paper_range():
     torch.manual_seed(0)
-    model = SASRec(FullTable(NUM_ITEMS, DIM), SASRecConfig(init="uniform", init_range=0.1), 10)
+    model = SASRec(FullTable(NUM_ITEMS, DIM), SASRecConfig(weight_init="uniform", init_range=0.1), 10)
     for name, p in model.named_parameters():
         if "norm" not in name:
             assert p.abs().max() <= 0.1, name
@@ -152,7 +152,7 @@ def test_non_item_parameters_exclude_the_table(sasrec):
 
 @pytest.mark.parametrize("options,message", [({"layers": 0}, "layers"), ({"heads": 0}, "heads"),
                                              ({"dropout": 1.0}, "dropout"),
-                                             ({"init": "zeros"}, "init")])
+                                             ({"weight_init": "zeros"}, "weight_init")])
 def test_bad_sasrec_options_are_rejected(options, message):
     with pytest.raises(ValueError, match=message):
         SASRecConfig(**options)
