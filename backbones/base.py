@@ -26,6 +26,14 @@ class Backbone(nn.Module):
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def encode_views(self, item_seq: torch.Tensor, lengths: torch.Tensor,
+                     hot_items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Whole-session, hot-only and cold-only session vectors [B, dim] each (the paper's
+        Eq. 18), from one pass; zero where a session has no hot (cold) item. Needed by the
+        contrastive distillation of `bench.distill`; backbones without it cannot take part."""
+        raise NotImplementedError(f"backbone {type(self).__name__} has no hot/cold sub-session "
+                                  "readouts, which contrastive distillation needs")
+
     def score(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Scores of every item (padding column included) for each session: [B, num_items]."""
         return self.compressor.score(self.encode(item_seq, lengths))

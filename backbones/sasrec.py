@@ -134,14 +134,16 @@ class SASRec(Backbone):
         x, packed = self.tokens(item_seq)
         return self.readout.packed(x, packed.session_of, packed.batch)
 
-    def encode_subsessions(self, item_seq: torch.Tensor, hot_items: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hot-only and cold-only session readouts (Eq. 18) from one pass of the encoder.
+    def encode_views(self, item_seq: torch.Tensor, lengths: torch.Tensor | None,
+                     hot_items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The whole-session, hot-only and cold-only readouts (Eq. 3, Eq. 18) from one encoder pass.
 
         `hot_items` is a boolean vector over item ids. A session without hot (cold) items gets a
         zero hot (cold) readout; the distillation harness decides what to do with those.
         """
         x, packed = self.tokens(item_seq)
         hot = hot_items[packed.items]
-        return (self.readout.packed(x[hot], packed.session_of[hot], packed.batch),
-                self.readout.packed(x[~hot], packed.session_of[~hot], packed.batch))
+        readout = self.readout.packed
+        return (readout(x, packed.session_of, packed.batch),
+                readout(x[hot], packed.session_of[hot], packed.batch),
+                readout(x[~hot], packed.session_of[~hot], packed.batch))

@@ -85,6 +85,24 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
                    "the same settings, trained first if not recorded]")
 @click.option("--student-init", type=click.Choice(["teacher", "random"]), default=None,
               help="students: start the encoder from the teacher's or at random [teacher]")
+@click.option("--kd", type=click.Choice(["none", "full"]), default="none", show_default=True,
+              help="students: distil from the teacher (Section 5, Eq. 27) after pretraining; "
+                   "none = pretraining only (the paper's Stu-base)")
+@click.option("--no-contrastive", is_flag=True, help="distil without L_con (Stu-w/o-c)")
+@click.option("--no-bidirectional", is_flag=True,
+              help="freeze the teacher while distilling (Stu-w/o-b)")
+@click.option("--no-soft", is_flag=True, help="distil without L_soft (Stu-w/o-s)")
+@click.option("--no-mixup", is_flag=True, help="no embedding mixup while distilling (Stu-w/o-m)")
+@click.option("--beta", type=float, default=None,
+              help="weight of L_con [paper: 0.01 Tmall, 0.5 RetailRocket]")
+@click.option("--gamma", type=float, default=None, help="weight of L_soft [paper: 0.3]")
+@click.option("--kd-eta", type=float, default=None,
+              help="the student's mixup weight while distilling [paper: 0.8 Tmall, 0.7 RetailRocket]")
+@click.option("--eta-schedule", type=click.Choice(["none", "linear", "cosine"]), default="none",
+              show_default=True, help="anneal the distillation's mixup weight to 0 over the epochs")
+@click.option("--pretrained", default=None,
+              help="distillation: the student's record, model file or key to start from [the "
+                   "same run without --kd, trained first if not recorded]")
 @click.option("--threads", type=int, default=DEFAULT_THREADS, show_default=True)
 @click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True)
@@ -135,7 +153,39 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
         val_fraction=opts["val_fraction"], val_split=opts["val_split"],
         precision=opts["precision"], seed=opts["seed"], teacher=opts.get("teacher"),
         student_init=opts.get("student_init"), ratio=opts.get("ratio"),
-        refit=opts.get("refit") or None)  # None keeps the keys of runs without it
+        refit=opts.get("refit") or None,  # None keeps the keys of runs without it
+        distill=make_distill_options(opts, preset), pretrained=opts.get("pretrained"))
+
+
+_KD_SWITCHES = ("no_contrastive", "no_bidirectional", "no_soft", "no_mixup", "beta", "gamma",
+                "kd_eta", "pretrained")
+
+
+def make_distill_options(opts: dict[str, Any], preset: dict[str, Any]) -> dict[str, Any] | None:
+    """The DistillConfig fields of a `--kd full` run (the paper's per-dataset weights unless
+    given); None for plain training."""
+    from bench.distill import DistillConfig
+
+    if opts.get("kd", "none") == "none":
+        given = [k for k in _KD_SWITCHES if opts.get(k)]
+        if given or opts.get("eta_schedule", "none") != "none":
+            flag = "--" + (given[0] if given else "eta_schedule").replace("_", "-")
+            raise ConfigError(f"{flag} is a distillation option: it needs --kd full")
+        return None
+    weights = {**preset.get("distill", {})}
+    for name, key in (("beta", "beta"), ("gamma", "gamma"), ("kd_eta", "eta")):
+        if opts.get(name) is not None:
+            weights[key] = opts[name]
+    if opts.get("no_mixup"):
+        weights["eta"] = 0.0
+    try:
+        config = DistillConfig(contrastive=not opts.get("no_contrastive"),
+                               soft=not opts.get("no_soft"),
+                               bidirectional=not opts.get("no_bidirectional"),
+                               eta_schedule=opts.get("eta_schedule", "none"), **weights)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return dataclasses.asdict(config)
 
 
 def _describe_options(config_cls: type) -> str:
@@ -226,6 +276,24 @@ def bench_group() -> None:
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
 @click.option("--steps", type=int, default=300, show_default=True,
               help="timed training steps (after warm-up); 0 = one whole epoch")
+@click.option("--kd", type=click.Choice(["none", "full"]), default="none", show_default=True,
+              help="students: distil from the teacher (Section 5, Eq. 27) after pretraining; "
+                   "none = pretraining only (the paper's Stu-base)")
+@click.option("--no-contrastive", is_flag=True, help="distil without L_con (Stu-w/o-c)")
+@click.option("--no-bidirectional", is_flag=True,
+              help="freeze the teacher while distilling (Stu-w/o-b)")
+@click.option("--no-soft", is_flag=True, help="distil without L_soft (Stu-w/o-s)")
+@click.option("--no-mixup", is_flag=True, help="no embedding mixup while distilling (Stu-w/o-m)")
+@click.option("--beta", type=float, default=None,
+              help="weight of L_con [paper: 0.01 Tmall, 0.5 RetailRocket]")
+@click.option("--gamma", type=float, default=None, help="weight of L_soft [paper: 0.3]")
+@click.option("--kd-eta", type=float, default=None,
+              help="the student's mixup weight while distilling [paper: 0.8 Tmall, 0.7 RetailRocket]")
+@click.option("--eta-schedule", type=click.Choice(["none", "linear", "cosine"]), default="none",
+              show_default=True, help="anneal the distillation's mixup weight to 0 over the epochs")
+@click.option("--pretrained", default=None,
+              help="distillation: the student's record, model file or key to start from [the "
+                   "same run without --kd, trained first if not recorded]")
 @click.option("--threads", type=int, default=DEFAULT_THREADS, show_default=True)
 @click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True)

@@ -43,6 +43,9 @@ class RunConfig:
     student_init: Literal["teacher", "random"] | None = None  # the encoder's start; None = teacher
     ratio: float | None = None  # a byte-ratio budget the compressor meets with its own options
     refit: bool | None = None  # retrain on all training sessions for the validation-chosen epochs
+    # Distillation (bench.distill): the DistillConfig fields, or None for plain training.
+    distill: dict[str, Any] | None = None
+    pretrained: str | None = None  # the student to distil from; None = the same run undistilled
 
     def __post_init__(self) -> None:
         checks = [
@@ -65,6 +68,10 @@ class RunConfig:
              "--refit needs an epoch count chosen on validation, not --select-on test"),
             (self.student_init in (None, "teacher", "random"),
              f"--student-init must be teacher or random, got {self.student_init!r}"),
+            (not (self.distill is not None and self.refit),
+             "--refit is for plain training, not for distillation"),
+            (not (self.pretrained and self.distill is None),
+             "--pretrained names the student a distillation starts from: it needs --kd full"),
         ]
         for ok, message in checks:
             if not ok:
@@ -85,9 +92,12 @@ class RunConfig:
 
 
 # The paper's settings (Section 6.1.3) per dataset; the user's explicit options win.
+# "distill" holds the distillation weights of Section 6.6.
 PAPER_PRESETS: dict[str, dict[str, Any]] = {
-    "tmall": {"dim": 128, "backbone": {"layers": 1, "heads": 1, "dropout": 0.5}},
-    "retailrocket": {"dim": 256, "backbone": {"layers": 1, "heads": 2, "dropout": 0.2}},
+    "tmall": {"dim": 128, "backbone": {"layers": 1, "heads": 1, "dropout": 0.5},
+              "distill": {"beta": 0.01, "gamma": 0.3, "eta": 0.8}},
+    "retailrocket": {"dim": 256, "backbone": {"layers": 1, "heads": 2, "dropout": 0.2},
+                     "distill": {"beta": 0.5, "gamma": 0.3, "eta": 0.7}},
     "synthetic": {"dim": 64, "epochs": 10, "patience": 2,
                   "backbone": {"layers": 1, "heads": 1, "dropout": 0.2}},
 }

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+import compressors
 from backbones import Backbone
-from bench.config import RunConfig
+from bench.config import RunConfig, build_part_config
+from bench.distill import DistillationObjective, DistillationPair, DistillConfig
+from bench.errors import ConfigError
 from bench.metrics import metrics_from_ranks, popularity_ranks
 from bench.records import (RECORD_SCHEMA, atomic_write, find_record, load_record, now_iso,
                            provenance, record_path, write_record)
 from bench.cpu import configure_cpu
-from bench.teacher import Teacher, copy_encoder, resolve_teacher, teacher_table
+from bench.sessions import SessionDataset
+from bench.teacher import (Teacher, copy_encoder, pretrain_config, resolve_pretrained,
+                           resolve_teacher, teacher_table)
 from bench.train import (Prepared, Trainer, TrainState, apply_budget, build_model, evaluate,
                          load_dataset, model_size, prepare)
 
@@ -32,6 +38,34 @@ def start_from_teacher(model: Backbone, config: RunConfig, teacher: Teacher, num
 
 LEGACY_LABEL = ("legacy: best epoch per metric chosen on the test set (the paper's protocol); "
                 "optimistic, not comparable with validation-selected results")
+
+
+@dataclass
+class Trained:
+    """What a training procedure hands to the final test and the record."""
+
+    model: Backbone  # the selected model, to be deployed and tested
+    history: list[dict[str, Any]]
+    selected: dict[str, Any]  # the history entry of the selected epoch
+    stretches: list[dict[str, Any]]  # provenance of the first start and of every resume
+    refit: dict[str, Any] | None = None
+    beside: dict[str, Backbone] = field(default_factory=dict)  # tested too (a distilled teacher)
+    record_extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """The run's fixed inputs that every training procedure needs."""
+
+    config: RunConfig
+    dataset: SessionDataset
+    prepared: Prepared
+    checkpoint: Path
+    workdir: Path
+    resume: bool
+    progress: bool
+    log: Callable[[str], None]
+    origin: dict[str, Any]
 
 
 def run_experiment(config: RunConfig, *, data_root: str | None = None,
@@ -54,71 +88,43 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
         log(f"reusing the record of an identical run: {existing}")
         return load_record(existing), existing
 
+    def train_run(c: RunConfig, again: bool) -> tuple[dict[str, Any], Path]:
+        return run_experiment(c, data_root=data_root, results_dir=results_dir, workdir=workdir,
+                              resume=resume, force=again, threads=threads, progress=progress,
+                              log=log)
+
     teacher = None
-    if build_model(config, dataset.num_items).compressor.uses_teacher():
-        teacher = resolve_teacher(
-            config, dataset.checksum, results_dir=results_dir, workdir=workdir, log=log,
-            train=lambda c, again: run_experiment(
-                c, data_root=data_root, results_dir=results_dir, workdir=workdir, resume=resume,
-                force=again, threads=threads, progress=progress, log=log))
-
-    def train_phase(prepared: Prepared, checkpoint: Path, phase_config: RunConfig,
-                    select: bool) -> tuple[Backbone, TrainState]:
-        torch.manual_seed(config.seed)
-        model = build_model(config, dataset.num_items)
-        trainer = Trainer(phase_config, prepared, model, checkpoint, progress=progress, log=log,
-                          select=select)
-        if resume and trainer.load_checkpoint():  # the checkpoint holds any teacher start too
-            log(f"resuming from {checkpoint} after epoch {trainer.state.epoch}")
-        elif teacher is not None:
-            start_from_teacher(model, config, teacher, dataset.num_items, log)
-        trainer.state.provenance.append(origin)
-        return model, trainer.fit()
-
-    # With --refit, the same run without it is exactly the first phase: reuse its record if any.
-    first_phase = (find_record(results_dir, dataclasses.replace(config, refit=None).key(
-        dataset.checksum)) if config.refit and not force else None)
-    if first_phase is not None:
-        log(f"epoch count chosen by the recorded run {first_phase}")
-        earlier = load_record(first_phase)
-        history = earlier["history"]
-        selected = history[earlier["selection"]["epoch"] - 1]
-        state = TrainState(epoch=len(history), history=history, best_epoch=selected["epoch"])
-        stretches = [earlier["provenance"], *earlier.get("resumed", [])]
+    starts_from_table = needs_teacher(config, dataset.num_items)  # also checks the options
+    if config.distill is not None or starts_from_table:
+        teacher = resolve_teacher(config, dataset.checksum, results_dir=results_dir,
+                                  workdir=workdir, train=train_run, log=log)
+    context = RunContext(config, dataset, prepared, checkpoint, Path(workdir), resume, progress,
+                         log, origin)
+    if config.distill is not None:
+        pretrained = resolve_pretrained(config, dataset.checksum, results_dir=results_dir,
+                                        workdir=workdir, train=train_run, log=log)
+        trained = train_distilled(context, teacher, pretrained)
     else:
-        model, state = train_phase(prepared, checkpoint, config, select=True)
-        history = state.history
-        selected = history[state.best_epoch - 1]
-        stretches = state.provenance
-    refit_info = None
-    if config.refit:
-        refit_checkpoint = checkpoint.with_name(f"{key}-refit.pt")
-        log(f"refit on all training sessions for the selected {state.best_epoch} epochs")
-        full = prepare(config, dataset, refit=True)
-        model, state = train_phase(full, refit_checkpoint,
-                                   dataclasses.replace(config, epochs=state.best_epoch),
-                                   select=False)
-        refit_info = {"epochs": state.epoch, "examples": len(full.fit), "history": state.history,
-                      "first_phase_record": str(first_phase) if first_phase else None,
-                      "provenance": state.provenance}
-        refit_checkpoint.unlink(missing_ok=True)
+        trained = train_supervised(context, teacher, results_dir, force)
 
-    model.load_state_dict(state.best_state)
+    model = trained.model
     model.compressor.deploy()  # the final test sees what a phone would run
     legacy = config.select_on == "test"
     if legacy:
-        test, test_epochs = {}, {}
-        for metric in history[0]["test"]:
-            best = max(history, key=lambda e: e["test"][metric])
-            test[metric], test_epochs[metric] = best["test"][metric], best["epoch"]
+        test = best_per_metric(trained.history, "test")
+        test_epochs = best_per_metric(trained.history, "test", epochs=True)
     else:
         test, test_epochs = evaluate(model, prepared.test, config.max_len), None
+    model_file = save_model(workdir, key, model)
+    beside = {}
+    for name, other in trained.beside.items():
+        beside[name] = {
+            "test": (best_per_metric(trained.history, f"{name}_test") if legacy
+                     else evaluate(other, prepared.test, config.max_len)),
+            "validation_at_selected": trained.selected.get(f"{name}_validation"),
+            "model_file": str(save_model(workdir, f"{key}-{name}", other))}
 
-    model_file = Path(workdir) / "models" / f"{key}.pt"
-    deployed_state = model.state_dict()
-    atomic_write(model_file, lambda handle: torch.save(deployed_state, handle))
-
-    epochs_run = [e["train_seconds"] for e in history]
+    epochs_run = [e["train_seconds"] for e in trained.history]
     record: dict[str, Any] = {
         "schema": RECORD_SCHEMA,
         "key": key,
@@ -135,27 +141,30 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
         "seed": config.seed,
         "selection": {
             "on": "test" if legacy else "validation", "metric": config.select_metric,
-            "epoch": selected["epoch"], "epochs_run": len(history), "refit": refit_info,
+            "epoch": trained.selected["epoch"], "epochs_run": len(trained.history),
+            "refit": trained.refit,
             "label": LEGACY_LABEL if legacy else
             "best validation epoch; test evaluated once, at that epoch",
         },
-        "validation_at_selected": selected["validation"],
+        "validation_at_selected": trained.selected["validation"],
         "test": test,
         "test_epochs": test_epochs,
         "teacher": teacher.summary() if teacher is not None else None,
+        **trained.record_extra,
+        **({"beside": beside} if beside else {}),
         "baselines": {"popularity": metrics_from_ranks(
             popularity_ranks(prepared.popularity, prepared.test.targets))},
         "size": model_size(model),
         "timing": {
             "train_seconds_per_epoch_median": float(np.median(epochs_run)),
             "pairs_per_second_median": float(np.median([e["pairs_per_second"]
-                                                        for e in history])),
+                                                        for e in trained.history])),
             "wall_seconds": time.perf_counter() - wall_start,
         },
-        "history": history,
+        "history": trained.history,
         "model_file": str(model_file),
-        "provenance": stretches[0],  # the code and machine that started the training
-        "resumed": stretches[1:],  # and those that continued it after a kill, if any
+        "provenance": trained.stretches[0],  # the code and machine that started the training
+        "resumed": trained.stretches[1:],  # and those that continued it after a kill, if any
         "started": started,
         "finished": now_iso(),
     }
@@ -163,3 +172,111 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
     write_record(path, record)
     checkpoint.unlink(missing_ok=True)
     return record, path
+
+
+def needs_teacher(config: RunConfig, num_items: int) -> bool:
+    """Whether the configured compressor starts from a trained table (built alone, cheaply)."""
+    entry = compressors.registry.get(config.compressor)
+    part = build_part_config(entry.config, config.compressor_options,
+                             f"compressor {config.compressor}")
+    try:
+        return entry.builder(part, num_items=num_items, dim=config.dim).uses_teacher()
+    except ValueError as exc:
+        raise ConfigError(f"{config.compressor}: {exc}") from None
+
+
+def best_per_metric(history: list[dict[str, Any]], split: str, epochs: bool = False
+                    ) -> dict[str, Any]:
+    """The legacy protocol: each metric's best value over the epochs (or the epoch of it)."""
+    out = {}
+    for metric in history[0][split]:
+        best = max(history, key=lambda e: e[split][metric])
+        out[metric] = best["epoch"] if epochs else best[split][metric]
+    return out
+
+
+def save_model(workdir: Path, name: str, model: Backbone) -> Path:
+    model_file = Path(workdir) / "models" / f"{name}.pt"
+    state = model.state_dict()
+    atomic_write(model_file, lambda handle: torch.save(state, handle))
+    return model_file
+
+
+def train_supervised(ctx: RunContext, teacher: Teacher | None, results_dir: Path,
+                     force: bool) -> Trained:
+    """Plain training, selected on validation; with --refit, retrained on all sessions."""
+    config, dataset = ctx.config, ctx.dataset
+
+    def train_phase(prepared: Prepared, checkpoint: Path, phase_config: RunConfig,
+                    select: bool) -> tuple[Backbone, TrainState]:
+        torch.manual_seed(config.seed)
+        model = build_model(config, dataset.num_items)
+        trainer = Trainer(phase_config, prepared, model, checkpoint, progress=ctx.progress,
+                          log=ctx.log, select=select)
+        if ctx.resume and trainer.load_checkpoint():  # the checkpoint holds any teacher start
+            ctx.log(f"resuming from {checkpoint} after epoch {trainer.state.epoch}")
+        elif teacher is not None:
+            start_from_teacher(model, config, teacher, dataset.num_items, ctx.log)
+        trainer.state.provenance.append(ctx.origin)
+        return model, trainer.fit()
+
+    # With --refit, the same run without it is exactly the first phase: reuse its record if any.
+    first_phase = (find_record(results_dir, dataclasses.replace(config, refit=None).key(
+        dataset.checksum)) if config.refit and not force else None)
+    if first_phase is not None:
+        ctx.log(f"epoch count chosen by the recorded run {first_phase}")
+        earlier = load_record(first_phase)
+        history = earlier["history"]
+        selected = history[earlier["selection"]["epoch"] - 1]
+        state = TrainState(epoch=len(history), history=history, best_epoch=selected["epoch"])
+        stretches = [earlier["provenance"], *earlier.get("resumed", [])]
+    else:
+        model, state = train_phase(ctx.prepared, ctx.checkpoint, config, select=True)
+        history = state.history
+        selected = history[state.best_epoch - 1]
+        stretches = state.provenance
+    refit_info = None
+    if config.refit:
+        refit_checkpoint = ctx.checkpoint.with_name(f"{ctx.checkpoint.stem}-refit.pt")
+        ctx.log(f"refit on all training sessions for the selected {state.best_epoch} epochs")
+        full = prepare(config, dataset, refit=True)
+        model, state = train_phase(full, refit_checkpoint,
+                                   dataclasses.replace(config, epochs=state.best_epoch),
+                                   select=False)
+        refit_info = {"epochs": state.epoch, "examples": len(full.fit), "history": state.history,
+                      "first_phase_record": str(first_phase) if first_phase else None,
+                      "provenance": state.provenance}
+        refit_checkpoint.unlink(missing_ok=True)
+    model.load_state_dict(state.best_state)
+    return Trained(model, history, selected, stretches, refit=refit_info)
+
+
+def train_distilled(ctx: RunContext, teacher: Teacher, pretrained: Teacher) -> Trained:
+    """Algorithm 1 from line 3: the pretrained student and the teacher, trained together."""
+    config, num_items = ctx.config, ctx.dataset.num_items
+    torch.manual_seed(config.seed)
+    teacher_model = build_model(teacher.config, num_items)
+    teacher_model.load_state_dict(teacher.state)
+    student = build_model(pretrain_config(config), num_items)
+    student.load_state_dict(pretrained.state)
+    student.compressor.undeploy()
+    try:
+        pair = DistillationPair(teacher_model, student, DistillConfig(**config.distill))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    objective = DistillationObjective(pair, torch.from_numpy(ctx.prepared.hot_items),
+                                      config.epochs)
+    trainer = Trainer(config, ctx.prepared, student, ctx.checkpoint, progress=ctx.progress,
+                      log=ctx.log, objective=objective)
+    if ctx.resume and trainer.load_checkpoint():
+        ctx.log(f"resuming from {ctx.checkpoint} after epoch {trainer.state.epoch}")
+    else:
+        ctx.log(f"distilling teacher {teacher.record['key']} into pretrained student "
+                f"{pretrained.record['key']}")
+    trainer.state.provenance.append(ctx.origin)
+    state = trainer.fit()
+    pair.load_state_dict(state.best_state)
+    pair.eval()
+    return Trained(student, state.history, state.history[state.best_epoch - 1],
+                   state.provenance, beside={"teacher": teacher_model},
+                   record_extra={"pretrained": pretrained.summary()})

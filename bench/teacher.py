@@ -1,4 +1,5 @@
-"""The teacher hand-off: find (or train) the uncompressed model a student learns from."""
+"""The hand-offs between runs: the uncompressed teacher a student learns from, and the
+pretrained student a distillation starts from; each found by record, or trained first."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ class MissingModel(ConfigError):
 
 @dataclass
 class Teacher:
+    """A trained run: its record and weights (a teacher, or a pretrained student)."""
+
     record: dict[str, Any]
     record_path: Path
     state: dict[str, torch.Tensor]
@@ -37,55 +40,88 @@ class Teacher:
 def teacher_config(config: RunConfig) -> RunConfig:
     """The uncompressed run with the same data and settings as a student's."""
     return dataclasses.replace(config, compressor="full", compressor_options={}, teacher=None,
-                               student_init=None)
+                               student_init=None, ratio=None, distill=None, pretrained=None)
 
 
-def locate_teacher_record(spec: str, results_dir: Path) -> Path:
+def pretrain_config(config: RunConfig) -> RunConfig:
+    """A distilled student's pretraining (Algorithm 1, line 2): the same run without distillation
+    (the paper's Stu-base)."""
+    return dataclasses.replace(config, distill=None, pretrained=None)
+
+
+def locate_teacher_record(spec: str, results_dir: Path, what: str = "teacher") -> Path:
     """`spec` is a record JSON, a model file named `<key>.pt`, or a record key."""
     path = Path(spec)
     if path.suffix == ".json":
         if not path.is_file():
-            raise ConfigError(f"teacher record {path} does not exist")
+            raise ConfigError(f"{what} record {path} does not exist")
         return path
     key = path.stem if path.suffix == ".pt" else spec
     found = find_record(results_dir, key)
     if found is None:
-        raise ConfigError(f"no run record for teacher {spec!r} under {results_dir}/runs")
+        raise ConfigError(f"no run record for {what} {spec!r} under {results_dir}/runs")
     return found
 
 
 def load_teacher(record_path: Path, workdir: Path) -> Teacher:
-    """The teacher's record and weights; weights live in the work folder, as runs leave them."""
+    """A run's record and trained weights; weights live in the work folder, as runs leave them."""
     record = load_record(record_path)
     model_file = Path(workdir) / "models" / f"{record['key']}.pt"
     if not model_file.is_file():
-        raise MissingModel(f"the model of teacher record {record_path} is not at {model_file}: "
+        raise MissingModel(f"the model of record {record_path} is not at {model_file}: "
                            "pass the --workdir it was trained in, or rerun it with --force")
     return Teacher(record, record_path, torch.load(model_file, weights_only=True))
 
 
+Train = Callable[[RunConfig, bool], tuple[dict[str, Any], Path]]
+
+
+def resolve_run(spec: str | None, derived: RunConfig, what: str, *, results_dir: Path,
+                workdir: Path, train: Train, log: Callable[[str], None]) -> Teacher:
+    """The run `spec` names, or else the recorded (or freshly trained) run of `derived`."""
+    if spec:
+        return load_teacher(locate_teacher_record(spec, results_dir, what), workdir)
+    log(f"training (or reusing) {what} first")
+    _, path = train(derived, False)
+    try:
+        return load_teacher(path, workdir)
+    except MissingModel:  # recorded elsewhere (a fresh clone): the weights must be remade
+        log(f"{what}: the recorded run's model file is not here; training it again")
+        _, path = train(derived, True)
+        return load_teacher(path, workdir)
+
+
 def resolve_teacher(config: RunConfig, data_checksum: str, *, results_dir: Path, workdir: Path,
-                    train: Callable[[RunConfig, bool], tuple[dict[str, Any], Path]],
-                    log: Callable[[str], None]) -> Teacher:
+                    train: Train, log: Callable[[str], None]) -> Teacher:
     """The given teacher, or the recorded (else freshly trained) full-table run of these settings."""
-    if config.teacher:
-        teacher = load_teacher(locate_teacher_record(config.teacher, results_dir), workdir)
-    else:
-        log("training (or reusing) the uncompressed teacher with the same settings first")
-        _, path = train(teacher_config(config), False)
-        try:
-            teacher = load_teacher(path, workdir)
-        except MissingModel:  # recorded elsewhere (a fresh clone): the weights must be remade
-            log("the recorded teacher's model file is not here; training it again")
-            _, path = train(teacher_config(config), True)
-            teacher = load_teacher(path, workdir)
-    if teacher.record["dataset"]["checksum"] != data_checksum:
-        raise ConfigError(f"teacher {teacher.record_path} was trained on another dataset "
-                          f"({teacher.record['dataset']['name']})")
-    if teacher.record["config"]["dim"] != config.dim:
-        raise ConfigError(f"teacher {teacher.record_path} has dim {teacher.record['config']['dim']}"
-                          f", the student {config.dim}")
+    teacher = resolve_run(config.teacher, teacher_config(config),
+                          "the uncompressed teacher with the same settings",
+                          results_dir=results_dir, workdir=workdir, train=train, log=log)
+    check_compatible(teacher, "teacher", config, data_checksum)
     return teacher
+
+
+def resolve_pretrained(config: RunConfig, data_checksum: str, *, results_dir: Path,
+                       workdir: Path, train: Train, log: Callable[[str], None]) -> Teacher:
+    """The student a distillation starts from: `--pretrained`, else the same run undistilled."""
+    run = resolve_run(config.pretrained, pretrain_config(config),
+                      "the pretrained student (the same settings without distillation)",
+                      results_dir=results_dir, workdir=workdir, train=train, log=log)
+    check_compatible(run, "pretrained student", config, data_checksum)
+    theirs = run.record["config"]
+    if (theirs["compressor"], theirs["backbone"]) != (config.compressor, config.backbone):
+        raise ConfigError(f"pretrained student {run.record_path} is {theirs['backbone']}+"
+                          f"{theirs['compressor']}, not {config.backbone}+{config.compressor}")
+    return run
+
+
+def check_compatible(run: Teacher, what: str, config: RunConfig, data_checksum: str) -> None:
+    if run.record["dataset"]["checksum"] != data_checksum:
+        raise ConfigError(f"{what} {run.record_path} was trained on another dataset "
+                          f"({run.record['dataset']['name']})")
+    if run.record["config"]["dim"] != config.dim:
+        raise ConfigError(f"{what} {run.record_path} has dim {run.record['config']['dim']}"
+                          f", the student {config.dim}")
 
 
 def teacher_table(teacher: Teacher, build: Callable[[RunConfig], Backbone]) -> torch.Tensor:

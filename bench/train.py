@@ -151,6 +151,28 @@ class TrainState:
     provenance: list[dict[str, Any]] = field(default_factory=list)
 
 
+class SupervisedObjective:
+    """What a Trainer optimises: here one model on its recommendation loss (plus its compressor's
+    own loss). `bench.distill.DistillationObjective` trains a teacher and a student together."""
+
+    def __init__(self, model: Backbone) -> None:
+        self.module = model
+
+    def start_epoch(self, epoch: int) -> dict[str, Any]:
+        return {}
+
+    def end_epoch(self) -> dict[str, Any]:
+        return {}
+
+    def loss(self, batch: Batch, precision: str = "fp32") -> torch.Tensor:
+        return training_loss(self.module, batch, precision)
+
+    def evaluate(self, examples: Examples, max_len: int
+                 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """Metrics of the model being selected, and of any models evaluated beside it."""
+        return evaluate(self.module, examples, max_len), {}
+
+
 class Trainer:
     """Adam with L2, full-softmax cross-entropy, evaluation every epoch, patience on validation.
 
@@ -160,16 +182,19 @@ class Trainer:
 
     def __init__(self, config: RunConfig, prepared: Prepared, model: Backbone,
                  checkpoint_path: Path, progress: bool = False,
-                 log: Callable[[str], None] = print, select: bool = True) -> None:
+                 log: Callable[[str], None] = print, select: bool = True,
+                 objective: Any = None) -> None:
         self.config = config
         self.select = select
         self.prepared = prepared
-        self.model = model
+        self.objective = objective or SupervisedObjective(model)
+        self.model = self.objective.module  # what is optimised and checkpointed
         self.checkpoint_path = checkpoint_path
         self.progress = progress
         self.log = log
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                          weight_decay=config.l2, fused=True)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.l2,
+                                          fused=True)
         self.state = TrainState()
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -195,10 +220,14 @@ class Trainer:
         return True
 
     # -- training ----------------------------------------------------------------------------
-    def train_epoch(self, epoch: int) -> tuple[float, float]:
-        """One pass over the training examples in a seeded order; returns (mean loss, seconds)."""
+    def train_epoch(self, epoch: int) -> tuple[float, float, dict[str, Any]]:
+        """One pass over the training examples in a seeded order.
+
+        Returns the mean loss, the seconds it took and what the objective reports (e.g. the
+        distillation's loss terms and mixup weight)."""
         cfg, model, fit = self.config, self.model, self.prepared.fit
         model.train()
+        info = self.objective.start_epoch(epoch)
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(fit))
         batches = fit.batches(cfg.batch_size, cfg.max_len, order)
         if self.progress:
@@ -207,7 +236,7 @@ class Trainer:
                            desc=f"epoch {epoch}", leave=False, unit="batch")
         total, count, start = 0.0, 0, time.perf_counter()
         for step, batch in enumerate(batches):
-            loss = training_loss(model, batch, cfg.precision)
+            loss = self.objective.loss(batch, cfg.precision)
             value = loss.item()
             if not math.isfinite(value):
                 kept = (f"the last good checkpoint (epoch {self.state.epoch}) is kept at "
@@ -220,17 +249,24 @@ class Trainer:
             self.optimizer.step()
             total += value * len(batch.targets)
             count += len(batch.targets)
-        return total / count, time.perf_counter() - start
+        return total / count, time.perf_counter() - start, {**info, **self.objective.end_epoch()}
+
+    def _evaluate_into(self, entry: dict[str, Any], split: str, examples: Examples) -> None:
+        main, beside = self.objective.evaluate(examples, self.config.max_len)
+        entry[split] = main
+        for name, metrics in beside.items():
+            entry[f"{name}_{split}"] = metrics
 
     def fit(self) -> TrainState:
         cfg, state = self.config, self.state
         legacy = cfg.select_on == "test"
         while not state.finished and state.epoch < cfg.epochs:
             epoch = state.epoch + 1
-            loss, seconds = self.train_epoch(epoch)
+            loss, seconds, info = self.train_epoch(epoch)
             if not self.select:  # a refit: a fixed number of epochs, no evaluation
                 state.history.append({"epoch": epoch, "train_loss": loss, "train_seconds": seconds,
-                                      "pairs_per_second": len(self.prepared.fit) / seconds})
+                                      "pairs_per_second": len(self.prepared.fit) / seconds,
+                                      **info})
                 state.epoch = state.best_epoch = epoch
                 state.best_state = copy.deepcopy(self.model.state_dict())
                 state.finished = epoch >= cfg.epochs
@@ -240,10 +276,10 @@ class Trainer:
             eval_start = time.perf_counter()
             entry: dict[str, Any] = {
                 "epoch": epoch, "train_loss": loss, "train_seconds": seconds,
-                "pairs_per_second": len(self.prepared.fit) / seconds,
-                "validation": evaluate(self.model, self.prepared.validation, cfg.max_len)}
+                "pairs_per_second": len(self.prepared.fit) / seconds, **info}
+            self._evaluate_into(entry, "validation", self.prepared.validation)
             if legacy:
-                entry["test"] = evaluate(self.model, self.prepared.test, cfg.max_len)
+                self._evaluate_into(entry, "test", self.prepared.test)
             entry["eval_seconds"] = time.perf_counter() - eval_start
             state.history.append(entry)
             watched = entry["test" if legacy else "validation"][cfg.select_metric]

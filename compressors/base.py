@@ -145,3 +145,7 @@ class Compressor(nn.Module):
 
     def deploy(self) -> None:
         """Switch to the deployed inference form before the final test (default: already is)."""
+
+    def undeploy(self) -> None:
+        """Back to the training form after loading a deployed model, to train on (distillation
+        after pretraining); default: the deployed form is the training form."""

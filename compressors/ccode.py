@@ -88,9 +88,12 @@ class CodeEncoder(nn.Module):
         self.hidden = nn.Linear(dim, hidden)
         self.heads = nn.Linear(hidden, M * K)
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """softplus(theta'^T h_v + b'): log alpha up to a per-codebook constant, [N, M, K]."""
+        return F.softplus(self.heads(torch.tanh(self.hidden(x)))).view(-1, self.M, self.K)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = F.softplus(self.heads(torch.tanh(self.hidden(x))))
-        return F.log_softmax(logits.view(-1, self.M, self.K), dim=-1)
+        return F.log_softmax(self.logits(x), dim=-1)
 
 
 class CompositionalCodeTable(Compressor):
@@ -169,30 +172,38 @@ class CompositionalCodeTable(Compressor):
         """log alpha for every item, [N, M, K]."""
         return self.encoder(self.teacher_input)
 
-    def _one_hot_codes(self) -> torch.Tensor:
-        log_alpha = self.code_distribution()
-        if self.training:
-            return F.gumbel_softmax(log_alpha, tau=self.config.tau, hard=True, dim=-1)
-        return F.one_hot(log_alpha.argmax(-1), self.K).to(log_alpha.dtype)
-
     def composite_table(self) -> torch.Tensor:
-        """e_v for every item (Eq. 10/13), row 0 zero."""
-        if self.deployed:
-            offsets = torch.arange(self.M, device=self.codes.device) * self.K
-            flat = self.codebooks.reshape(self.M * self.K, self.dim)
-            table = F.embedding(self.codes.long() + offsets, flat).sum(1)
-        else:
-            table = torch.einsum("nmk,mkd->nd", self._one_hot_codes(), self.codebooks)
+        """e_v for every item (Eq. 10/13), row 0 zero.
+
+        Training samples codes with the hard straight-through Gumbel-softmax (Eq. 14); evaluation
+        takes the encoder's argmax; the deployed form looks its frozen codes up.
+        """
+        if self.training and not self.deployed:
+            # softmax and argmax ignore log_softmax's per-codebook shift: the logits suffice
+            soft, index = gumbel_softmax_sample(self.encoder.logits(self.teacher_input),
+                                                self.config.tau)
+            return StraightThroughCodes.apply(soft, index, self.codebooks)
+        codes = self.codes.long() if self.deployed else self.code_distribution().argmax(-1)
+        table = F.embedding_bag(codes + self._offsets(),
+                                self.codebooks.reshape(self.M * self.K, self.dim), mode="sum")
         return table * self.row_mask
+
+    def _offsets(self) -> torch.Tensor:
+        return torch.arange(self.M, device=self.codebooks.device) * self.K
 
     def weight(self) -> torch.Tensor:
         composite = self.composite_table()
         if self.training and not self.deployed and self.config.mse_weight > 0:
-            self._mse = ((composite[1:] - self.teacher[1:]) ** 2).sum(1).mean()  # Eq. 12
+            # Eq. 12 over the real items; row 0 is zero in both tables, so no slice is needed
+            self._mse = (composite - self.teacher).square().sum() / (self.num_items - 1)
         eta = self.config.eta
         if eta > 0 and (self.training or self.config.eval_table == "mixed"):
             return eta * self.teacher + (1.0 - eta) * composite  # Eq. 16
         return composite
+
+    def set_mixup(self, eta: float) -> None:
+        """Change the mixup weight of Eq. 16 (training only), e.g. to anneal it to 0."""
+        self.config = dataclasses.replace(self.config, eta=eta)
 
     def extra_loss(self) -> torch.Tensor | None:
         mse, self._mse = self._mse, None
@@ -201,6 +212,11 @@ class CompositionalCodeTable(Compressor):
     # -- deployment ----------------------------------------------------------------------------
     def deploy(self) -> None:
         self.freeze_codes()
+
+    def undeploy(self) -> None:
+        """Learn the codes again (from the encoder, which a deployed model file still holds)."""
+        self.is_deployed.fill_(False)
+        self._deployed = False
 
     @torch.no_grad()
     def freeze_codes(self) -> int:
@@ -244,8 +260,7 @@ class CompositionalCodeTable(Compressor):
         """Codes offset into the flat codebooks, [N, M] and [M, N]; cached until codes change."""
         stamp = (self.codes.data_ptr(), self.codes._version)
         if getattr(self, "_index_stamp", None) != stamp:
-            offsets = torch.arange(self.M, device=self.codes.device) * self.K
-            by_item = self.codes.long() + offsets
+            by_item = self.codes.long() + self._offsets()
             self._index_cache = (by_item, by_item.t().contiguous())
             self._index_stamp = stamp
         return self._index_cache
@@ -268,6 +283,53 @@ class CompositionalCodeTable(Compressor):
             num_items=self.num_items, dim=self.dim,
             paper_ratio=eq11_ratio(self.num_items, self.dim, self.M, self.K),
             notes=tuple(notes), packed_bytes=math.ceil(code_bits / 8) + codebook_bytes)
+
+
+def gumbel_softmax_sample(logits: torch.Tensor, tau: float
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax((logits + G) / tau) with G ~ Gumbel(0, 1) (Eq. 14), and its argmax (the code).
+
+    The noise is -log(-log U) from uniforms: `F.gumbel_softmax` draws it through `exponential_`,
+    about 5x slower on CPU, and training draws N x M x K of it every step. In-place steps keep
+    the passes over that tensor few.
+    """
+    neg_noise = torch.empty_like(logits).uniform_(torch.finfo(logits.dtype).tiny, 1.0)
+    neg_noise.log_().neg_().log_()  # log(-log U) = -G
+    perturbed = torch.sub(logits, neg_noise).mul_(1.0 / tau)
+    index = perturbed.detach().max(-1).indices
+    return perturbed.softmax(-1), index
+
+
+class StraightThroughCodes(torch.autograd.Function):
+    """Hard straight-through composition of the table: forward sums the chosen codewords (the
+    one-hot codes of `index`), backward hands the one-hot codes' gradient on to `soft`.
+
+    Equal to `einsum("nmk,mkd->nd", hard - soft.detach() + soft, codebooks)` with row 0 (the
+    padding item) zeroed, without building the one-hot codes or multiplying by them: the
+    forward is an embedding_bag, the codebook gradient M scatters, and only the gradient to
+    `soft` is a matrix product.
+    """
+
+    @staticmethod
+    def forward(ctx, soft: torch.Tensor, index: torch.Tensor, codebooks: torch.Tensor
+                ) -> torch.Tensor:
+        M, K, _ = codebooks.shape
+        ctx.save_for_backward(index, codebooks)
+        table = F.embedding_bag(index + torch.arange(M, device=index.device) * K,
+                                codebooks.reshape(M * K, -1), mode="sum")
+        table[0].zero_()
+        return table
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        index, codebooks = ctx.saved_tensors
+        M, K, D = codebooks.shape
+        grad_soft = (grad @ codebooks.reshape(M * K, D).t()).view(-1, M, K)
+        grad_soft[0].zero_()
+        grad_codebooks = torch.zeros_like(codebooks)
+        for i in range(M):  # M is a handful: a scatter per codebook, no [N, M, D] copy
+            grad_codebooks[i].index_add_(0, index[1:, i], grad[1:])
+        return grad_soft, None, grad_codebooks
 
 
 def kmeans(x: torch.Tensor, k: int, iterations: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -160,3 +160,39 @@ def test_colliding_codes_move_to_the_nearest_free_code():
     unique, moved = make_codes_unique(codes, log_alpha, 4)
     assert moved == 2
     assert [tuple(c) for c in unique[1:]] == [(1, 2), (3, 2), (1, 3)]
+
+
+def test_straight_through_codes_match_the_one_hot_product():
+    from compressors.ccode import StraightThroughCodes
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(50, 3, 8, generator=g, requires_grad=True)
+    codebooks = torch.randn(3, 8, 6, generator=g, requires_grad=True)
+    upstream = torch.randn(50, 6, generator=g)
+    soft = logits.softmax(-1)
+    index = soft.argmax(-1)
+    ours = StraightThroughCodes.apply(soft, index, codebooks)  # row 0 is the padding item
+    (ours * upstream).sum().backward()
+    ours_grads = logits.grad.clone(), codebooks.grad.clone()
+    logits.grad, codebooks.grad = None, None
+    soft = logits.softmax(-1)
+    hard = torch.nn.functional.one_hot(index, 8).float()
+    reference = torch.einsum("nmk,mkd->nd", hard - soft.detach() + soft, codebooks)
+    reference = reference * (torch.arange(50) > 0).float().unsqueeze(1)
+    (reference * upstream).sum().backward()
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(ours_grads[0], logits.grad)
+    torch.testing.assert_close(ours_grads[1], codebooks.grad)
+
+
+def test_gumbel_samples_follow_the_code_distribution():
+    from compressors.ccode import gumbel_softmax_sample
+
+    torch.manual_seed(0)
+    probs = torch.tensor([0.6, 0.3, 0.1])
+    log_alpha = probs.log().expand(20000, 1, 3).contiguous()
+    soft, picks = gumbel_softmax_sample(log_alpha + 5.0, 0.3)  # any shift of the logits
+    assert torch.equal(soft.argmax(-1), picks)
+    picks = picks.flatten()
+    frequency = torch.bincount(picks, minlength=3).float() / len(picks)
+    torch.testing.assert_close(frequency, probs, atol=0.015, rtol=0)

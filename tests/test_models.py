@@ -111,7 +111,7 @@ def test_hot_and_cold_subsession_readouts(sasrec):
     hot[1:6] = True  # items 1..5 are hot
     seq = padded([[1, 2, 3], [10, 11], [1, 10, 2, 12]])  # hot-only, cold-only, mixed
     with torch.no_grad():
-        hot_out, cold_out = sasrec.encode_subsessions(seq, hot)
+        whole, hot_out, cold_out = sasrec.encode_views(seq, None, hot)
         hidden = sasrec.hidden_states(seq)
         valid = seq > 0
         hot_mask = hot[seq] & valid
@@ -125,6 +125,7 @@ def test_hot_and_cold_subsession_readouts(sasrec):
     assert not torch.allclose(hot_out[2], cold_out[2])
     # a session that is all hot reads out like the whole session
     torch.testing.assert_close(hot_out[0], sasrec.encode(seq)[0].detach())
+    torch.testing.assert_close(whole, sasrec.encode(seq))
 
 
 def test_training_mode_applies_dropout_and_eval_mode_is_deterministic(sasrec):
