@@ -12,7 +12,9 @@ import torch
 from bench.config import RunConfig
 from bench.records import now_iso, provenance, write_json
 from bench.cpu import configure_cpu
-from bench.train import build_model, load_dataset, prepare, training_loss
+from bench.distill import DistillationObjective, DistillationPair, DistillConfig
+from bench.teacher import teacher_config
+from bench.train import Prepared, SupervisedObjective, build_model, load_dataset, prepare
 
 WARMUP_STEPS = 20
 
@@ -27,9 +29,12 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
     configure_cpu(threads)
     torch.manual_seed(config.seed)
     prepared = prepare(config, load_dataset(config.data, data_root))
-    model = build_model(config, prepared.data.num_items)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2, fused=True)
+    objective = training_objective(config, prepared)
+    model = objective.module
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.l2, fused=True)
     model.train()
+    objective.start_epoch(1)
     fit = prepared.fit
     order = np.random.default_rng(config.seed).permutation(len(fit))
     n_batches = fit.num_batches(config.batch_size)
@@ -39,7 +44,7 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
         if i >= WARMUP_STEPS + timed and steps:
             break
         start = time.perf_counter()
-        loss = training_loss(model, batch, config.precision)
+        loss = objective.loss(batch, config.precision)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -57,14 +62,30 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
         "softmax_gflop_per_step": 6 * config.batch_size * prepared.data.num_items * config.dim / 1e9,
     }
     measurements["softmax_gflops_achieved"] = measurements["softmax_gflop_per_step"] / step
+    if config.distill is not None:
+        measurements["distillation"] = objective.end_epoch()
     result = {"benchmark": "train", "config": config.to_dict(), "dataset": prepared.data.name,
               "measurements": measurements, "provenance": provenance(threads),
               "date": now_iso()}
     name = Path(config.data).name
     path = (Path(results_dir) / "bench" /
-            f"train-{name}-{config.compressor}-d{config.dim}-{config.precision}-t{threads}.json")
+            f"train-{name}-{config.compressor}{'-kd' if config.distill else ''}-d{config.dim}-"
+            f"{config.precision}-t{threads}.json")
     write_json(path, result)
     return result, path
+
+
+def training_objective(config: RunConfig, prepared: Prepared) -> Any:
+    """What a training step of `config` optimises, at its real shapes; for timing only, a
+    student starts from a random teacher table (weights do not change the cost of a step)."""
+    model = build_model(config, prepared.data.num_items)
+    if config.distill is None:
+        return SupervisedObjective(model)
+    if model.compressor.uses_teacher():
+        model.compressor.init_from_table(torch.randn(prepared.data.num_items, config.dim) * 0.1)
+    teacher = build_model(teacher_config(config), prepared.data.num_items)
+    pair = DistillationPair(teacher, model, DistillConfig(**config.distill))
+    return DistillationObjective(pair, torch.from_numpy(prepared.hot_items), config.epochs)
 
 
 def _timings(fn, repeats: int, warmup: int = 10) -> np.ndarray:

@@ -7,7 +7,7 @@ import os
 import sys
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 from tabulate import tabulate
@@ -45,6 +45,37 @@ def summary_table(record: dict[str, Any]) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Benchmark item-embedding compressors for on-device session-based recommendation."""
+
+
+_DISTILLATION_OPTIONS = [
+    click.option("--kd", type=click.Choice(["none", "full"]), default="none", show_default=True,
+                 help="students: distil from the teacher (Section 5, Eq. 27) after pretraining; "
+                      "none = pretraining only (the paper's Stu-base)"),
+    click.option("--no-contrastive", is_flag=True, help="distil without L_con (Stu-w/o-c)"),
+    click.option("--no-bidirectional", is_flag=True,
+                 help="freeze the teacher while distilling (Stu-w/o-b)"),
+    click.option("--no-soft", is_flag=True, help="distil without L_soft (Stu-w/o-s)"),
+    click.option("--no-mixup", is_flag=True, help="no embedding mixup while distilling (Stu-w/o-m)"),
+    click.option("--beta", type=float, default=None,
+                 help="weight of L_con [paper: 0.01 Tmall, 0.5 RetailRocket]"),
+    click.option("--gamma", type=float, default=None, help="weight of L_soft [paper: 0.3]"),
+    click.option("--kd-eta", type=float, default=None,
+                 help="the student's mixup weight while distilling "
+                      "[paper: 0.8 Tmall, 0.7 RetailRocket]"),
+    click.option("--eta-schedule", type=click.Choice(["none", "linear", "cosine"]),
+                 default="none", show_default=True,
+                 help="anneal the distillation's mixup weight to 0 over the epochs"),
+    click.option("--pretrained", default=None,
+                 help="distillation: the student's record, model file or key to start from "
+                      "[the same run without --kd, trained first if not recorded]"),
+]
+
+
+def distillation_options(command: Callable) -> Callable:
+    """The options of knowledge distillation (bench.distill), shared by `run` and `bench train`."""
+    for option in reversed(_DISTILLATION_OPTIONS):
+        command = option(command)
+    return command
 
 
 _RUN_HELP = """Train and evaluate one model; write its run record under RESULTS/runs.
@@ -85,24 +116,7 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
                    "the same settings, trained first if not recorded]")
 @click.option("--student-init", type=click.Choice(["teacher", "random"]), default=None,
               help="students: start the encoder from the teacher's or at random [teacher]")
-@click.option("--kd", type=click.Choice(["none", "full"]), default="none", show_default=True,
-              help="students: distil from the teacher (Section 5, Eq. 27) after pretraining; "
-                   "none = pretraining only (the paper's Stu-base)")
-@click.option("--no-contrastive", is_flag=True, help="distil without L_con (Stu-w/o-c)")
-@click.option("--no-bidirectional", is_flag=True,
-              help="freeze the teacher while distilling (Stu-w/o-b)")
-@click.option("--no-soft", is_flag=True, help="distil without L_soft (Stu-w/o-s)")
-@click.option("--no-mixup", is_flag=True, help="no embedding mixup while distilling (Stu-w/o-m)")
-@click.option("--beta", type=float, default=None,
-              help="weight of L_con [paper: 0.01 Tmall, 0.5 RetailRocket]")
-@click.option("--gamma", type=float, default=None, help="weight of L_soft [paper: 0.3]")
-@click.option("--kd-eta", type=float, default=None,
-              help="the student's mixup weight while distilling [paper: 0.8 Tmall, 0.7 RetailRocket]")
-@click.option("--eta-schedule", type=click.Choice(["none", "linear", "cosine"]), default="none",
-              show_default=True, help="anneal the distillation's mixup weight to 0 over the epochs")
-@click.option("--pretrained", default=None,
-              help="distillation: the student's record, model file or key to start from [the "
-                   "same run without --kd, trained first if not recorded]")
+@distillation_options
 @click.option("--threads", type=int, default=DEFAULT_THREADS, show_default=True)
 @click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True)
@@ -267,7 +281,8 @@ def bench_group() -> None:
     """Benchmarks of the hot paths."""
 
 
-@bench_group.command("train")
+@bench_group.command("train", context_settings={"ignore_unknown_options": True,
+                                                "allow_extra_args": True})
 @click.option("--data", default="synthetic", show_default=True)
 @click.option("--data-root", default=None)
 @click.option("--compressor", default="full", show_default=True)
@@ -276,32 +291,18 @@ def bench_group() -> None:
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
 @click.option("--steps", type=int, default=300, show_default=True,
               help="timed training steps (after warm-up); 0 = one whole epoch")
-@click.option("--kd", type=click.Choice(["none", "full"]), default="none", show_default=True,
-              help="students: distil from the teacher (Section 5, Eq. 27) after pretraining; "
-                   "none = pretraining only (the paper's Stu-base)")
-@click.option("--no-contrastive", is_flag=True, help="distil without L_con (Stu-w/o-c)")
-@click.option("--no-bidirectional", is_flag=True,
-              help="freeze the teacher while distilling (Stu-w/o-b)")
-@click.option("--no-soft", is_flag=True, help="distil without L_soft (Stu-w/o-s)")
-@click.option("--no-mixup", is_flag=True, help="no embedding mixup while distilling (Stu-w/o-m)")
-@click.option("--beta", type=float, default=None,
-              help="weight of L_con [paper: 0.01 Tmall, 0.5 RetailRocket]")
-@click.option("--gamma", type=float, default=None, help="weight of L_soft [paper: 0.3]")
-@click.option("--kd-eta", type=float, default=None,
-              help="the student's mixup weight while distilling [paper: 0.8 Tmall, 0.7 RetailRocket]")
-@click.option("--eta-schedule", type=click.Choice(["none", "linear", "cosine"]), default="none",
-              show_default=True, help="anneal the distillation's mixup weight to 0 over the epochs")
-@click.option("--pretrained", default=None,
-              help="distillation: the student's record, model file or key to start from [the "
-                   "same run without --kd, trained first if not recorded]")
+@distillation_options
 @click.option("--threads", type=int, default=DEFAULT_THREADS, show_default=True)
 @click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True)
-def bench_train_command(**opts: Any) -> None:
-    """Training throughput (pairs per second) and seconds per epoch at the paper's settings."""
+@click.pass_context
+def bench_train_command(ctx: click.Context, **opts: Any) -> None:
+    """Training throughput (pairs per second) and seconds per epoch at the paper's settings.
+
+    With `--kd full`, a distillation step (teacher and student together, Eq. 27) is timed."""
     from bench.benchmarks import benchmark_training
 
-    config = make_run_config({**_BENCH_DEFAULTS, **opts, "backbone": "sasrec"}, [])
+    config = make_run_config({**_BENCH_DEFAULTS, **opts, "backbone": "sasrec"}, list(ctx.args))
     result, path = benchmark_training(config, data_root=opts["data_root"], steps=opts["steps"],
                                       threads=opts["threads"], results_dir=opts["results_dir"])
     rows = [[k, v] for k, v in result["measurements"].items()]

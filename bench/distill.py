@@ -154,7 +154,8 @@ class DistillationObjective:
         pair, cfg = self.module, self.module.config
         teacher, student = pair.teacher, pair.student
         targets = batch.targets - 1
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"), \
+                teacher.compressor.shared_weight(), student.compressor.shared_weight():
             with torch.set_grad_enabled(cfg.bidirectional and torch.is_grad_enabled()):
                 t_views = teacher.encode_views(batch.items, batch.lengths, self.hot_items)
                 t_scores = teacher.compressor.score(t_views[0]).float()[:, 1:]
@@ -187,10 +188,11 @@ class DistillationObjective:
         pair = self.module
         pair.eval()
         student_ranks, teacher_ranks = [], []
-        for b in examples.batches(batch_size, max_len):
-            student_ranks.append(pessimistic_ranks(pair.student.score(b.items, b.lengths),
-                                                   b.targets))
-            teacher_ranks.append(pessimistic_ranks(pair.teacher.score(b.items, b.lengths),
-                                                   b.targets))
+        with pair.student.compressor.shared_weight(), pair.teacher.compressor.shared_weight():
+            for b in examples.batches(batch_size, max_len):
+                student_ranks.append(pessimistic_ranks(pair.student.score(b.items, b.lengths),
+                                                       b.targets))
+                teacher_ranks.append(pessimistic_ranks(pair.teacher.score(b.items, b.lengths),
+                                                       b.targets))
         return (metrics_from_ranks(torch.cat(student_ranks).numpy()),
                 {"teacher": metrics_from_ranks(torch.cat(teacher_ranks).numpy())})

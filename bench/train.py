@@ -102,8 +102,9 @@ def evaluate_ranks(model: Backbone, examples: Examples, max_len: int,
                    batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Pessimistic rank of every example's label among all real items."""
     model.eval()
-    ranks = [pessimistic_ranks(model.score(b.items, b.lengths), b.targets)
-             for b in examples.batches(batch_size, max_len)]
+    with model.compressor.shared_weight():  # one reconstruction of the table for the pass
+        ranks = [pessimistic_ranks(model.score(b.items, b.lengths), b.targets)
+                 for b in examples.batches(batch_size, max_len)]
     return torch.cat(ranks).numpy()
 
 
@@ -129,7 +130,8 @@ def training_loss(model: Backbone, batch: Batch, precision: str = "fp32") -> tor
     With `precision="bf16"` the forward matrix products run in bfloat16 (autocast; weights,
     optimiser state and the softmax stay float32). Evaluation is always float32.
     """
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"), \
+            model.compressor.shared_weight():  # one table (one code sample) for the step
         scores = model.score(batch.items, batch.lengths)
     loss = F.cross_entropy(scores.float()[:, 1:], batch.targets - 1)
     extra = model.compressor.extra_loss()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -115,17 +117,44 @@ class Compressor(nn.Module):
             raise ValueError(f"dim must be positive, got {dim}")
         self.num_items = num_items
         self.dim = dim
+        self._sharing = False
+        self._shared_table: torch.Tensor | None = None
 
     def weight(self) -> torch.Tensor:
         """The whole reconstructed table, [num_items, dim], row 0 zero."""
         raise NotImplementedError
 
+    @contextmanager
+    def shared_weight(self) -> Iterator[None]:
+        """Within this block `current_weight()` reconstructs the table once and shares it.
+
+        A training step looks items up and scores them: without sharing, a compressed table is
+        rebuilt for each (and ccode would draw two code samples a step); an evaluation pass
+        would rebuild it for every batch. Parameters must not change inside the block.
+        """
+        outer = self._sharing
+        self._sharing = True
+        try:
+            yield
+        finally:
+            self._sharing = outer
+            if not outer:
+                self._shared_table = None
+
+    def current_weight(self) -> torch.Tensor:
+        """`weight()`, or the table already built in this `shared_weight()` block."""
+        if not self._sharing:
+            return self.weight()
+        if self._shared_table is None:
+            self._shared_table = self.weight()
+        return self._shared_table
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return nn.functional.embedding(ids, self.weight())
+        return nn.functional.embedding(ids, self.current_weight())
 
     def score(self, query: torch.Tensor) -> torch.Tensor:
         """Scores of every item (padding column included) for each session vector: [B, num_items]."""
-        return dense_scores(query, self.weight())
+        return dense_scores(query, self.current_weight())
 
     def storage(self) -> StorageReport:
         raise NotImplementedError

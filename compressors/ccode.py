@@ -40,6 +40,10 @@ class CCodeConfig:
     mse_weight: float = 1.0  # weight of L_mse (Eq. 12); Eq. 24 uses 1
     eval_table: Literal["compressed", "mixed"] = "compressed"
     standardize: bool = True  # standardise each teacher dimension before the encoder
+    # The fraction of items whose codes are re-sampled (and whose encoder outputs learn) at each
+    # training step; the others keep their last sample. 1 = every item, as the paper; a smaller
+    # fraction makes a step several times cheaper (the encoder and the Gumbel noise dominate it).
+    code_sample: float = 1.0
 
     def __post_init__(self) -> None:
         if self.M < 1:
@@ -52,6 +56,8 @@ class CCodeConfig:
             raise ValueError(f"--eta must be in [0, 1), got {self.eta}")
         if self.mse_weight < 0:
             raise ValueError(f"--mse-weight must be non-negative, got {self.mse_weight}")
+        if not 0.0 < self.code_sample <= 1.0:
+            raise ValueError(f"--code-sample must be in (0, 1], got {self.code_sample}")
         if self.eval_table not in ("compressed", "mixed"):
             raise ValueError(f"--eval-table must be compressed or mixed, got {self.eval_table!r}")
 
@@ -154,6 +160,7 @@ class CompositionalCodeTable(Compressor):
             residual -= centroids[assignment]
             assignments.append(assignment)
         self._fit_encoder(torch.stack(assignments, 1))
+        self.codes.copy_(self.code_distribution().argmax(-1))
 
     @torch.enable_grad()
     def _fit_encoder(self, codes: torch.Tensor, steps: int = 300) -> None:
@@ -179,23 +186,41 @@ class CompositionalCodeTable(Compressor):
         takes the encoder's argmax; the deployed form looks its frozen codes up.
         """
         if self.training and not self.deployed:
-            # softmax and argmax ignore log_softmax's per-codebook shift: the logits suffice
-            soft, index = gumbel_softmax_sample(self.encoder.logits(self.teacher_input),
-                                                self.config.tau)
-            return StraightThroughCodes.apply(soft, index, self.codebooks)
+            return self._sampled_table()
         codes = self.codes.long() if self.deployed else self.code_distribution().argmax(-1)
         table = F.embedding_bag(codes + self._offsets(),
                                 self.codebooks.reshape(self.M * self.K, self.dim), mode="sum")
         return table * self.row_mask
+
+    def _sampled_table(self) -> torch.Tensor:
+        """Training: new Gumbel samples for all items, or for a random `code_sample` fraction of
+        them (the rest keep their last codes), composed straight-through; also sets L_mse."""
+        if self.config.code_sample >= 1.0:
+            rows, inputs = None, self.teacher_input
+        else:
+            count = max(1, round(self.config.code_sample * (self.num_items - 1)))
+            rows = torch.randperm(self.num_items - 1, device=self.codes.device)[:count] + 1
+            inputs = self.teacher_input[rows]
+        # softmax and argmax ignore log_softmax's per-codebook shift: the logits suffice
+        soft, index = gumbel_softmax_sample(self.encoder.logits(inputs), self.config.tau)
+        with torch.no_grad():
+            if rows is None:
+                self.codes.copy_(index)
+            else:
+                self.codes[rows] = index
+        table = StraightThroughCodes.apply(soft, rows, self.codes, self.codebooks)
+        if self.config.mse_weight > 0:  # Eq. 12, over the re-sampled real items
+            if rows is None:  # row 0 is zero in both tables
+                self._mse = (table - self.teacher).square().sum() / (self.num_items - 1)
+            else:
+                self._mse = (table[rows] - self.teacher[rows]).square().sum(1).mean()
+        return table
 
     def _offsets(self) -> torch.Tensor:
         return torch.arange(self.M, device=self.codebooks.device) * self.K
 
     def weight(self) -> torch.Tensor:
         composite = self.composite_table()
-        if self.training and not self.deployed and self.config.mse_weight > 0:
-            # Eq. 12 over the real items; row 0 is zero in both tables, so no slice is needed
-            self._mse = (composite - self.teacher).square().sum() / (self.num_items - 1)
         eta = self.config.eta
         if eta > 0 and (self.training or self.config.eval_table == "mixed"):
             return eta * self.teacher + (1.0 - eta) * composite  # Eq. 16
@@ -241,7 +266,7 @@ class CompositionalCodeTable(Compressor):
         scoring itself).
         """
         if not self.deployed or query.dim() != 2 or self.config.eval_table == "mixed":
-            return dense_scores(query, self.weight())
+            return dense_scores(query, self.current_weight())
         by_item, by_codebook = self._lookup_index()
         flat_codebooks = self.codebooks.reshape(self.M * self.K, self.dim)
         if query.shape[0] == 1:
@@ -301,35 +326,38 @@ def gumbel_softmax_sample(logits: torch.Tensor, tau: float
 
 
 class StraightThroughCodes(torch.autograd.Function):
-    """Hard straight-through composition of the table: forward sums the chosen codewords (the
-    one-hot codes of `index`), backward hands the one-hot codes' gradient on to `soft`.
+    """Hard straight-through composition of the table from every item's current `codes` [N, M],
+    of which the items `rows` (None: all) were just sampled as the argmax of `soft` [S, M, K].
 
-    Equal to `einsum("nmk,mkd->nd", hard - soft.detach() + soft, codebooks)` with row 0 (the
-    padding item) zeroed, without building the one-hot codes or multiplying by them: the
-    forward is an embedding_bag, the codebook gradient M scatters, and only the gradient to
-    `soft` is a matrix product.
+    The forward sums the chosen codewords (an embedding_bag; row 0, the padding item, is zero);
+    the backward hands the one-hot codes' gradient on to `soft` (one matrix product) and the
+    table's gradient to the codebooks (M scatters). With every row sampled this equals
+    `einsum("nmk,mkd->nd", hard - soft.detach() + soft, codebooks)` without building the
+    one-hot codes or multiplying by them.
     """
 
     @staticmethod
-    def forward(ctx, soft: torch.Tensor, index: torch.Tensor, codebooks: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(ctx, soft: torch.Tensor, rows: torch.Tensor | None, codes: torch.Tensor,
+                codebooks: torch.Tensor) -> torch.Tensor:
         M, K, _ = codebooks.shape
-        ctx.save_for_backward(index, codebooks)
-        table = F.embedding_bag(index + torch.arange(M, device=index.device) * K,
+        ctx.save_for_backward(codes, codebooks, *(() if rows is None else (rows,)))
+        table = F.embedding_bag(codes + torch.arange(M, device=codes.device) * K,
                                 codebooks.reshape(M * K, -1), mode="sum")
         table[0].zero_()
         return table
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        index, codebooks = ctx.saved_tensors
+        codes, codebooks, *rows = ctx.saved_tensors
         M, K, D = codebooks.shape
-        grad_soft = (grad @ codebooks.reshape(M * K, D).t()).view(-1, M, K)
-        grad_soft[0].zero_()
+        sampled = grad.index_select(0, rows[0]) if rows else grad
+        grad_soft = (sampled @ codebooks.reshape(M * K, D).t()).view(-1, M, K)
+        if not rows:
+            grad_soft[0].zero_()
         grad_codebooks = torch.zeros_like(codebooks)
         for i in range(M):  # M is a handful: a scatter per codebook, no [N, M, D] copy
-            grad_codebooks[i].index_add_(0, index[1:, i], grad[1:])
-        return grad_soft, None, grad_codebooks
+            grad_codebooks[i].index_add_(0, codes[1:, i], grad[1:])
+        return grad_soft, None, None, grad_codebooks
 
 
 def kmeans(x: torch.Tensor, k: int, iterations: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

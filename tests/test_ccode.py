@@ -171,7 +171,7 @@ def test_straight_through_codes_match_the_one_hot_product():
     upstream = torch.randn(50, 6, generator=g)
     soft = logits.softmax(-1)
     index = soft.argmax(-1)
-    ours = StraightThroughCodes.apply(soft, index, codebooks)  # row 0 is the padding item
+    ours = StraightThroughCodes.apply(soft, None, index, codebooks)  # row 0: the padding item
     (ours * upstream).sum().backward()
     ours_grads = logits.grad.clone(), codebooks.grad.clone()
     logits.grad, codebooks.grad = None, None
@@ -196,3 +196,48 @@ def test_gumbel_samples_follow_the_code_distribution():
     picks = picks.flatten()
     frequency = torch.bincount(picks, minlength=3).float() / len(picks)
     torch.testing.assert_close(frequency, probs, atol=0.015, rtol=0)
+
+
+def test_straight_through_codes_of_a_sample_of_items():
+    from compressors.ccode import StraightThroughCodes
+
+    g = torch.Generator().manual_seed(4)
+    codes = torch.randint(0, 8, (50, 3), generator=g)
+    rows = torch.tensor([3, 17, 40])
+    logits = torch.randn(3, 3, 8, generator=g, requires_grad=True)
+    codebooks = torch.randn(3, 8, 6, generator=g, requires_grad=True)
+    upstream = torch.randn(50, 6, generator=g)
+    soft = logits.softmax(-1)
+    codes[rows] = soft.argmax(-1)
+    ours = StraightThroughCodes.apply(soft, rows, codes, codebooks)
+    (ours * upstream).sum().backward()
+    ours_grads = logits.grad.clone(), codebooks.grad.clone()
+    logits.grad, codebooks.grad = None, None
+    soft = logits.softmax(-1)
+    hard = torch.nn.functional.one_hot(codes, 8).float()
+    hard = hard.index_put((rows,), hard[rows] - soft.detach() + soft)
+    reference = torch.einsum("nmk,mkd->nd", hard, codebooks)
+    reference = reference * (torch.arange(50) > 0).float().unsqueeze(1)
+    (reference * upstream).sum().backward()
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(ours_grads[0], logits.grad)
+    torch.testing.assert_close(ours_grads[1], codebooks.grad)
+
+
+def test_sampled_code_learning_resamples_only_a_fraction_of_items():
+    torch.manual_seed(0)
+    table = CompositionalCodeTable(401, 8, CCodeConfig(M=2, K=32, code_sample=0.05))
+    table.init_from_table(torch.randn(401, 8))
+    before = table.codes.clone()
+    table.train()
+    weight = table.weight()
+    assert (table.codes != before).any(1).sum() <= 20  # 5% of 400 items re-sampled at most
+    torch.testing.assert_close(weight[1:], table.codebooks[torch.arange(2), table.codes[1:]].sum(1))
+    (weight.sum() + table.extra_loss()).backward()
+    assert table.encoder.hidden.weight.grad.abs().sum() > 0
+    assert table.codebooks.grad.abs().sum() > 0
+
+
+def test_code_sample_must_be_a_fraction():
+    with pytest.raises(ValueError, match="--code-sample must be in"):
+        CCodeConfig(code_sample=0.0)

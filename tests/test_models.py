@@ -252,3 +252,22 @@ def test_registry_configs_must_be_dataclasses():
     registry = Registry("widget", "ecbench.tests-no-such-group")
     with pytest.raises(TypeError, match="must be a dataclass"):
         registry.register("w", config=dict)
+
+
+def test_a_training_step_and_an_evaluation_pass_build_the_table_once(tiny_synthetic):
+    from bench.batching import Examples
+    from bench.train import evaluate, training_loss
+
+    model = SASRec(compressors.build("tt", num_items=tiny_synthetic.num_items, dim=16),
+                   SASRecConfig(), 50)
+    calls = []
+    weight = model.compressor.weight
+    model.compressor.weight = lambda: calls.append(1) or weight()
+    examples = Examples.from_sessions(tiny_synthetic.train)
+    batch = next(examples.batches(64, 50))
+    model.train()
+    training_loss(model, batch).backward()
+    assert len(calls) == 1  # the lookup and the scoring share one reconstruction
+    calls.clear()
+    evaluate(model, examples, 50)
+    assert len(calls) == 1 and examples.num_batches(500) > 1
