@@ -62,7 +62,8 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
               "date": now_iso()}
     name = Path(config.data).name
     path = (Path(results_dir) / "bench" /
-            f"train-{name}-{config.compressor}-d{config.dim}-{config.precision}-t{threads}.json")
+            f"train-{name}-{config.backbone}-{config.compressor}-d{config.dim}-{config.precision}"
+            f"-t{threads}.json")
     write_json(path, result)
     return result, path
 
