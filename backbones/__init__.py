@@ -6,7 +6,11 @@ Third-party backbones register through the ``ecbench.backbones`` entry-point gro
 from compressors import Compressor, Registry
 
 from backbones.base import Backbone
+from backbones.gru4rec import GRU4Rec, GRU4RecConfig
+from backbones.narm import NARM, NARMConfig
 from backbones.sasrec import SASRec, SASRecConfig
+from backbones.srgnn import SRGNN, SRGNNConfig
+from backbones.stamp import STAMP, STAMPConfig
 
 registry: Registry[Backbone] = Registry("backbone", "ecbench.backbones")
 
@@ -17,8 +21,35 @@ def build_sasrec(config: SASRecConfig, *, compressor: Compressor, max_len: int) 
     return SASRec(compressor, config, max_len)
 
 
+# The paper's baselines (Section 6.1.2); none of them limits the session length.
+
+@registry.register("gru4rec", config=GRU4RecConfig,
+                   description="GRU4Rec: a GRU's last state (Hidasi et al. 2016)")
+def build_gru4rec(config: GRU4RecConfig, *, compressor: Compressor, max_len: int) -> GRU4Rec:
+    return GRU4Rec(compressor, config)
+
+
+@registry.register("narm", config=NARMConfig,
+                   description="NARM: GRU global + attention local encoders, bilinear (Li et al. 2017)")
+def build_narm(config: NARMConfig, *, compressor: Compressor, max_len: int) -> NARM:
+    return NARM(compressor, config)
+
+
+@registry.register("stamp", config=STAMPConfig,
+                   description="STAMP: attention and MLP cells, trilinear (Liu et al. 2018)")
+def build_stamp(config: STAMPConfig, *, compressor: Compressor, max_len: int) -> STAMP:
+    return STAMP(compressor, config)
+
+
+@registry.register("srgnn", config=SRGNNConfig,
+                   description="SR-GNN: gated GNN on session graphs, attention (Wu et al. 2019)")
+def build_srgnn(config: SRGNNConfig, *, compressor: Compressor, max_len: int) -> SRGNN:
+    return SRGNN(compressor, config)
+
+
 def build(name: str, config=None, **context) -> Backbone:
     return registry.build(name, config, **context)
 
 
-__all__ = ["Backbone", "SASRec", "SASRecConfig", "registry", "build"]
+__all__ = ["Backbone", "SASRec", "SASRecConfig", "GRU4Rec", "GRU4RecConfig", "NARM", "NARMConfig",
+           "STAMP", "STAMPConfig", "SRGNN", "SRGNNConfig", "registry", "build"]

@@ -14,8 +14,7 @@ from torch import nn
 class FastDropout(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        check_dropout("dropout", p)
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -26,3 +25,9 @@ class FastDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def check_dropout(name: str, p: float) -> None:
+    """A config's check of a dropout probability (ValueError naming the option)."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {p}")

@@ -37,6 +37,11 @@ class PackedSessions:
         # in place on a fresh buffer: the out-of-place index_copy would copy the zeros once more
         return grid.index_copy_(0, self.flat_index, tokens).view(self.batch, self.length, -1)
 
+    def last(self) -> torch.Tensor:
+        """The index among the tokens of each session's last item: [B] (sessions not empty)."""
+        counts = torch.bincount(self.session_of, minlength=self.batch)
+        return torch.cumsum(counts, 0) - 1
+
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """The real positions of a [B, L, D] tensor as tokens [N, D]."""
         return padded.reshape(self.batch * self.length, -1).index_select(0, self.flat_index)

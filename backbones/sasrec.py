@@ -11,7 +11,8 @@ from torch.nn import functional as F
 
 from backbones.base import Backbone
 from backbones.packing import PackedSessions
-from backbones.dropout import FastDropout
+from backbones.dropout import FastDropout, check_dropout
+from backbones.init import uniform_init
 from backbones.readout import SoftAttentionReadout
 from compressors import Compressor
 
@@ -30,8 +31,7 @@ class SASRecConfig:
             raise ValueError(f"layers must be at least 1, got {self.layers}")
         if self.heads < 1:
             raise ValueError(f"heads must be at least 1, got {self.heads}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_dropout("dropout", self.dropout)
         if self.weight_init not in ("uniform", "uniform-all", "torch"):
             raise ValueError(f"weight_init must be uniform, uniform-all or torch, "
                              f"got {self.weight_init!r}")
@@ -100,18 +100,9 @@ class SASRec(Backbone):
         `uniform-all` also draws the LayerNorm gains, as the paper's released code does.
         The item table is initialised by its compressor.
         """
-        if config.weight_init == "torch":
-            return
-        r = config.init_range
-        with torch.no_grad():
-            for module in self.modules():
-                if module is self.compressor or any(module is m for m in self.compressor.modules()):
-                    continue
-                if isinstance(module, nn.LayerNorm) and config.weight_init == "uniform":
-                    module.reset_parameters()
-                    continue
-                for p in module.parameters(recurse=False):
-                    p.uniform_(-r, r)
+        if config.weight_init != "torch":
+            uniform_init(self, config.init_range,
+                         layernorm_identity=config.weight_init == "uniform")
 
     def tokens(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, PackedSessions]:
         """Representations Theta of Eq. 2 for the real positions only, packed: [N, dim]."""

@@ -69,8 +69,8 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
               "date": now_iso()}
     name = Path(config.data).name
     path = (Path(results_dir) / "bench" /
-            f"train-{name}-{config.compressor}{'-kd' if config.distill else ''}-d{config.dim}-"
-            f"{config.precision}-t{threads}.json")
+            f"train-{name}-{config.backbone}-{config.compressor}{'-kd' if config.distill else ''}"
+            f"-d{config.dim}-{config.precision}-t{threads}.json")
     write_json(path, result)
     return result, path
 

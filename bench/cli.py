@@ -14,7 +14,8 @@ from tabulate import tabulate
 
 import backbones
 import compressors
-from bench.config import RunConfig, canonical_options, parse_part_options, preset_for
+from bench.config import (RunConfig, backbone_preset, canonical_options, parse_part_options,
+                          preset_for)
 from bench.errors import ConfigError, EcbenchError
 
 DEFAULT_THREADS = min(2, os.cpu_count() or 1)
@@ -150,8 +151,7 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
     parsed = parse_part_options(extra, {labels["compressor"]: comp.config,
                                         labels["backbone"]: back.config})
     preset = preset_for(opts["data"])
-    backbone_options = {k: v for k, v in preset.get("backbone", {}).items()
-                        if k in {f.name for f in dataclasses.fields(back.config)}}
+    backbone_options = backbone_preset(opts["data"], back.name)
     backbone_options.update(parsed[labels["backbone"]])
     general = {k: opts[k] for k in ("dim", "epochs", "patience")}
     for k, v in general.items():
@@ -286,6 +286,7 @@ def bench_group() -> None:
 @click.option("--data", default="synthetic", show_default=True)
 @click.option("--data-root", default=None)
 @click.option("--compressor", default="full", show_default=True)
+@click.option("--backbone", default="sasrec", show_default=True)
 @click.option("--dim", type=int, default=None)
 @click.option("--batch-size", type=int, default=100, show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
@@ -299,10 +300,11 @@ def bench_group() -> None:
 def bench_train_command(ctx: click.Context, **opts: Any) -> None:
     """Training throughput (pairs per second) and seconds per epoch at the paper's settings.
 
-    With `--kd full`, a distillation step (teacher and student together, Eq. 27) is timed."""
+    With `--kd full`, a distillation step (teacher and student together, Eq. 27) is timed.
+    Options of the chosen compressor and backbone may follow (`--backbone narm --M 4`)."""
     from bench.benchmarks import benchmark_training
 
-    config = make_run_config({**_BENCH_DEFAULTS, **opts, "backbone": "sasrec"}, list(ctx.args))
+    config = make_run_config({**_BENCH_DEFAULTS, **opts}, list(ctx.args))
     result, path = benchmark_training(config, data_root=opts["data_root"], steps=opts["steps"],
                                       threads=opts["threads"], results_dir=opts["results_dir"])
     rows = [[k, v] for k, v in result["measurements"].items()]

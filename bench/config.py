@@ -91,21 +91,29 @@ class RunConfig:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-# The paper's settings (Section 6.1.3) per dataset; the user's explicit options win.
+# The paper's settings (Section 6.1.3) per dataset; the user's explicit options win. Backbone
+# options are kept per backbone: the paper gives them for its SASRec backbone only; the
+# baselines take its general settings (dim, batch, lr, L2) and their own papers' defaults.
 # "distill" holds the distillation weights of Section 6.6.
 PAPER_PRESETS: dict[str, dict[str, Any]] = {
-    "tmall": {"dim": 128, "backbone": {"layers": 1, "heads": 1, "dropout": 0.5},
+    "tmall": {"dim": 128, "backbones": {"sasrec": {"layers": 1, "heads": 1, "dropout": 0.5}},
               "distill": {"beta": 0.01, "gamma": 0.3, "eta": 0.8}},
-    "retailrocket": {"dim": 256, "backbone": {"layers": 1, "heads": 2, "dropout": 0.2},
+    "retailrocket": {"dim": 256,
+                     "backbones": {"sasrec": {"layers": 1, "heads": 2, "dropout": 0.2}},
                      "distill": {"beta": 0.5, "gamma": 0.3, "eta": 0.7}},
     "synthetic": {"dim": 64, "epochs": 10, "patience": 2,
-                  "backbone": {"layers": 1, "heads": 1, "dropout": 0.2}},
+                  "backbones": {"sasrec": {"layers": 1, "heads": 1, "dropout": 0.2}}},
 }
 
 
 def preset_for(data: str) -> dict[str, Any]:
     name = data.rstrip("/").split("/")[-1].lower()
     return PAPER_PRESETS.get(name, {})
+
+
+def backbone_preset(data: str, backbone: str) -> dict[str, Any]:
+    """The preset options of `backbone` on `data` (empty where the paper gives none)."""
+    return dict(preset_for(data).get("backbones", {}).get(backbone, {}))
 
 
 def _field_type(config_cls: type, f: dataclasses.Field) -> Any:

@@ -208,7 +208,8 @@ class CompositionalCodeTable(Compressor):
                 self.codes.copy_(index)
             else:
                 self.codes[rows] = index
-        table = StraightThroughCodes.apply(soft, rows, self.codes, self.codebooks)
+        # a copy: the buffer changes at the next sample, and this graph may still be needed
+        table = StraightThroughCodes.apply(soft, rows, self.codes.clone(), self.codebooks)
         if self.config.mse_weight > 0:  # Eq. 12, over the re-sampled real items
             if rows is None:  # row 0 is zero in both tables
                 self._mse = (table - self.teacher).square().sum() / (self.num_items - 1)

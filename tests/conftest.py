@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,6 +55,20 @@ def tmall_folder(data_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def tmall(tmall_folder: Path) -> SessionDataset:
     return load_standard(tmall_folder)
+
+
+@pytest.fixture(scope="session")
+def tmall_slice(tmall) -> SessionDataset:
+    """The first 3000 real Tmall training sessions, and the test cases they can score."""
+    train = tmall.train.select(np.arange(3000))
+    num_items = int(train.items.max()) + 1
+    seen = np.zeros(num_items, dtype=bool)
+    seen[train.items] = True
+    prefixes, labels = tmall.test_prefixes, tmall.test_labels
+    keep = [i for i in range(len(prefixes))
+            if labels[i] < num_items and seen[labels[i]] and prefixes.session(i).max() < num_items]
+    return SessionDataset("tmall-first-3000", num_items, train, prefixes.select(np.array(keep)),
+                          labels[keep], checksum="tmall-first-3000")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,7 +18,6 @@ from bench.config import RunConfig
 from bench.errors import TrainingDiverged
 from bench.metrics import CUTOFFS, metrics_from_ranks, popularity_ranks
 from bench.runner import LEGACY_LABEL
-from bench.sessions import SessionDataset
 from bench.synthetic import synthetic_dataset
 from bench.train import Trainer, build_model, prepare
 from helpers import ecbench_command, records_under, run_cli
@@ -29,20 +27,6 @@ TINY_RUN = ["--epochs", "2", "--dim", "16", "--threads", "1", "--no-progress"]
 
 
 # -- in-process training ---------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tmall_slice(tmall) -> SessionDataset:
-    """The first 3000 real Tmall training sessions, and the test cases they can score."""
-    train = tmall.train.select(np.arange(3000))
-    num_items = int(train.items.max()) + 1
-    seen = np.zeros(num_items, dtype=bool)
-    seen[train.items] = True
-    prefixes, labels = tmall.test_prefixes, tmall.test_labels
-    keep = [i for i in range(len(prefixes))
-            if labels[i] < num_items and seen[labels[i]] and prefixes.session(i).max() < num_items]
-    return SessionDataset("tmall-first-3000", num_items, train, prefixes.select(np.array(keep)),
-                          labels[keep], checksum="tmall-first-3000")
-
 
 @pytest.mark.slow
 def test_short_real_run_learns_and_beats_popularity(tmall_slice, tmp_path):

@@ -1,0 +1,78 @@
+"""SR-GNN's session graphs for a whole batch at once, as one edge list over all sessions' nodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from backbones.packing import PackedSessions
+
+
+@dataclass(frozen=True)
+class SessionGraphs:
+    """The item graphs of a batch of sessions (Wu et al., AAAI 2019, Section "Constructing
+    Session Graphs"), built with sorting and scatter operations, no loop over sessions.
+
+    Each session's nodes are its distinct items (ordered by item id, as SR-GNN's `np.unique`),
+    with an edge u -> v wherever v follows u in the session; a transition seen twice is one
+    edge, as in SR-GNN's released code. A_in[v, u] = 1 / in-degree(v) and A_out[u, v] =
+    1 / out-degree(u) for each edge u -> v: the in- and out-adjacency, each row normalised.
+    Nodes of all sessions are numbered together (session by session), so the graphs of a batch
+    are one block-diagonal graph kept as an edge list.
+    """
+
+    num_sessions: int
+    node_session: torch.Tensor  # [U] the session of each node
+    node_item: torch.Tensor  # [U] its item id
+    token_node: torch.Tensor  # [N] the node of each packed token
+    edge_source: torch.Tensor  # [E] u of each distinct edge u -> v
+    edge_target: torch.Tensor  # [E] v
+    in_weight: torch.Tensor  # [E] A_in[v, u] = 1 / in-degree(v)
+    out_weight: torch.Tensor  # [E] A_out[u, v] = 1 / out-degree(u)
+
+    @classmethod
+    def from_packed(cls, packed: PackedSessions, num_items: int) -> "SessionGraphs":
+        keys = packed.session_of * num_items + packed.items
+        node_keys, token_node = torch.unique(keys, sorted=True, return_inverse=True)
+        num_nodes = len(node_keys)
+        follows = packed.session_of[1:] == packed.session_of[:-1]  # token i+1 follows token i
+        pairs = torch.unique(token_node[:-1][follows] * num_nodes + token_node[1:][follows])
+        source, target = pairs // num_nodes, pairs % num_nodes
+        in_degree = torch.bincount(target, minlength=num_nodes)
+        out_degree = torch.bincount(source, minlength=num_nodes)
+        return cls(packed.batch, node_keys // num_items, node_keys % num_items, token_node,
+                   source, target, 1.0 / in_degree[target], 1.0 / out_degree[source])
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.node_item)
+
+    def aggregate_in(self, messages: torch.Tensor) -> torch.Tensor:
+        """A_in @ messages for every node at once: [U, D] -> [U, D]."""
+        weight = self.in_weight.to(messages.dtype).unsqueeze(1)
+        weighted = messages.index_select(0, self.edge_source) * weight
+        return messages.new_zeros(messages.shape).index_add(0, self.edge_target, weighted)
+
+    def aggregate_out(self, messages: torch.Tensor) -> torch.Tensor:
+        """A_out @ messages for every node at once: [U, D] -> [U, D]."""
+        weight = self.out_weight.to(messages.dtype).unsqueeze(1)
+        weighted = messages.index_select(0, self.edge_target) * weight
+        return messages.new_zeros(messages.shape).index_add(0, self.edge_source, weighted)
+
+    def dense(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-session matrices for inspection: (A_in, A_out) [B, n, n] with n the most nodes in
+        a session, rows and columns in each session's node order, and the items [B, n] (0 pads)."""
+        counts = torch.bincount(self.node_session, minlength=self.num_sessions)
+        start = torch.cumsum(counts, 0) - counts
+        local = torch.arange(self.num_nodes) - start[self.node_session]
+        n = int(counts.max()) if self.num_nodes else 0
+        items = torch.zeros(self.num_sessions, n, dtype=torch.long)
+        items[self.node_session, local] = self.node_item
+        session = self.node_session[self.edge_source]
+        source, target = local[self.edge_source], local[self.edge_target]
+        a_in = torch.zeros(self.num_sessions, n, n).index_put_((session, target, source),
+                                                               self.in_weight)
+        a_out = torch.zeros(self.num_sessions, n, n).index_put_((session, source, target),
+                                                                self.out_weight)
+        return a_in, a_out, items
