@@ -29,9 +29,11 @@ class SoftAttentionReadout(nn.Module):
                ) -> torch.Tensor:
         """The same readout over packed tokens [N, D], token i belonging to `session_of[i]`."""
         dim = tokens.shape[-1]
-        count = torch.bincount(session_of, minlength=num_sessions).clamp(min=1).to(tokens.dtype)
+        # counted with index_add, not bincount: bincount's length does not export to ONNX
+        count = tokens.new_zeros(num_sessions, 1).index_add(
+            0, session_of, tokens.new_ones(tokens.shape[0], 1)).clamp(min=1)
         total = tokens.new_zeros(num_sessions, dim).index_add(0, session_of, tokens)
-        mean = total / count.unsqueeze(1)  # x_s*
+        mean = total / count  # x_s*
         gate = torch.sigmoid(self.w1(mean).index_select(0, session_of) + self.w2(tokens))
         alpha = self.f(gate)  # [N, 1]
         return tokens.new_zeros(num_sessions, dim).index_add(0, session_of, alpha * tokens)
