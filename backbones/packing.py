@@ -27,9 +27,13 @@ class PackedSessions:
         """Pack a left-aligned, zero-padded batch [B, L]."""
         batch, length = item_seq.shape
         flat_items = item_seq.reshape(-1)
-        flat_index = torch.nonzero(flat_items > 0).squeeze(1)
-        return cls(batch, length, flat_index, torch.div(flat_index, length, rounding_mode="floor"),
-                   flat_index % length, flat_items[flat_index])
+        # a boolean index, not nonzero().squeeze(1) or masked_select: ExecuTorch mishandles
+        # nonzero's [N, 1] output and ONNX has no masked_select
+        flat_index = torch.arange(flat_items.shape[0])[flat_items > 0]
+        session_of = torch.div(flat_index, length, rounding_mode="floor")
+        # a subtraction, not `% length`: the ONNX exporter cannot take a symbolic modulus
+        return cls(batch, length, flat_index, session_of, flat_index - session_of * length,
+                   flat_items[flat_index])
 
     def pad(self, tokens: torch.Tensor) -> torch.Tensor:
         """Place tokens [N, D] back into a zero-padded [B, L, D] tensor (differentiable)."""
@@ -43,5 +47,7 @@ class PackedSessions:
         return torch.cumsum(counts, 0) - 1
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
-        """The real positions of a [B, L, D] tensor as tokens [N, D]."""
-        return padded.reshape(self.batch * self.length, -1).index_select(0, self.flat_index)
+        """The real positions of a [B, L, ...] tensor as tokens [N, ...]."""
+        # indexed by (session, position), not through a reshape: the attention output is a
+        # transposed view, which ExecuTorch's lowering would turn into an invalid view
+        return padded[self.session_of, self.position]

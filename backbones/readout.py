@@ -8,9 +8,11 @@ from torch import nn
 
 def session_mean(tokens: torch.Tensor, session_of: torch.Tensor, num_sessions: int) -> torch.Tensor:
     """Mean of the packed tokens [N, D] of each session: [num_sessions, D] (zero if none)."""
-    count = torch.bincount(session_of, minlength=num_sessions).clamp(min=1).to(tokens.dtype)
+    # counted with index_add, not bincount: bincount's length does not export to ONNX
+    count = tokens.new_zeros(num_sessions, 1).index_add(
+        0, session_of, tokens.new_ones(tokens.shape[0], 1)).clamp(min=1)
     total = tokens.new_zeros(num_sessions, tokens.shape[-1]).index_add(0, session_of, tokens)
-    return total / count.unsqueeze(1)
+    return total / count
 
 
 class SoftAttentionReadout(nn.Module):

@@ -57,7 +57,7 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
             dropout_p=self.dropout if self.training else 0.0)
-        return self.out(packed.unpad(y.transpose(1, 2)))
+        return self.out(packed.unpad(y.transpose(1, 2)).flatten(1))  # [N, heads, D/heads]
 
 
 class TransformerBlock(nn.Module):

@@ -260,17 +260,27 @@ def size_command(ctx: click.Context, **opts: Any) -> None:
 
 
 @cli.command("table")
-@click.argument("which", type=click.Choice(["runs"]))
+@click.argument("which", type=click.Choice(["runs", "5"]))
 @click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="also write the table (markdown) to this file")
-def table_command(which: str, results_dir: Path, out: Path | None) -> None:
-    """Render a table from the run records under RESULTS (test metrics in percent)."""
-    from bench.records import atomic_write_bytes, iter_records
-    from bench.tables import runs_table
+@click.option("--runtime", default="eager", show_default=True,
+              help="table 5: eager, onnx, executorch or torchscript")
+@click.option("--batch", type=int, default=100, show_default=True,
+              help="table 5: the batch size timed (scaled to ms per 100 sessions)")
+def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
+                  batch: int) -> None:
+    """Render a table from the records under RESULTS: `runs` (test metrics in percent) or `5`
+    (the paper's Table 5 from the latency records under RESULTS/bench)."""
+    from bench.records import atomic_write_bytes, iter_records, load_record
+    from bench.tables import runs_table, table5
 
-    text = runs_table(iter_records(results_dir))
+    if which == "5":
+        records = [load_record(p) for p in sorted(Path(results_dir, "bench").glob("latency-*.json"))]
+        text = table5(records, runtime=runtime, batch=batch)
+    else:
+        text = runs_table(iter_records(results_dir))
     click.echo(text)
     if out is not None:
         atomic_write_bytes(Path(out), (text + "\n").encode())
@@ -340,6 +350,131 @@ def bench_score_command(ctx: click.Context, **opts: Any) -> None:
     click.echo(tabulate(rows, headers=["", "dense ms", f"{config.compressor} ms", "speedup",
                                        "max |diff|", "top-20 same"], floatfmt=".4g"))
     click.echo(f"record: {path}")
+
+
+@cli.command("export")
+@click.argument("record", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "executorch", "torchscript"]),
+              required=True)
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
+              show_default=True, help="where the run left its model (WORKDIR/models/KEY.pt)")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="artefact path [WORKDIR/artefacts/<record name>.<suffix>]")
+@click.option("--top-k", type=int, default=20, show_default=True)
+@click.option("--max-batch", type=int, default=128, show_default=True,
+              help="largest batch the artefact takes (ExecuTorch plans memory for it)")
+def export_command(record: Path, fmt: str, workdir: Path, out: Path | None, top_k: int,
+                   max_batch: int) -> None:
+    """Export a recorded run's deployed model (sessions -> top-K items) to an on-device format.
+
+    The artefact keeps the compressed form (nothing constant-folded); its size and largest
+    stored tensors are printed, and its outputs are checked against eager.
+    """
+    import torch
+
+    from bench.deploy import DeployedRecommender, load_trained
+    from bench.export import SUFFIX, artefact_tensors, example_inputs, export, load
+
+    _, _, model = load_trained(record, workdir)
+    path = out or workdir / "artefacts" / f"{record.stem}{SUFFIX[fmt]}"
+    deployed = DeployedRecommender(model, k=top_k, exportable=True)
+    export(deployed, fmt, path, max_batch=max_batch)
+    inputs = example_inputs(deployed.num_items, batch=3, length=7)
+    with torch.no_grad():
+        got, expected = load(fmt, path)(*inputs), deployed(*inputs)
+    difference = float((got[0] - expected[0]).abs().max())
+    same = bool((got[1].long() == expected[1]).all())
+    click.echo(f"{path}: {path.stat().st_size} bytes; max |score - eager| {difference:.2e}; "
+               f"top-{top_k} identical: {same}")
+    for array in artefact_tensors(fmt, path)[:5]:
+        click.echo(f"  {array.name}  {array.shape if array.shape else ''}  {array.nbytes} bytes")
+
+
+_LATENCY_HELP = """On-device style latency: one thread, the deployed model, eager and exported.
+
+Models come from run records (`--record`, weights from WORKDIR/models) and/or from compressor
+specs at the dataset's shape (`--compressor 'ccode --M 4 --K 32'`, untrained: timing only,
+labelled so). `full` at the same shape is always added for the ratios. Sessions are drawn from
+the dataset's test set. Writes RESULTS/bench/latency-<data>-<backbones>-<compressors>-t1.json."""
+
+
+@bench_group.command("latency", help=_LATENCY_HELP)
+@click.option("--data", default="synthetic", show_default=True)
+@click.option("--data-root", default=None)
+@click.option("--record", "records", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              multiple=True, help="a run record whose trained model to time (repeatable)")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
+              show_default=True)
+@click.option("--compressor", "specs", multiple=True,
+              help="a compressor and its options, e.g. 'sttd --rank 64' (repeatable)")
+@click.option("--backbone", default="sasrec", show_default=True)
+@click.option("--dim", type=int, default=None, help="[paper preset, else 64]")
+@click.option("--runtime", "runtimes", multiple=True,
+              type=click.Choice(["onnx", "executorch", "torchscript"]),
+              help="exported runtimes to time besides eager [all; missing ones are skipped]")
+@click.option("--batch", "batches", type=int, multiple=True, help="batch sizes [1 and 100]")
+@click.option("--repeats", type=int, default=100, show_default=True)
+@click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--sessions", type=int, default=1000, show_default=True,
+              help="test sessions to cycle over per batch size")
+@click.option("--top-k", type=int, default=20, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="1 = a phone core")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--artefacts", type=click.Path(path_type=Path), default=None,
+              help="where exported artefacts go [WORKDIR/artefacts]")
+def bench_latency_command(**opts: Any) -> None:
+    import shlex
+
+    from bench.deploy import deployable_model, load_trained
+    from bench.latency import Candidate, benchmark_latency
+    from bench.train import apply_budget, load_dataset
+
+    data = load_dataset(opts["data"], opts["data_root"])
+    candidates = []
+    for record in opts["records"]:
+        config, rec, model = load_trained(record, opts["workdir"])
+        if rec["dataset"]["checksum"] != data.checksum:
+            raise ConfigError(f"record {record} was trained on {rec['dataset']['name']}, "
+                              f"not on {data.name}")
+        candidates.append(Candidate(config, model, {"trained": True, "record": str(record),
+                                                    "key": rec["key"]}))
+    specs = [shlex.split(spec) for spec in opts["specs"]]
+    if not any(c.config.compressor == "full" for c in candidates) and ["full"] not in specs:
+        specs.insert(0, ["full"])
+    for spec in specs:
+        if not spec:
+            raise ConfigError("--compressor needs a name, e.g. --compressor 'ccode --M 4'")
+        general = {**_BENCH_DEFAULTS, "data": opts["data"], "dim": opts["dim"],
+                   "compressor": spec[0], "backbone": opts["backbone"]}
+        config = apply_budget(make_run_config(general, spec[1:]), data.num_items)
+        candidates.append(Candidate(config, deployable_model(config, data.num_items, None)))
+    result, path = benchmark_latency(
+        candidates, data, runtimes=opts["runtimes"] or ("onnx", "executorch", "torchscript"),
+        batches=opts["batches"] or (1, 100), repeats=opts["repeats"], warmup=opts["warmup"],
+        sessions=opts["sessions"], top_k=opts["top_k"], results_dir=opts["results_dir"],
+        artefact_dir=opts["artefacts"] or opts["workdir"] / "artefacts",
+        threads=opts["threads"], log=lambda m: click.echo(m, err=True))
+    click.echo(latency_summary(result))
+    click.echo(f"record: {path}")
+
+
+def latency_summary(result: dict[str, Any]) -> str:
+    """One row per model, runtime and batch: median, p90, ratio to full, artefact size."""
+    rows = []
+    for model in result["models"]:
+        for runtime, timing in model["runtimes"].items():
+            if "batches" not in timing:
+                rows.append([model["label"], runtime, "-", timing.get("skipped")
+                             or timing.get("failed")])
+                continue
+            artefact = timing.get("artefact") or {}
+            for batch, t in timing["batches"].items():
+                rows.append([model["label"], runtime, batch, t["end_to_end"]["median_ms"],
+                             t["end_to_end"]["p90_ms"], t.get("ratio_to_full"),
+                             artefact.get("bytes")])
+    return tabulate(rows, headers=["model", "runtime", "batch", "median ms", "p90 ms",
+                                   "/ full", "artefact bytes"], floatfmt=".4g")
 
 
 def main() -> None:

@@ -93,10 +93,11 @@ def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float)
     return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
 
-def soft_target_loss(teacher_scores: torch.Tensor, student_scores: torch.Tensor) -> torch.Tensor:
-    """KL(prob_tea || prob_stu) over the real items (Eq. 21-22), averaged over the batch."""
-    return F.kl_div(F.log_softmax(student_scores, 1), F.log_softmax(teacher_scores, 1),
-                    reduction="batchmean", log_target=True)
+def soft_target_loss(teacher_log_probs: torch.Tensor, student_log_probs: torch.Tensor
+                     ) -> torch.Tensor:
+    """KL(prob_tea || prob_stu) over the real items (Eq. 21-22), averaged over the batch; from
+    log-probabilities, which the recommendation losses share."""
+    return F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
 
 
 class DistillationPair(nn.Module):
@@ -158,17 +159,20 @@ class DistillationObjective:
                 teacher.compressor.shared_weight(), student.compressor.shared_weight():
             with torch.set_grad_enabled(cfg.bidirectional and torch.is_grad_enabled()):
                 t_views = teacher.encode_views(batch.items, batch.lengths, self.hot_items)
-                t_scores = teacher.compressor.score(t_views[0]).float()[:, 1:]
+                t_scores = teacher.compressor.score(t_views[0])
             s_views = student.encode_views(batch.items, batch.lengths, self.hot_items)
-            s_scores = student.compressor.score(s_views[0]).float()[:, 1:]
-        terms: dict[str, torch.Tensor] = {"rec_student": F.cross_entropy(s_scores, targets)}
+            s_scores = student.compressor.score(s_views[0])
+        # one log-softmax over the real items per model serves L_rec and L_soft
+        t_log_probs = F.log_softmax(t_scores.float()[:, 1:], 1)
+        s_log_probs = F.log_softmax(s_scores.float()[:, 1:], 1)
+        terms: dict[str, torch.Tensor] = {"rec_student": F.nll_loss(s_log_probs, targets)}
         extra = student.compressor.extra_loss()
         if extra is not None:
             terms["mse"] = extra
         if cfg.bidirectional:
-            terms["rec_teacher"] = F.cross_entropy(t_scores, targets)
+            terms["rec_teacher"] = F.nll_loss(t_log_probs, targets)
         if cfg.soft and cfg.gamma > 0:
-            terms["soft"] = cfg.gamma * soft_target_loss(t_scores, s_scores)
+            terms["soft"] = cfg.gamma * soft_target_loss(t_log_probs, s_log_probs)
         if cfg.contrastive and cfg.beta > 0:
             in_session = batch.items > 0
             hot = self.hot_items[batch.items] & in_session

@@ -254,13 +254,13 @@ def train_supervised(ctx: RunContext, teacher: Teacher | None, results_dir: Path
 def train_distilled(ctx: RunContext, teacher: Teacher, pretrained: Teacher) -> Trained:
     """Algorithm 1 from line 3: the pretrained student and the teacher, trained together."""
     config, num_items = ctx.config, ctx.dataset.num_items
-    if type(build_model(config, 2)).encode_views is Backbone.encode_views:
+    torch.manual_seed(config.seed)
+    student = build_model(pretrain_config(config), num_items)
+    if type(student).encode_views is Backbone.encode_views:
         raise ConfigError(f"backbone {config.backbone} has no hot/cold sub-session readouts "
                           "(Eq. 18), which distillation needs")
-    torch.manual_seed(config.seed)
     teacher_model = build_model(teacher.config, num_items)
     teacher_model.load_state_dict(teacher.state)
-    student = build_model(pretrain_config(config), num_items)
     student.load_state_dict(pretrained.state)
     student.compressor.undeploy()
     try:

@@ -6,7 +6,8 @@
 Third-party compressors register through the ``ecbench.compressors`` entry-point group.
 """
 
-from compressors.base import Compressor, StorageReport, StoredTensor, smallest_unsigned_dtype
+from compressors.base import (Compressor, InferenceForm, StorageReport, StoredTensor,
+                              smallest_unsigned_dtype)
 from compressors.named_registry import Registry, RegistryEntry, UnknownEntryError
 
 registry: Registry[Compressor] = Registry("compressor", "ecbench.compressors")
@@ -20,5 +21,5 @@ def build(name: str, config=None, **context) -> Compressor:
     return registry.build(name, config, **context)
 
 
-__all__ = ["Compressor", "StorageReport", "StoredTensor", "Registry", "RegistryEntry",
+__all__ = ["Compressor", "InferenceForm", "StorageReport", "StoredTensor", "Registry", "RegistryEntry",
            "UnknownEntryError", "registry", "build", "smallest_unsigned_dtype"]

@@ -178,3 +178,58 @@ class Compressor(nn.Module):
     def undeploy(self) -> None:
         """Back to the training form after loading a deployed model, to train on (distillation
         after pretraining); default: the deployed form is the training form."""
+
+    def deploy_untrained(self, seed: int = 0) -> None:
+        """Deploy with arbitrary values of the deployed structure, for timing alone.
+
+        Default: a table that learns from a teacher starts from a random one, then `deploy()`.
+        """
+        if self.uses_teacher():
+            g = torch.Generator().manual_seed(seed)
+            self.init_from_table(0.1 * torch.randn(self.num_items, self.dim, generator=g))
+        self.deploy()
+
+    def inference_form(self, exportable: bool = False) -> "InferenceForm":
+        """The table as a phone runs it: only what is deployed, in plain tensor ops.
+
+        With `exportable`, only ops that ONNX and ExecuTorch export (e.g. no `embedding_bag`).
+        The default wraps this compressor; override to drop training-only state (ccode).
+        """
+        return InferenceForm(self)
+
+
+class InferenceForm(nn.Module):
+    """Row lookups (`forward(ids)`) and scoring (`score(query)`) of a deployed table.
+
+    A compressor without a row-wise `forward` of its own (its rows come from `weight()`) would
+    rebuild the whole table for the encoder's lookups and again for scoring; between
+    `begin_call()` and `end_call()` it is rebuilt once and shared, as a phone would do. The
+    rebuilt table lives only during a call: it is never a parameter, buffer or constant.
+    """
+
+    def __init__(self, compressor: Compressor | None) -> None:
+        super().__init__()
+        self.compressor = compressor
+        self.rebuilds_table = (compressor is not None
+                               and type(compressor).forward is Compressor.forward)
+        self._table: torch.Tensor | None = None
+
+    def begin_call(self) -> None:
+        """Rebuild the table once for the coming lookups and scoring (if rows need it)."""
+        if self.rebuilds_table:
+            self._table = self.table()
+
+    def end_call(self) -> None:
+        self._table = None
+
+    def table(self) -> torch.Tensor:
+        return self._table if self._table is not None else self.compressor.weight()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.rebuilds_table:
+            return nn.functional.embedding(ids, self.table())
+        return self.compressor(ids)
+
+    def score(self, query: torch.Tensor) -> torch.Tensor:
+        """Scores of every item, padding column included: [B, num_items]."""
+        return query @ self.table().t()

@@ -27,8 +27,8 @@ from torch.nn import functional as F
 
 from compressors import registry
 from compressors.budget import largest_meeting
-from compressors.base import (Compressor, StorageReport, StoredTensor, dense_scores,
-                              smallest_unsigned_dtype)
+from compressors.base import (Compressor, InferenceForm, StorageReport, StoredTensor,
+                              dense_scores, smallest_unsigned_dtype)
 
 
 @dataclass
@@ -224,7 +224,7 @@ class CompositionalCodeTable(Compressor):
         composite = self.composite_table()
         eta = self.config.eta
         if eta > 0 and (self.training or self.config.eval_table == "mixed"):
-            return eta * self.teacher + (1.0 - eta) * composite  # Eq. 16
+            return torch.lerp(composite, self.teacher, eta)  # eta X + (1 - eta) e   (Eq. 16)
         return composite
 
     def set_mixup(self, eta: float) -> None:
@@ -281,6 +281,26 @@ class CompositionalCodeTable(Compressor):
         by_item_scores = F.embedding_bag(by_item, lut_t, mode="sum")
         by_item_scores[:1].zero_()
         return by_item_scores.t()
+
+    @torch.no_grad()
+    def deploy_untrained(self, seed: int = 0) -> None:
+        """Random unique codes (code learning would take minutes and not change the timing)."""
+        rng = np.random.default_rng(seed)
+        keys = rng.choice(self.K ** self.M, size=self.num_items - 1, replace=False)
+        digits = (keys[:, None] // self.K ** np.arange(self.M - 1, -1, -1)) % self.K
+        self.codes[1:] = torch.from_numpy(digits)
+        self.codes[0] = 0
+        self.is_deployed.fill_(True)
+        self._deployed = True
+
+    def inference_form(self, exportable: bool = False) -> "CodeLookupForm":
+        """Codes (smallest unsigned type) and codebooks only; the encoder and teacher stay behind."""
+        if not self.deployed:
+            raise ValueError("ccode has no inference form before deploy(): its codes are not fixed")
+        if self.config.eval_table == "mixed" and self.config.eta > 0:
+            raise ValueError("the legacy mixed evaluation needs the teacher table: not deployable")
+        codes = self.codes.numpy().astype(smallest_unsigned_dtype(self.K - 1))
+        return CodeLookupForm(torch.from_numpy(codes), self.codebooks.detach().clone(), exportable)
 
     def _lookup_index(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes offset into the flat codebooks, [N, M] and [M, N]; cached until codes change."""
@@ -359,6 +379,54 @@ class StraightThroughCodes(torch.autograd.Function):
         for i in range(M):  # M is a handful: a scatter per codebook, no [N, M, D] copy
             grad_codebooks[i].index_add_(0, codes[1:, i], grad[1:])
         return grad_soft, None, None, grad_codebooks
+
+
+class CodeLookupForm(InferenceForm):
+    """A deployed ccode table: e_v = sum_i E_i(C_v^i) (Eq. 10) and lookup-table scoring.
+
+    Holds the codes as stored on the device (uint8 for K <= 256; widened to int64 indices on
+    every call, as a phone must) and the codebooks; never the [num_items, dim] table. Scoring:
+    LUT[b, i, k] = q_b . E_i(k), score[b, v] = sum_i LUT[b, i, C_v^i]. In eager the batch sum is
+    one `embedding_bag`; the `exportable` form sums M per-codebook gathers instead, since
+    `embedding_bag` exports to neither ONNX nor ExecuTorch.
+    """
+
+    def __init__(self, codes: torch.Tensor, codebooks: torch.Tensor, exportable: bool) -> None:
+        super().__init__(None)
+        self.M, self.K, self.dim = codebooks.shape
+        self.num_items = codes.shape[0]
+        self.exportable = exportable
+        self.register_buffer("codes", codes)
+        self.codebooks = nn.Parameter(codebooks, requires_grad=False)
+        self.register_buffer("offsets", torch.arange(self.M) * self.K)
+
+    def _flat(self) -> torch.Tensor:
+        return self.codebooks.reshape(self.M * self.K, self.dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        index = self.codes[ids].long() + self.offsets  # ids.shape + (M,)
+        rows = F.embedding(index, self._flat()).sum(-2)
+        return rows * (ids > 0).unsqueeze(-1).to(rows.dtype)  # the padding row is zero
+
+    def score(self, query: torch.Tensor) -> torch.Tensor:
+        if query.shape[0] == 1 and not self.exportable:
+            lut = query[0] @ self._flat().t()  # [M K]
+            by_codebook = self.codes.t().long() + self.offsets.unsqueeze(1)  # [M, N]
+            scores = lut.index_select(0, by_codebook[0])
+            for i in range(1, self.M):
+                scores.add_(lut.index_select(0, by_codebook[i]))
+            scores[0] = 0.0  # the padding row is the zero vector
+            return scores.unsqueeze(0)
+        lut_t = self._flat() @ query.t()  # [M K, B]: rows gathered per item, contiguous
+        if self.exportable:
+            by_codebook = self.codes.t().long() + self.offsets.unsqueeze(1)  # [M, N]
+            by_item_scores = F.embedding(by_codebook[0], lut_t)
+            for i in range(1, self.M):
+                by_item_scores = by_item_scores + F.embedding(by_codebook[i], lut_t)
+        else:
+            by_item_scores = F.embedding_bag(self.codes.long() + self.offsets, lut_t, mode="sum")
+        by_item_scores[0] = 0.0  # the padding row is the zero vector
+        return by_item_scores.t()  # a view [B, N]: a copy would cost more than the scoring
 
 
 def kmeans(x: torch.Tensor, k: int, iterations: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -110,7 +110,7 @@ class TTTable(Compressor):
         x = self.tt_cores[0][0].index_select(0, digits[0])  # [n, J_1, R_1]
         for core, digit in zip(list(self.tt_cores)[1:], digits[1:]):
             g = core.index_select(1, digit).permute(1, 0, 2, 3)  # [n, R_{k-1}, J_k, R_k]
-            x = torch.einsum("npr,nrqs->npqs", x, g).reshape(len(flat), -1, g.shape[-1])
+            x = torch.einsum("npr,nrqs->npqs", x, g).flatten(1, 2)  # no -1: export-friendly
         rows = x.squeeze(-1) * (flat > 0).unsqueeze(1).to(x.dtype)
         return rows.view(*ids.shape, self.dim)
 

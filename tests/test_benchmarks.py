@@ -82,3 +82,27 @@ def test_bench_dense_scoring(benchmark, tmall, batch):
     table, query = torch.randn(tmall.num_items, 128), torch.randn(batch, 128)
     scores = benchmark(torch.matmul, query, table.T)
     assert scores.shape == (batch, tmall.num_items)
+
+
+@pytest.fixture(scope="module")
+def tmall_deployed(tmall):
+    """The deployed SASRec at Tmall's shape with ccode (M=4, K=32) and with the full table."""
+    from bench.config import RunConfig
+    from bench.deploy import DeployedRecommender, deployable_model
+
+    out = {}
+    for name, options in (("ccode", {"M": 4, "K": 32}), ("full", {})):
+        config = RunConfig(compressor=name, compressor_options=options, dim=128)
+        out[name] = DeployedRecommender(deployable_model(config, tmall.num_items, None))
+    return out
+
+
+@pytest.mark.parametrize("batch", [1, 100])
+@pytest.mark.parametrize("compressor", ["ccode", "full"])
+def test_bench_deployed_end_to_end(benchmark, tmall, tmall_deployed, compressor, batch):
+    from bench.latency import timing_batches
+
+    item_seq, lengths = timing_batches(tmall, batch, 1, 50)[0]
+    with torch.no_grad():
+        values, items = benchmark(tmall_deployed[compressor], item_seq, lengths)
+    assert items.shape == (batch, 20) and (items > 0).all()

@@ -1,0 +1,216 @@
+"""On-device style latency (the paper's Table 5): one thread, deployed form, real test sessions.
+
+Every model is timed in one process, eager and in each exported runtime available, at batch 1
+(one user's click) and batch 100 (the paper's "per 100 sessions"): warm-up, then many repeats
+cycling over sessions drawn from the test set, median and p90. In eager the stages (table
+rebuild, encode, score, top-K) are timed apart as well. Ratios to `full` come from the same
+process; each artefact's size and whether it could hold a dense table are stored beside.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from backbones import Backbone
+from bench.batching import Examples
+from bench.config import RunConfig
+from bench.cpu import configure_cpu
+from bench.deploy import DeployedRecommender
+from bench.export import (FORMATS, SUFFIX, artefact_tensors, export, holds_dense_table, load,
+                          missing_runtime)
+from bench.records import now_iso, provenance, write_json
+from bench.sessions import SessionDataset
+
+EAGER = "eager"
+Inputs = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Candidate:
+    """A model to time: its config, its deployed model and where its weights came from."""
+
+    config: RunConfig
+    model: Backbone
+    source: dict[str, Any] = field(default_factory=lambda: {
+        "trained": False, "note": "untrained, built at the dataset's shape: timing only"})
+
+    @property
+    def label(self) -> str:
+        options = "-".join(f"{k}{v}" for k, v in sorted(self.config.compressor_options.items()))
+        return "-".join(filter(None, [self.config.backbone, self.config.compressor, options]))
+
+
+def timing_batches(data: SessionDataset, batch: int, count: int, max_len: int, seed: int = 0
+                   ) -> list[Inputs]:
+    """`count` batches of `batch` test sessions (drawn without replacement where possible)."""
+    examples = Examples.from_prefixes(data.test_prefixes, data.test_labels)
+    rng = np.random.default_rng(seed)
+    need = batch * count
+    index = rng.choice(len(examples), size=need, replace=need > len(examples))
+    out = []
+    for lo in range(0, need, batch):
+        b = examples.batch(index[lo:lo + batch], max_len)
+        out.append((b.items, b.lengths))
+    return out
+
+
+def _summary(seconds: np.ndarray) -> dict[str, float]:
+    return {"median_ms": 1e3 * float(np.median(seconds)),
+            "p90_ms": 1e3 * float(np.percentile(seconds, 90)),
+            "repeats": int(len(seconds))}
+
+
+def time_calls(fn: Callable[[torch.Tensor, torch.Tensor], Any], inputs: Sequence[Inputs],
+               repeats: int, warmup: int) -> np.ndarray:
+    """Seconds per call of `fn`, cycling over `inputs`, after `warmup` untimed calls."""
+    for i in range(warmup):
+        fn(*inputs[i % len(inputs)])
+    out = np.empty(repeats)
+    for i in range(repeats):
+        item_seq, lengths = inputs[i % len(inputs)]
+        start = time.perf_counter()
+        fn(item_seq, lengths)
+        out[i] = time.perf_counter() - start
+    return out
+
+
+def time_stages(deployed: DeployedRecommender, inputs: Sequence[Inputs], repeats: int,
+                warmup: int) -> dict[str, np.ndarray]:
+    """Eager seconds of each stage: items (table rebuild, if any), encode, score, top_k."""
+    stages = {name: np.empty(repeats) for name in ("items", "encode", "score", "top_k")}
+    for i in range(-warmup, repeats):
+        item_seq, lengths = inputs[i % len(inputs)]
+        t0 = time.perf_counter()
+        deployed.items.begin_call()
+        t1 = time.perf_counter()
+        query = deployed.encode(item_seq, lengths)
+        t2 = time.perf_counter()
+        scores = deployed.score(query)
+        t3 = time.perf_counter()
+        deployed.top_k(scores)
+        t4 = time.perf_counter()
+        deployed.items.end_call()
+        if i >= 0:
+            for name, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                stages[name][i] = seconds
+    return stages
+
+
+def _agreement(got: Inputs, expected: Inputs, k: int) -> dict[str, Any]:
+    scores, items = (torch.as_tensor(x) for x in got)
+    return {"max_abs_score_difference": float((scores - expected[0]).abs().max()),
+            f"top{k}_identical": bool(torch.equal(items.long(), expected[1]))}
+
+
+@torch.no_grad()
+def time_candidate(candidate: Candidate, inputs: dict[int, list[Inputs]], *, runtimes: list[str],
+                   repeats: int, warmup: int, artefact_dir: Path, top_k: int,
+                   max_batch: int) -> dict[str, Any]:
+    """Eager and exported timings of one model, by runtime and batch size."""
+    eager = DeployedRecommender(candidate.model, k=top_k).eval()
+    result: dict[str, Any] = {
+        "label": candidate.label, "config": candidate.config.to_dict(),
+        "source": candidate.source, "num_items": eager.num_items, "dim": eager.dim,
+        "item_storage": candidate.model.compressor.storage().to_dict(), "runtimes": {}}
+    eager_runtime: dict[str, Any] = {"artefact": None, "batches": {}}
+    for batch, batches in inputs.items():
+        stages = time_stages(eager, batches, repeats, warmup)
+        eager_runtime["batches"][str(batch)] = {
+            "end_to_end": _summary(time_calls(eager, batches, repeats, warmup)),
+            "stages": {name: _summary(s) for name, s in stages.items()}}
+    result["runtimes"][EAGER] = eager_runtime
+    for fmt in runtimes:
+        result["runtimes"][fmt] = _time_exported(candidate, eager, fmt, inputs, repeats, warmup,
+                                                 artefact_dir, top_k, max_batch)
+    return result
+
+
+def _time_exported(candidate: Candidate, eager: DeployedRecommender, fmt: str,
+                   inputs: dict[int, list[Inputs]], repeats: int, warmup: int,
+                   artefact_dir: Path, top_k: int, max_batch: int) -> dict[str, Any]:
+    reason = missing_runtime(fmt)
+    if reason:
+        return {"skipped": reason}
+    path = Path(artefact_dir) / f"{candidate.label}{SUFFIX[fmt]}"
+    try:
+        export(DeployedRecommender(candidate.model, k=top_k, exportable=True), fmt, path,
+               max_batch=max_batch)
+        run = load(fmt, path)
+        first = {batch: batches[0] for batch, batches in inputs.items()}
+        agreement = {str(b): _agreement(run(*x), eager(*x), top_k) for b, x in first.items()}
+    except Exception as exc:  # an export a runtime cannot take is a result, not a crash
+        return {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+    stored = artefact_tensors(fmt, path)
+    out: dict[str, Any] = {
+        "artefact": {"path": str(path), "bytes": path.stat().st_size,
+                     "largest_tensor": None if not stored else
+                     {"name": stored[0].name, "shape": stored[0].shape,
+                      "bytes": stored[0].nbytes},
+                     "may_hold_dense_table": holds_dense_table(fmt, path, eager.num_items,
+                                                               eager.dim)},
+        "agreement_with_eager": agreement, "batches": {}}
+    for batch, batches in inputs.items():
+        out["batches"][str(batch)] = {"end_to_end": _summary(
+            time_calls(run, batches, repeats, warmup))}
+    return out
+
+
+def add_ratios(models: list[dict[str, Any]]) -> None:
+    """Each model's median over `full`'s (same backbone, runtime and batch), in place."""
+    for model in models:
+        reference = next((m for m in models if m["config"]["compressor"] == "full"
+                          and m["config"]["backbone"] == model["config"]["backbone"]), None)
+        if reference is None:
+            continue
+        for fmt, runtime in model["runtimes"].items():
+            ref_runtime = reference["runtimes"].get(fmt, {})
+            for batch, timing in runtime.get("batches", {}).items():
+                ref = ref_runtime.get("batches", {}).get(batch)
+                if ref:
+                    timing["ratio_to_full"] = (timing["end_to_end"]["median_ms"]
+                                               / ref["end_to_end"]["median_ms"])
+            artefact, ref_artefact = runtime.get("artefact"), ref_runtime.get("artefact")
+            if artefact and ref_artefact:
+                artefact["size_ratio_full_over_this"] = ref_artefact["bytes"] / artefact["bytes"]
+
+
+def benchmark_latency(candidates: list[Candidate], data: SessionDataset, *,
+                      runtimes: Sequence[str] = FORMATS, batches: Sequence[int] = (1, 100),
+                      repeats: int = 100, warmup: int = 10, sessions: int = 1000,
+                      top_k: int = 20, results_dir: Path = Path("results"),
+                      artefact_dir: Path = Path(".ecbench/artefacts"), threads: int = 1,
+                      log: Callable[[str], None] = print) -> tuple[dict[str, Any], Path]:
+    """Time every candidate on `data`'s test sessions; write and return the latency record.
+
+    Sessions: up to `sessions` test cases per batch size, the same for every model.
+    """
+    configure_cpu(threads)
+    origin = provenance(threads)
+    max_len = max(c.config.max_len for c in candidates)
+    inputs = {b: timing_batches(data, b, max(1, min(sessions // b, repeats)), max_len)
+              for b in batches}
+    models = []
+    for candidate in candidates:
+        log(f"timing {candidate.label}")
+        models.append(time_candidate(candidate, inputs, runtimes=list(runtimes), repeats=repeats,
+                                     warmup=warmup, artefact_dir=artefact_dir, top_k=top_k,
+                                     max_batch=max(batches)))
+    add_ratios(models)
+    result = {"benchmark": "latency", "dataset": {"name": data.name, "checksum": data.checksum,
+                                                  "num_items": data.num_items},
+              "protocol": {"threads": threads, "batches": list(batches), "repeats": repeats,
+                           "warmup": warmup, "top_k": top_k, "sessions": "test set, seeded sample",
+                           "runtimes": [EAGER, *runtimes]},
+              "models": models, "provenance": origin, "date": now_iso()}
+    labels = "+".join(sorted({c.config.compressor for c in candidates}))
+    backbone_names = "+".join(sorted({c.config.backbone for c in candidates}))
+    path = (Path(results_dir) / "bench" /
+            f"latency-{data.name.split('(')[0]}-{backbone_names}-{labels}-t{threads}.json")
+    write_json(path, result)
+    return result, path

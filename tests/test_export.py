@@ -1,0 +1,106 @@
+"""The deployed model and its exported artefacts: same answers as eager, compressed form kept."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.config import RunConfig
+from bench.deploy import DeployedRecommender, deployable_model
+from bench.export import (FORMATS, artefact_tensors, example_inputs, export, holds_dense_table,
+                          load, missing_runtime)
+
+NUM_ITEMS, DIM = 2001, 16
+OPTIONS = {"full": {}, "tt": {"rank": 4}, "sttd": {"rank": 8, "stp": 2},
+           "ccode": {"M": 3, "K": 16}}
+# tt's row lookup indexes its cores by data-dependent sizes that ExecuTorch cannot plan
+UNSUPPORTED = {("executorch", "tt"): "tt's row lookup does not lower to ExecuTorch"}
+
+
+def build(compressor: str):
+    config = RunConfig(compressor=compressor, compressor_options=OPTIONS[compressor], dim=DIM,
+                       max_len=20, backbone_options={"layers": 1, "heads": 2})
+    return deployable_model(config, NUM_ITEMS, None)
+
+
+@pytest.fixture(scope="module", params=list(OPTIONS))
+def model(request):
+    return build(request.param)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """`exported(compressor, fmt)`: the artefact's path, exported once per module."""
+    folder, cache = tmp_path_factory.mktemp("artefacts"), {}
+
+    def get(compressor: str, fmt: str):
+        if missing_runtime(fmt):
+            pytest.skip(missing_runtime(fmt))
+        if (fmt, compressor) in UNSUPPORTED:
+            pytest.skip(UNSUPPORTED[fmt, compressor])
+        if (compressor, fmt) not in cache:
+            deployed = DeployedRecommender(build(compressor), k=10, exportable=True)
+            cache[compressor, fmt] = export(deployed, fmt, folder / f"{compressor}.{fmt}",
+                                            max_batch=16)
+        return cache[compressor, fmt]
+    return get
+
+
+def sessions(batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return example_inputs(NUM_ITEMS, batch=batch, length=length)
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+@pytest.mark.parametrize("exportable", [False, True])
+def test_deployed_top_k_is_the_models_own_ranking(model, batch, exportable):
+    deployed = DeployedRecommender(model, k=10, exportable=exportable)
+    item_seq, lengths = sessions(batch, 9)
+    with torch.no_grad():
+        values, items = deployed(item_seq, lengths)
+        expected = model.score(item_seq, lengths)[:, 1:].topk(10)
+    torch.testing.assert_close(values, expected.values, atol=1e-5, rtol=0)
+    assert torch.equal(items, expected.indices + 1)
+    assert (items > 0).all()  # padding is never recommended
+
+
+def test_ccode_inference_form_stores_codes_and_codebooks_only(model):
+    if model.compressor.__class__.__name__ != "CompositionalCodeTable":
+        pytest.skip("ccode only")
+    form = model.compressor.inference_form(exportable=True)
+    stored = {name: (tuple(t.shape), t.dtype) for name, t in form.state_dict().items()}
+    assert stored["codes"] == ((NUM_ITEMS, 3), torch.uint8)
+    assert stored["codebooks"] == ((3, 16, DIM), torch.float32)
+    assert all(NUM_ITEMS * DIM > torch.Size(shape).numel() for shape, _ in stored.values())
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("compressor", list(OPTIONS))
+def test_export_round_trip_equals_eager(compressor, fmt, exported):
+    path = exported(compressor, fmt)
+    run = load(fmt, path)
+    deployed = DeployedRecommender(build(compressor), k=10, exportable=True)
+    for batch, length in ((1, 4), (5, 12)):  # shapes other than the traced ones
+        item_seq, lengths = sessions(batch, length)
+        with torch.no_grad():
+            values, items = run(item_seq, lengths)
+            expected = deployed(item_seq, lengths)
+        torch.testing.assert_close(torch.as_tensor(values), expected[0], atol=1e-4, rtol=0)
+        assert torch.equal(torch.as_tensor(items).long(), expected[1])
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_ccode_holds_no_dense_table_but_full_does(fmt, exported):
+    ccode, full = exported("ccode", fmt), exported("full", fmt)
+    assert holds_dense_table(fmt, full, NUM_ITEMS, DIM)  # the check sees a table when there is one
+    assert not holds_dense_table(fmt, ccode, NUM_ITEMS, DIM)
+    dense = NUM_ITEMS * DIM * 4
+    assert all(a.nbytes < dense for a in artefact_tensors(fmt, ccode))
+    assert full.stat().st_size - ccode.stat().st_size > 0.5 * dense
+
+
+def test_onnx_runtime_graph_of_sttd_is_not_folded_into_a_table(exported):
+    """ONNX Runtime runs the cores, not a dense constant rebuilt from them at load time."""
+    arrays = artefact_tensors("onnx", exported("sttd", "onnx"))
+    assert any(a.name.startswith("runtime:") for a in arrays)
+    assert not any(a.shape == (NUM_ITEMS, DIM) or a.nbytes >= NUM_ITEMS * DIM * 4
+                   for a in arrays)

@@ -1,0 +1,62 @@
+"""The latency harness writes a record; Table 5 is rendered from such records alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.config import RunConfig
+from bench.deploy import deployable_model
+from bench.latency import Candidate, benchmark_latency
+from bench.tables import table5
+from helpers import run_cli
+
+OPTIONS = {"full": {}, "sttd": {"rank": 8, "stp": 2}, "ccode": {"M": 3, "K": 16}}
+
+
+@pytest.fixture(scope="module")
+def latency_record(tiny_synthetic, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    candidates = [Candidate(c, deployable_model(c, tiny_synthetic.num_items, None)) for c in (
+        RunConfig(compressor=name, compressor_options=options, dim=16, max_len=20)
+        for name, options in OPTIONS.items())]
+    result, path = benchmark_latency(
+        candidates, tiny_synthetic, runtimes=["torchscript"], batches=(1, 8), repeats=3,
+        warmup=1, sessions=16, results_dir=results, artefact_dir=results / "artefacts",
+        log=lambda _: None)
+    return result, path
+
+
+def test_latency_record_is_written_with_every_model_runtime_and_batch(latency_record):
+    result, path = latency_record
+    assert json.loads(path.read_text()) == result
+    assert path.parent.name == "bench" and path.name.startswith("latency-")
+    assert [m["config"]["compressor"] for m in result["models"]] == list(OPTIONS)
+    for model in result["models"]:
+        eager = model["runtimes"]["eager"]["batches"]
+        assert set(eager) == {"1", "8"}
+        assert set(eager["1"]["stages"]) == {"items", "encode", "score", "top_k"}
+        assert not model["source"]["trained"]
+        script = model["runtimes"]["torchscript"]
+        assert script["artefact"]["bytes"] > 0
+        assert all(a["top20_identical"] and a["max_abs_score_difference"] < 1e-4
+                   for a in script["agreement_with_eager"].values())
+    full = result["models"][0]
+    assert full["runtimes"]["eager"]["batches"]["8"]["ratio_to_full"] == 1.0
+    assert result["provenance"]["machine"]["torch_threads"] == 1
+
+
+def test_table5_renders_ours_beside_the_papers(latency_record):
+    result, _ = latency_record
+    text = table5([result], runtime="eager", batch=8)
+    assert "New Student" in text and "OD-Rec" in text and "SASRec (teacher)" in text
+    assert "21.00" in text and "169.00" in text  # the paper's Tmall seconds, in ms
+    assert f"{result['dataset']['name']} ours" in text
+
+
+def test_table5_command_reads_the_records(latency_record, tmp_path):
+    _, path = latency_record
+    done = run_cli(["table", "5", "--results", str(path.parent.parent), "--batch", "1"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "New Student" in done.stdout and "ms per 100 sessions" in done.stdout
