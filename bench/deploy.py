@@ -19,6 +19,7 @@ from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.records import load_record
 from bench.teacher import MissingModel
+from bench.topk import top_k
 from bench.train import apply_budget, build_model
 from compressors import InferenceForm
 
@@ -56,7 +57,7 @@ class DeployedRecommender(nn.Module):
         return self.items.score(query)
 
     def top_k(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        values, index = scores[:, 1:].topk(self.k)  # column 0 is padding, never recommended
+        values, index = top_k(scores[:, 1:], self.k)  # column 0 is padding, never recommended
         return values, index + 1
 
     def forward(self, item_seq: torch.Tensor, lengths: torch.Tensor

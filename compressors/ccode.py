@@ -384,11 +384,13 @@ class StraightThroughCodes(torch.autograd.Function):
 class CodeLookupForm(InferenceForm):
     """A deployed ccode table: e_v = sum_i E_i(C_v^i) (Eq. 10) and lookup-table scoring.
 
-    Holds the codes as stored on the device (uint8 for K <= 256; widened to int64 indices on
-    every call, as a phone must) and the codebooks; never the [num_items, dim] table. Scoring:
-    LUT[b, i, k] = q_b . E_i(k), score[b, v] = sum_i LUT[b, i, C_v^i]. In eager the batch sum is
-    one `embedding_bag`; the `exportable` form sums M per-codebook gathers instead, since
-    `embedding_bag` exports to neither ONNX nor ExecuTorch.
+    Holds the codes as stored on the device (uint8 for K <= 256) and the codebooks; never the
+    [num_items, dim] table. Scoring: LUT[b, i, k] = q_b . E_i(k), score[b, v] =
+    sum_i LUT[b, i, C_v^i]. Indexing needs wider integers than uint8: the eager form widens the
+    codes once, when it is built (as a phone app would at load: 8 bytes per code in memory,
+    stored as 1), the `exportable` form on every call, so that the artefact holds only uint8.
+    In eager the batch sum is one `embedding_bag`; the exportable form sums M per-codebook
+    gathers, since `embedding_bag` exports to neither ONNX nor ExecuTorch.
     """
 
     def __init__(self, codes: torch.Tensor, codebooks: torch.Tensor, exportable: bool) -> None:
@@ -399,9 +401,19 @@ class CodeLookupForm(InferenceForm):
         self.register_buffer("codes", codes)
         self.codebooks = nn.Parameter(codebooks, requires_grad=False)
         self.register_buffer("offsets", torch.arange(self.M) * self.K)
+        if not exportable:  # widened at load, not saved
+            by_item = codes.long() + self.offsets
+            self.register_buffer("by_item", by_item, persistent=False)
+            self.register_buffer("by_codebook", by_item.t().contiguous(), persistent=False)
 
     def _flat(self) -> torch.Tensor:
         return self.codebooks.reshape(self.M * self.K, self.dim)
+
+    def _by_codebook(self) -> torch.Tensor:
+        """Codes offset into the flat codebooks, [M, N]."""
+        if self.exportable:
+            return (self.codes.long() + self.offsets).t()
+        return self.by_codebook
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         index = self.codes[ids].long() + self.offsets  # ids.shape + (M,)
@@ -411,22 +423,21 @@ class CodeLookupForm(InferenceForm):
     def score(self, query: torch.Tensor) -> torch.Tensor:
         if query.shape[0] == 1 and not self.exportable:
             lut = query[0] @ self._flat().t()  # [M K]
-            by_codebook = self.codes.t().long() + self.offsets.unsqueeze(1)  # [M, N]
-            scores = lut.index_select(0, by_codebook[0])
+            scores = lut.index_select(0, self.by_codebook[0])
             for i in range(1, self.M):
-                scores.add_(lut.index_select(0, by_codebook[i]))
+                scores.add_(lut.index_select(0, self.by_codebook[i]))
             scores[0] = 0.0  # the padding row is the zero vector
             return scores.unsqueeze(0)
         lut_t = self._flat() @ query.t()  # [M K, B]: rows gathered per item, contiguous
         if self.exportable:
-            by_codebook = self.codes.t().long() + self.offsets.unsqueeze(1)  # [M, N]
+            by_codebook = self._by_codebook()
             by_item_scores = F.embedding(by_codebook[0], lut_t)
             for i in range(1, self.M):
                 by_item_scores = by_item_scores + F.embedding(by_codebook[i], lut_t)
         else:
-            by_item_scores = F.embedding_bag(self.codes.long() + self.offsets, lut_t, mode="sum")
+            by_item_scores = F.embedding_bag(self.by_item, lut_t, mode="sum")
         by_item_scores[0] = 0.0  # the padding row is the zero vector
-        return by_item_scores.t()  # a view [B, N]: a copy would cost more than the scoring
+        return by_item_scores.t()  # a view [B, N]; bench.topk reads it without a copy
 
 
 def kmeans(x: torch.Tensor, k: int, iterations: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
