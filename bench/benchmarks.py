@@ -24,46 +24,37 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
     """Time training steps (batch building, forward, full softmax, backward, Adam) at `config`.
 
     With `steps == 0` one whole epoch is timed; otherwise `steps` steps after a warm-up, and the
-    epoch time is extrapolated from the median step.
+    epoch time is extrapolated from the median step. A distillation (`--kd full`) is timed
+    step by step alternately with its teacher's plain training, in the same process, so the
+    ratio of the two holds on a busy machine.
     """
     configure_cpu(threads)
     torch.manual_seed(config.seed)
     prepared = prepare(config, load_dataset(config.data, data_root))
-    objective = training_objective(config, prepared)
-    model = objective.module
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.l2, fused=True)
-    model.train()
-    objective.start_epoch(1)
+    timed_objectives = {"run": _step_timer(training_objective(config, prepared), config)}
+    if config.distill is not None:
+        teacher = SupervisedObjective(build_model(teacher_config(config), prepared.data.num_items))
+        timed_objectives["teacher"] = _step_timer(teacher, config)
     fit = prepared.fit
     order = np.random.default_rng(config.seed).permutation(len(fit))
     n_batches = fit.num_batches(config.batch_size)
     timed = n_batches if steps == 0 else min(steps, n_batches - WARMUP_STEPS)
-    durations = []
+    durations: dict[str, list[float]] = {name: [] for name in timed_objectives}
     for i, batch in enumerate(fit.batches(config.batch_size, config.max_len, order)):
         if i >= WARMUP_STEPS + timed and steps:
             break
-        start = time.perf_counter()
-        loss = objective.loss(batch, config.precision)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if steps == 0 or i >= WARMUP_STEPS:
-            durations.append(time.perf_counter() - start)
-    step = float(np.median(durations))
-    epoch_seconds = float(np.sum(durations)) if steps == 0 else step * n_batches
-    measurements = {
-        "median_step_seconds": step,
-        "p90_step_seconds": float(np.percentile(durations, 90)),
-        "pairs_per_second": config.batch_size / step,
-        "seconds_per_epoch": epoch_seconds,
-        "batches_per_epoch": n_batches,
-        "timed_steps": len(durations),
-        "softmax_gflop_per_step": 6 * config.batch_size * prepared.data.num_items * config.dim / 1e9,
-    }
-    measurements["softmax_gflops_achieved"] = measurements["softmax_gflop_per_step"] / step
+        for name, step_once in timed_objectives.items():
+            seconds = step_once(batch)
+            if steps == 0 or i >= WARMUP_STEPS:
+                durations[name].append(seconds)
+    measurements = _step_measurements(durations["run"], steps, n_batches, config,
+                                      prepared.data.num_items)
     if config.distill is not None:
-        measurements["distillation"] = objective.end_epoch()
+        measurements["distillation"] = timed_objectives["run"].objective.end_epoch()
+        measurements["teacher"] = _step_measurements(durations["teacher"], steps, n_batches,
+                                                     config, prepared.data.num_items)
+        measurements["cost_vs_teacher"] = (measurements["median_step_seconds"]
+                                           / measurements["teacher"]["median_step_seconds"])
     result = {"benchmark": "train", "config": config.to_dict(), "dataset": prepared.data.name,
               "measurements": measurements, "provenance": provenance(threads),
               "date": now_iso()}
@@ -73,6 +64,42 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
             f"-d{config.dim}-{config.precision}-t{threads}.json")
     write_json(path, result)
     return result, path
+
+
+def _step_timer(objective: Any, config: RunConfig):
+    """A function that runs one training step of `objective` on a batch and returns its seconds."""
+    model = objective.module
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.l2, fused=True)
+    model.train()
+    objective.start_epoch(1)
+
+    def step(batch) -> float:
+        start = time.perf_counter()
+        loss = objective.loss(batch, config.precision)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    step.objective = objective
+    return step
+
+
+def _step_measurements(durations: list[float], steps: int, n_batches: int, config: RunConfig,
+                       num_items: int) -> dict[str, Any]:
+    step = float(np.median(durations))
+    gflop = 6 * config.batch_size * num_items * config.dim / 1e9
+    return {
+        "median_step_seconds": step,
+        "p90_step_seconds": float(np.percentile(durations, 90)),
+        "pairs_per_second": config.batch_size / step,
+        "seconds_per_epoch": float(np.sum(durations)) if steps == 0 else step * n_batches,
+        "batches_per_epoch": n_batches,
+        "timed_steps": len(durations),
+        "softmax_gflop_per_step": gflop,
+        "softmax_gflops_achieved": gflop / step,
+    }
 
 
 def training_objective(config: RunConfig, prepared: Prepared) -> Any:
