@@ -187,7 +187,9 @@ class CompositionalCodeTable(Compressor):
         """
         if self.training and not self.deployed:
             return self._sampled_table()
-        codes = self.codes.long() if self.deployed else self.code_distribution().argmax(-1)
+        # evaluation before deploy() sees the codes deploy() would freeze (unique), so that
+        # validation measures the deployed table, not one with colliding codes
+        codes = self.codes.long() if self.deployed else self._deployable_codes()[0]
         table = F.embedding_bag(codes + self._offsets(),
                                 self.codebooks.reshape(self.M * self.K, self.dim), mode="sum")
         return table * self.row_mask
@@ -247,15 +249,21 @@ class CompositionalCodeTable(Compressor):
     @torch.no_grad()
     def freeze_codes(self) -> int:
         """Fix each item's code to the encoder's choice, made unique; returns collisions fixed."""
-        log_alpha = self.code_distribution()
-        codes = log_alpha.argmax(-1)
-        codes[0] = 0
-        codes, fixed = make_codes_unique(codes.numpy(), log_alpha.numpy(), self.K)
-        self.codes.copy_(torch.from_numpy(codes))
+        codes, fixed = self._deployable_codes()
+        self.codes.copy_(codes)
         self.is_deployed.fill_(True)
         self._deployed = True
         self.collisions.fill_(fixed)
         return fixed
+
+    @torch.no_grad()
+    def _deployable_codes(self) -> tuple[torch.Tensor, int]:
+        """The encoder's argmax codes made unique (Section 4.1), and how many had to move."""
+        log_alpha = self.code_distribution()
+        codes = log_alpha.argmax(-1)
+        codes[0] = 0
+        unique, fixed = make_codes_unique(codes.numpy(), log_alpha.numpy(), self.K)
+        return torch.from_numpy(unique), fixed
 
     def score(self, query: torch.Tensor) -> torch.Tensor:
         """Exact scores; deployed, via per-session lookup tables over the codebooks (never the table).

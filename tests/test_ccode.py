@@ -32,8 +32,11 @@ def learned(teacher_table) -> CompositionalCodeTable:
 
 
 def test_initialisation_from_the_teacher_reconstructs_it_well(learned, teacher_table):
-    learned.eval()
-    error = ((learned.weight()[1:] - teacher_table[1:]) ** 2).sum(1).mean()
+    # the encoder's own choice of codes (before collisions are resolved for deployment)
+    with torch.no_grad():
+        codes = learned.code_distribution().argmax(-1)
+        composite = learned.codebooks[torch.arange(3), codes].sum(1)
+    error = ((composite[1:] - teacher_table[1:]) ** 2).sum(1).mean()
     spread = ((teacher_table[1:] - teacher_table[1:].mean(0)) ** 2).sum(1).mean()
     assert error < 0.1 * spread
 
@@ -241,3 +244,17 @@ def test_sampled_code_learning_resamples_only_a_fraction_of_items():
 def test_code_sample_must_be_a_fraction():
     with pytest.raises(ValueError, match="--code-sample must be in"):
         CCodeConfig(code_sample=0.0)
+
+
+def test_evaluation_before_deploy_scores_with_the_codes_deploy_freezes():
+    torch.manual_seed(1)
+    table = CompositionalCodeTable(301, 8, CCodeConfig(M=2, K=32))
+    table.init_from_table(torch.randn(301, 8).round())  # many identical rows: colliding codes
+    table.eval()
+    with torch.no_grad():
+        before = table.weight()
+        table.deploy()
+        after = table.weight()
+    assert int(table.collisions) > 0
+    torch.testing.assert_close(before, after)
+    assert len(torch.unique(after[1:], dim=0)) == 300  # unique codes, unique rows
