@@ -210,6 +210,8 @@ class InferenceForm(nn.Module):
     def __init__(self, compressor: Compressor | None) -> None:
         super().__init__()
         self.compressor = compressor
+        if compressor is not None:  # backbones may ask their table for its shape
+            self.num_items, self.dim = compressor.num_items, compressor.dim
         self.rebuilds_table = (compressor is not None
                                and type(compressor).forward is Compressor.forward)
         self._table: torch.Tensor | None = None

@@ -109,3 +109,17 @@ def test_onnx_runtime_graph_of_sttd_is_not_folded_into_a_table(exported):
     assert any(a.name.startswith("runtime:") for a in arrays)
     assert not any(a.shape == (NUM_ITEMS, DIM) or a.nbytes >= NUM_ITEMS * DIM * 4
                    for a in arrays)
+
+
+@pytest.mark.parametrize("backbone", ["gru4rec", "narm", "stamp", "srgnn", "sasrec"])
+@pytest.mark.parametrize("compressor", ["full", "ccode"])
+def test_every_backbone_runs_deployed(backbone, compressor):
+    config = RunConfig(compressor=compressor, compressor_options=OPTIONS[compressor], dim=DIM,
+                       max_len=20, backbone=backbone)
+    model = deployable_model(config, NUM_ITEMS, None)
+    deployed = DeployedRecommender(model, k=10).eval()
+    items, lengths = sessions(4, 7)
+    with torch.no_grad():
+        values, ids = deployed(items, lengths)
+        expected = model.score(items, lengths)[:, 1:].topk(10)
+    torch.testing.assert_close(values, expected.values, atol=1e-4, rtol=1e-4)
