@@ -260,7 +260,7 @@ def size_command(ctx: click.Context, **opts: Any) -> None:
 
 
 @cli.command("table")
-@click.argument("which", type=click.Choice(["runs", "5"]))
+@click.argument("which", type=click.Choice(["runs", "summary", "5"]))
 @click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -271,14 +271,17 @@ def size_command(ctx: click.Context, **opts: Any) -> None:
               help="table 5: the batch size timed (scaled to ms per 100 sessions)")
 def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
                   batch: int) -> None:
-    """Render a table from the records under RESULTS: `runs` (test metrics in percent) or `5`
-    (the paper's Table 5 from the latency records under RESULTS/bench)."""
+    """Render a table from the records under RESULTS: `runs` (test metrics in percent, a row
+    per run), `summary` (runs that differ only in their seed as mean ± std) or `5` (the paper's
+    Table 5 from the latency records under RESULTS/bench)."""
     from bench.records import atomic_write_bytes, iter_records, load_record
-    from bench.tables import runs_table, table5
+    from bench.tables import runs_table, summary_table, table5
 
     if which == "5":
         records = [load_record(p) for p in sorted(Path(results_dir, "bench").glob("latency-*.json"))]
         text = table5(records, runtime=runtime, batch=batch)
+    elif which == "summary":
+        text = summary_table(iter_records(results_dir))
     else:
         text = runs_table(iter_records(results_dir))
     click.echo(text)

@@ -2,24 +2,56 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable
 
+import numpy as np
 from tabulate import tabulate
 
 RUN_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@20")
 
 
+_ABLATIONS = (("contrastive", "w/o-c"), ("bidirectional", "w/o-b"), ("soft", "w/o-s"))
+
+
+def variant(config: dict[str, Any]) -> str:
+    """What sets a run apart beyond data, backbone and compressor, in a few words: the
+    compressor's non-default options, a byte budget, distillation and its ablations, the legacy
+    mixed evaluation."""
+    parts = [f"{k}={v}" for k, v in sorted(config["compressor_options"].items())
+             if k != "eval_table"]
+    if config.get("ratio"):
+        parts.append(f"ratio {config['ratio']:g}")
+    distill = config.get("distill")
+    if distill:
+        flags = [name for key, name in _ABLATIONS if not distill[key]]
+        if distill["eta"] == 0:
+            flags.append("w/o-m")
+        parts.append("KD" + (f" {' '.join(flags)}" if flags else "")
+                     + (f" eta {distill['eta_schedule']}" if distill["eta_schedule"] != "none"
+                        else ""))
+    if config["compressor_options"].get("eval_table") == "mixed":
+        parts.append("eval mixed (legacy)")
+    if config.get("refit"):
+        parts.append("refit")
+    return ", ".join(parts) or "-"
+
+
+def _order(r: dict[str, Any]) -> tuple:
+    return (r["dataset"]["name"], r["config"]["backbone"], r["config"]["compressor"],
+            variant(r["config"]), r["seed"])
+
+
 def run_rows(records: Iterable[dict[str, Any]]) -> list[list[Any]]:
     """One row per record: what ran, how it was selected, its test metrics and its cost."""
     rows = []
-    for r in sorted(records, key=lambda r: (r["dataset"]["name"], r["config"]["backbone"],
-                                            r["config"]["compressor"], r["seed"])):
+    for r in sorted(records, key=_order):
         sel = r["selection"]
         storage = r["size"]["item_storage"]
         rows.append([
-            r["dataset"]["name"], r["config"]["backbone"], r["config"]["compressor"], r["seed"],
-            f"{sel['on']} ({sel['epoch']}/{sel['epochs_run']})"
-            + (" + refit" if sel.get("refit") else ""),
+            r["dataset"]["name"], r["config"]["backbone"], r["config"]["compressor"],
+            variant(r["config"]), r["seed"],
+            f"{sel['on']} ({sel['epoch']}/{sel['epochs_run']})",
             *(r["test"][m] for m in RUN_METRICS),
             storage["byte_ratio"], r["timing"]["train_seconds_per_epoch_median"],
             (r["provenance"]["git"]["commit"] or "?")[:8],
@@ -28,9 +60,36 @@ def run_rows(records: Iterable[dict[str, Any]]) -> list[list[Any]]:
 
 
 def runs_table(records: Iterable[dict[str, Any]], fmt: str = "github") -> str:
-    headers = ["data", "backbone", "compressor", "seed", "selected on (epoch)", *RUN_METRICS,
-               "byte ratio", "s/epoch", "commit"]
+    headers = ["data", "backbone", "compressor", "variant", "seed", "selected on (epoch)",
+               *RUN_METRICS, "byte ratio", "s/epoch", "commit"]
     return tabulate(run_rows(records), headers=headers, floatfmt=".2f", tablefmt=fmt)
+
+
+def seed_summary_rows(records: Iterable[dict[str, Any]]) -> list[list[Any]]:
+    """Runs that differ only in their seed, as one row: test metrics as mean ± std (the sample
+    standard deviation; none for a single seed) and the seeds counted."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in sorted(records, key=_order):
+        config = {k: v for k, v in r["config"].items() if k != "seed"}
+        key = (r["dataset"]["checksum"], json.dumps(config, sort_keys=True))
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for runs in groups.values():
+        first = runs[0]
+        cells = []
+        for metric in RUN_METRICS:
+            values = np.array([r["test"][metric] for r in runs])
+            cells.append(f"{values.mean():.2f}" + (f" ± {values.std(ddof=1):.2f}"
+                                                    if len(values) > 1 else ""))
+        rows.append([first["dataset"]["name"], first["config"]["backbone"],
+                     first["config"]["compressor"], variant(first["config"]),
+                     first["selection"]["on"], len(runs), *cells])
+    return rows
+
+
+def summary_table(records: Iterable[dict[str, Any]], fmt: str = "github") -> str:
+    headers = ["data", "backbone", "compressor", "variant", "selected on", "seeds", *RUN_METRICS]
+    return tabulate(seed_summary_rows(records), headers=headers, tablefmt=fmt)
 
 
 # The paper's Table 5: seconds per 100 sessions on a (virtual) Pixel 2 with PyTorch Mobile.

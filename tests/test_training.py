@@ -271,6 +271,9 @@ def test_runs_table_is_rendered_from_the_records(cli_run):
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| synthetic"))
     assert f"{record['test']['NDCG@10']:.2f}" in row
     assert f"validation ({record['selection']['epoch']}/2)" in row
+    summary = run_cli(["table", "summary", "--results", str(cli_run["results"])],
+                      cwd=cli_run["results"])
+    assert summary.returncode == 0 and f"{record['test']['NDCG@10']:.2f}" in summary.stdout
     assert (cli_run["results"] / "runs.md").read_text().strip() == proc.stdout.strip()
 
 

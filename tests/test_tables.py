@@ -1,0 +1,57 @@
+"""Tables are pure functions of records: variants named, seeds aggregated."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from bench.tables import RUN_METRICS, run_rows, seed_summary_rows, variant
+
+
+def _record(seed: int, ndcg: float, **config) -> dict:
+    base = {"data": "tmall", "backbone": "sasrec", "compressor": "ccode", "seed": seed,
+            "compressor_options": {}, "ratio": None, "distill": None, "refit": None}
+    base.update(config)
+    return {"config": base, "seed": seed, "dataset": {"name": "tmall", "checksum": "c"},
+            "selection": {"on": "validation", "epoch": 2, "epochs_run": 5},
+            "test": {m: ndcg for m in RUN_METRICS},
+            "size": {"item_storage": {"byte_ratio": 91.3}},
+            "timing": {"train_seconds_per_epoch_median": 1.0},
+            "provenance": {"git": {"commit": "abcdef0123"}}}
+
+
+KD = {"contrastive": True, "soft": True, "bidirectional": True, "beta": 0.01, "gamma": 0.3,
+      "eta": 0.8, "eta_schedule": "none", "temperature": 0.2}
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({}, "-"),
+    ({"compressor_options": {"M": 3, "K": 256}}, "K=256, M=3"),
+    ({"ratio": 30.0}, "ratio 30"),
+    ({"distill": KD}, "KD"),
+    ({"distill": {**KD, "bidirectional": False, "eta": 0.0}}, "KD w/o-b w/o-m"),
+    ({"distill": {**KD, "eta_schedule": "linear"}}, "KD eta linear"),
+    ({"compressor_options": {"eta": 0.8, "eval_table": "mixed"}}, "eta=0.8, eval mixed (legacy)"),
+    ({"refit": True}, "refit"),
+])
+def test_variant_names_what_sets_a_run_apart(config, expected):
+    assert variant(_record(0, 1.0, **config)["config"]) == expected
+
+
+def test_seeds_of_one_config_become_one_row_with_mean_and_std():
+    records = [_record(0, 20.0), _record(1, 22.0), _record(2, 24.0),
+               _record(0, 30.0, distill=KD)]
+    rows = seed_summary_rows(records)
+    assert len(rows) == 2
+    base = next(r for r in rows if r[3] == "-")
+    assert base[5] == 3 and base[6] == "22.00 ± 2.00"
+    kd = next(r for r in rows if r[3] == "KD")
+    assert kd[5] == 1 and kd[6] == "30.00"
+    assert len(run_rows(records)) == 4
+
+
+def test_another_dataset_version_is_never_averaged_in():
+    other = copy.deepcopy(_record(1, 50.0))
+    other["dataset"]["checksum"] = "d"
+    assert len(seed_summary_rows([_record(0, 20.0), other])) == 2
