@@ -107,6 +107,18 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
     else:
         trained = train_supervised(context, teacher, results_dir, force)
 
+    record = final_test_and_record(context, trained, key, teacher, started, wall_start)
+    path = record_path(results_dir, record["config"], key)
+    write_record(path, record)
+    checkpoint.unlink(missing_ok=True)
+    return record, path
+
+
+def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: Teacher | None,
+                          started: str, wall_start: float) -> dict[str, Any]:
+    """Deploy the selected model, test it once (and any model trained beside it), save the
+    deployed weights, and assemble the run record."""
+    config, dataset, prepared, workdir = ctx.config, ctx.dataset, ctx.prepared, ctx.workdir
     model = trained.model
     model.compressor.deploy()  # the final test sees what a phone would run
     legacy = config.select_on == "test"
@@ -168,10 +180,7 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
         "started": started,
         "finished": now_iso(),
     }
-    path = record_path(results_dir, record["config"], key)
-    write_record(path, record)
-    checkpoint.unlink(missing_ok=True)
-    return record, path
+    return record
 
 
 def needs_teacher(config: RunConfig, num_items: int) -> bool:
