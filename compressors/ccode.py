@@ -44,6 +44,10 @@ class CCodeConfig:
     # training step; the others keep their last sample. 1 = every item, as the paper; a smaller
     # fraction makes a step several times cheaper (the encoder and the Gumbel noise dominate it).
     code_sample: float = 1.0
+    # Scale of the Gumbel noise when codes are sampled in training: 1 samples from alpha (Eq. 14,
+    # the paper); smaller values move the trained codes towards the argmax that is deployed;
+    # 0 trains on the argmax itself (straight-through through softmax(logits / tau)).
+    gumbel_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.M < 1:
@@ -56,6 +60,8 @@ class CCodeConfig:
             raise ValueError(f"--eta must be in [0, 1), got {self.eta}")
         if self.mse_weight < 0:
             raise ValueError(f"--mse-weight must be non-negative, got {self.mse_weight}")
+        if self.gumbel_scale < 0:
+            raise ValueError(f"--gumbel-scale must be non-negative, got {self.gumbel_scale}")
         if not 0.0 < self.code_sample <= 1.0:
             raise ValueError(f"--code-sample must be in (0, 1], got {self.code_sample}")
         if self.eval_table not in ("compressed", "mixed"):
@@ -204,7 +210,8 @@ class CompositionalCodeTable(Compressor):
             rows = torch.randperm(self.num_items - 1, device=self.codes.device)[:count] + 1
             inputs = self.teacher_input[rows]
         # softmax and argmax ignore log_softmax's per-codebook shift: the logits suffice
-        soft, index = gumbel_softmax_sample(self.encoder.logits(inputs), self.config.tau)
+        soft, index = gumbel_softmax_sample(self.encoder.logits(inputs), self.config.tau,
+                                            self.config.gumbel_scale)
         with torch.no_grad():
             if rows is None:
                 self.codes.copy_(index)
@@ -339,17 +346,21 @@ class CompositionalCodeTable(Compressor):
             notes=tuple(notes), packed_bytes=math.ceil(code_bits / 8) + codebook_bytes)
 
 
-def gumbel_softmax_sample(logits: torch.Tensor, tau: float
+def gumbel_softmax_sample(logits: torch.Tensor, tau: float, scale: float = 1.0
                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax((logits + G) / tau) with G ~ Gumbel(0, 1) (Eq. 14), and its argmax (the code).
+    """softmax((logits + scale G) / tau) with G ~ Gumbel(0, 1) (Eq. 14 at scale 1), and its
+    argmax (the code).
 
     The noise is -log(-log U) from uniforms: `F.gumbel_softmax` draws it through `exponential_`,
     about 5x slower on CPU, and training draws N x M x K of it every step. In-place steps keep
     the passes over that tensor few.
     """
-    neg_noise = torch.empty_like(logits).uniform_(torch.finfo(logits.dtype).tiny, 1.0)
-    neg_noise.log_().neg_().log_()  # log(-log U) = -G
-    perturbed = torch.sub(logits, neg_noise).mul_(1.0 / tau)
+    if scale == 0:
+        perturbed = logits / tau
+    else:
+        neg_noise = torch.empty_like(logits).uniform_(torch.finfo(logits.dtype).tiny, 1.0)
+        neg_noise.log_().neg_().log_()  # log(-log U) = -G
+        perturbed = torch.sub(logits, neg_noise, alpha=scale).mul_(1.0 / tau)
     index = perturbed.detach().max(-1).indices
     return perturbed.softmax(-1), index
 

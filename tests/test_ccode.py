@@ -258,3 +258,14 @@ def test_evaluation_before_deploy_scores_with_the_codes_deploy_freezes():
     assert int(table.collisions) > 0
     torch.testing.assert_close(before, after)
     assert len(torch.unique(after[1:], dim=0)) == 300  # unique codes, unique rows
+
+
+def test_without_gumbel_noise_training_uses_the_argmax_codes():
+    from compressors.ccode import gumbel_softmax_sample
+
+    logits = torch.randn(200, 3, 8)
+    soft, index = gumbel_softmax_sample(logits, 0.3, scale=0.0)
+    assert torch.equal(index, logits.argmax(-1))
+    torch.testing.assert_close(soft, (logits / 0.3).softmax(-1))
+    with pytest.raises(ValueError, match="--gumbel-scale"):
+        CCodeConfig(gumbel_scale=-1.0)
