@@ -493,12 +493,12 @@ def make_codes_unique(codes: np.ndarray, log_alpha: np.ndarray, K: int) -> tuple
     for row in moved[np.argsort(-confidence[moved])]:
         item = row + 1
         code = codes[item]
-        base = log_alpha[item][np.arange(M), code].sum()
-        candidates = sorted(
-            ((base - log_alpha[item, i, code[i]] + log_alpha[item, i, k], i, k)
-             for i in range(M) for k in range(K) if k != code[i]), reverse=True)
+        # the change in log-probability of moving codebook i to codeword k, best first
+        gain = log_alpha[item] - log_alpha[item][np.arange(M), code][:, None]
+        gain[np.arange(M), code] = -np.inf
         new_key = None
-        for _, i, k in candidates:
+        for flat in np.argsort(-gain, axis=None, kind="stable")[:M * (K - 1)]:
+            i, k = divmod(int(flat), K)
             key = int(keys[row] + (k - code[i]) * weights[i])
             if key not in taken:
                 new_key, codes[item, i] = key, k
