@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from bench.batching import Batch
 from bench.config import RunConfig
 from bench.records import now_iso, provenance, write_json
 from bench.cpu import configure_cpu
@@ -31,26 +32,27 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
     configure_cpu(threads)
     torch.manual_seed(config.seed)
     prepared = prepare(config, load_dataset(config.data, data_root))
-    timed_objectives = {"run": _step_timer(training_objective(config, prepared), config)}
+    objectives = {"run": training_objective(config, prepared)}
     if config.distill is not None:
-        teacher = SupervisedObjective(build_model(teacher_config(config), prepared.data.num_items))
-        timed_objectives["teacher"] = _step_timer(teacher, config)
+        objectives["teacher"] = SupervisedObjective(
+            build_model(teacher_config(config), prepared.data.num_items))
+    timers = {name: _step_timer(objective, config) for name, objective in objectives.items()}
     fit = prepared.fit
     order = np.random.default_rng(config.seed).permutation(len(fit))
     n_batches = fit.num_batches(config.batch_size)
     timed = n_batches if steps == 0 else min(steps, n_batches - WARMUP_STEPS)
-    durations: dict[str, list[float]] = {name: [] for name in timed_objectives}
+    durations: dict[str, list[float]] = {name: [] for name in timers}
     for i, batch in enumerate(fit.batches(config.batch_size, config.max_len, order)):
         if i >= WARMUP_STEPS + timed and steps:
             break
-        for name, step_once in timed_objectives.items():
+        for name, step_once in timers.items():
             seconds = step_once(batch)
             if steps == 0 or i >= WARMUP_STEPS:
                 durations[name].append(seconds)
     measurements = _step_measurements(durations["run"], steps, n_batches, config,
                                       prepared.data.num_items)
     if config.distill is not None:
-        measurements["distillation"] = timed_objectives["run"].objective.end_epoch()
+        measurements["distillation"] = objectives["run"].end_epoch()
         measurements["teacher"] = _step_measurements(durations["teacher"], steps, n_batches,
                                                      config, prepared.data.num_items)
         measurements["cost_vs_teacher"] = (measurements["median_step_seconds"]
@@ -66,7 +68,7 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
     return result, path
 
 
-def _step_timer(objective: Any, config: RunConfig):
+def _step_timer(objective: Any, config: RunConfig) -> Callable[[Batch], float]:
     """A function that runs one training step of `objective` on a batch and returns its seconds."""
     model = objective.module
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -74,7 +76,7 @@ def _step_timer(objective: Any, config: RunConfig):
     model.train()
     objective.start_epoch(1)
 
-    def step(batch) -> float:
+    def step(batch: Batch) -> float:
         start = time.perf_counter()
         loss = objective.loss(batch, config.precision)
         optimizer.zero_grad(set_to_none=True)
@@ -82,7 +84,6 @@ def _step_timer(objective: Any, config: RunConfig):
         optimizer.step()
         return time.perf_counter() - start
 
-    step.objective = objective
     return step
 
 

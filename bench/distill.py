@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from backbones import Backbone
 from bench.batching import Batch, Examples
-from bench.metrics import metrics_from_ranks, pessimistic_ranks
+from bench.train import evaluate as evaluate_model
 
 EtaSchedule = Literal["none", "linear", "cosine"]
 
@@ -185,18 +185,9 @@ class DistillationObjective:
         self._steps += 1
         return sum(terms.values())
 
-    @torch.no_grad()
-    def evaluate(self, examples: Examples, max_len: int, batch_size: int = 500
+    def evaluate(self, examples: Examples, max_len: int
                  ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         """The student's metrics (what selection watches) and, beside them, the teacher's."""
         pair = self.module
-        pair.eval()
-        student_ranks, teacher_ranks = [], []
-        with pair.student.compressor.shared_weight(), pair.teacher.compressor.shared_weight():
-            for b in examples.batches(batch_size, max_len):
-                student_ranks.append(pessimistic_ranks(pair.student.score(b.items, b.lengths),
-                                                       b.targets))
-                teacher_ranks.append(pessimistic_ranks(pair.teacher.score(b.items, b.lengths),
-                                                       b.targets))
-        return (metrics_from_ranks(torch.cat(student_ranks).numpy()),
-                {"teacher": metrics_from_ranks(torch.cat(teacher_ranks).numpy())})
+        return (evaluate_model(pair.student, examples, max_len),
+                {"teacher": evaluate_model(pair.teacher, examples, max_len)})
