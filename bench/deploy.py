@@ -62,11 +62,8 @@ class DeployedRecommender(nn.Module):
 
     def forward(self, item_seq: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        self.items.begin_call()
-        try:
+        with self.items.call():
             scores = self.score(self.encode(item_seq, lengths))
-        finally:
-            self.items.end_call()
         return self.top_k(scores)
 
 

@@ -202,8 +202,8 @@ class InferenceForm(nn.Module):
     """Row lookups (`forward(ids)`) and scoring (`score(query)`) of a deployed table.
 
     A compressor without a row-wise `forward` of its own (its rows come from `weight()`) would
-    rebuild the whole table for the encoder's lookups and again for scoring; between
-    `begin_call()` and `end_call()` it is rebuilt once and shared, as a phone would do. The
+    rebuild the whole table for the encoder's lookups and again for scoring; within `call()` it
+    is rebuilt once and shared (the compressor's `shared_weight()`), as a phone would do. The
     rebuilt table lives only during a call: it is never a parameter, buffer or constant.
     """
 
@@ -214,24 +214,21 @@ class InferenceForm(nn.Module):
             self.num_items, self.dim = compressor.num_items, compressor.dim
         self.rebuilds_table = (compressor is not None
                                and type(compressor).forward is Compressor.forward)
-        self._table: torch.Tensor | None = None
 
-    def begin_call(self) -> None:
-        """Rebuild the table once for the coming lookups and scoring (if rows need it)."""
-        if self.rebuilds_table:
-            self._table = self.table()
-
-    def end_call(self) -> None:
-        self._table = None
-
-    def table(self) -> torch.Tensor:
-        return self._table if self._table is not None else self.compressor.weight()
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        """One call of the deployed model; a table the rows need is rebuilt on entry."""
+        if self.compressor is None:
+            yield
+            return
+        with self.compressor.shared_weight():
+            if self.rebuilds_table:
+                self.compressor.current_weight()
+            yield
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.rebuilds_table:
-            return nn.functional.embedding(ids, self.table())
         return self.compressor(ids)
 
     def score(self, query: torch.Tensor) -> torch.Tensor:
         """Scores of every item, padding column included: [B, num_items]."""
-        return query @ self.table().t()
+        return query @ self.compressor.current_weight().t()
