@@ -250,16 +250,18 @@ class CompositionalCodeTable(Compressor):
 
     def undeploy(self) -> None:
         """Learn the codes again (from the encoder, which a deployed model file still holds)."""
-        self.is_deployed.fill_(False)
-        self._deployed = False
+        self._set_deployed(False)
+
+    def _set_deployed(self, deployed: bool) -> None:
+        self.is_deployed.fill_(deployed)
+        self._deployed = deployed
 
     @torch.no_grad()
     def freeze_codes(self) -> int:
         """Fix each item's code to the encoder's choice, made unique; returns collisions fixed."""
         codes, fixed = self._deployable_codes()
         self.codes.copy_(codes)
-        self.is_deployed.fill_(True)
-        self._deployed = True
+        self._set_deployed(True)
         self.collisions.fill_(fixed)
         return fixed
 
@@ -273,29 +275,12 @@ class CompositionalCodeTable(Compressor):
         return torch.from_numpy(unique), fixed
 
     def score(self, query: torch.Tensor) -> torch.Tensor:
-        """Exact scores; deployed, via per-session lookup tables over the codebooks (never the table).
-
-        LUT[b, i, k] = q_b . E_i(k) and score[b, v] = sum_i LUT[b, i, C_v^i]: M small gathers per
-        item instead of a dim-long dot product. One session: M index_selects into a flat LUT.
-        Several: `embedding_bag` sums, for every item, M rows of the transposed LUT [M K, B]; the
-        result is returned as a transposed view [B, num_items] (a copy would cost more than the
-        scoring itself).
-        """
+        """Exact scores; deployed, via per-session lookup tables over the codebooks (never the
+        table: `lookup_table_scores`)."""
         if not self.deployed or query.dim() != 2 or self.config.eval_table == "mixed":
             return dense_scores(query, self.current_weight())
-        by_item, by_codebook = self._lookup_index()
-        flat_codebooks = self.codebooks.reshape(self.M * self.K, self.dim)
-        if query.shape[0] == 1:
-            lut = flat_codebooks @ query[0]  # [M K]
-            scores = lut.index_select(0, by_codebook[0])
-            for i in range(1, self.M):
-                scores.add_(lut.index_select(0, by_codebook[i]))
-            scores[:1].zero_()  # the padding row is the zero vector
-            return scores.unsqueeze(0)
-        lut_t = flat_codebooks @ query.t()  # [M K, B]
-        by_item_scores = F.embedding_bag(by_item, lut_t, mode="sum")
-        by_item_scores[:1].zero_()
-        return by_item_scores.t()
+        return lookup_table_scores(query, self.codebooks.reshape(self.M * self.K, self.dim),
+                                   *self._lookup_index())
 
     @torch.no_grad()
     def deploy_untrained(self, seed: int = 0) -> None:
@@ -305,8 +290,7 @@ class CompositionalCodeTable(Compressor):
         digits = (keys[:, None] // self.K ** np.arange(self.M - 1, -1, -1)) % self.K
         self.codes[1:] = torch.from_numpy(digits)
         self.codes[0] = 0
-        self.is_deployed.fill_(True)
-        self._deployed = True
+        self._set_deployed(True)
 
     def inference_form(self, exportable: bool = False) -> "CodeLookupForm":
         """Codes (smallest unsigned type) and codebooks only; the encoder and teacher stay behind."""
@@ -344,6 +328,30 @@ class CompositionalCodeTable(Compressor):
             num_items=self.num_items, dim=self.dim,
             paper_ratio=eq11_ratio(self.num_items, self.dim, self.M, self.K),
             notes=tuple(notes), packed_bytes=math.ceil(code_bits / 8) + codebook_bytes)
+
+
+def lookup_table_scores(query: torch.Tensor, flat_codebooks: torch.Tensor,
+                        by_item: torch.Tensor, by_codebook: torch.Tensor) -> torch.Tensor:
+    """Exact scores [B, N] of every item from per-session lookup tables, in eager.
+
+    LUT[b, i, k] = q_b . E_i(k) and score[b, v] = sum_i LUT[b, i, C_v^i]: M small gathers per
+    item instead of a dim-long dot product. `by_item` [N, M] and `by_codebook` [M, N] are the
+    codes offset into `flat_codebooks` [M K, dim]. One session: M index_selects into a flat LUT.
+    Several: `embedding_bag` sums, for every item, M rows of the transposed LUT [M K, B]; the
+    result is returned as a transposed view [B, N] (a copy would cost more than the scoring
+    itself; `bench.topk` reads it as it is). Row 0, the padding item, scores 0.
+    """
+    if query.shape[0] == 1:
+        lut = flat_codebooks @ query[0]  # [M K]
+        scores = lut.index_select(0, by_codebook[0])
+        for i in range(1, len(by_codebook)):
+            scores.add_(lut.index_select(0, by_codebook[i]))
+        scores[:1].zero_()
+        return scores.unsqueeze(0)
+    lut_t = flat_codebooks @ query.t()  # [M K, B]
+    by_item_scores = F.embedding_bag(by_item, lut_t, mode="sum")
+    by_item_scores[:1].zero_()
+    return by_item_scores.t()
 
 
 def gumbel_softmax_sample(logits: torch.Tensor, tau: float, scale: float = 1.0
@@ -428,33 +436,19 @@ class CodeLookupForm(InferenceForm):
     def _flat(self) -> torch.Tensor:
         return self.codebooks.reshape(self.M * self.K, self.dim)
 
-    def _by_codebook(self) -> torch.Tensor:
-        """Codes offset into the flat codebooks, [M, N]."""
-        if self.exportable:
-            return (self.codes.long() + self.offsets).t()
-        return self.by_codebook
-
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         index = self.codes[ids].long() + self.offsets  # ids.shape + (M,)
         rows = F.embedding(index, self._flat()).sum(-2)
         return rows * (ids > 0).unsqueeze(-1).to(rows.dtype)  # the padding row is zero
 
     def score(self, query: torch.Tensor) -> torch.Tensor:
-        if query.shape[0] == 1 and not self.exportable:
-            lut = query[0] @ self._flat().t()  # [M K]
-            scores = lut.index_select(0, self.by_codebook[0])
-            for i in range(1, self.M):
-                scores.add_(lut.index_select(0, self.by_codebook[i]))
-            scores[0] = 0.0  # the padding row is the zero vector
-            return scores.unsqueeze(0)
+        if not self.exportable:
+            return lookup_table_scores(query, self._flat(), self.by_item, self.by_codebook)
         lut_t = self._flat() @ query.t()  # [M K, B]: rows gathered per item, contiguous
-        if self.exportable:
-            by_codebook = self._by_codebook()
-            by_item_scores = F.embedding(by_codebook[0], lut_t)
-            for i in range(1, self.M):
-                by_item_scores = by_item_scores + F.embedding(by_codebook[i], lut_t)
-        else:
-            by_item_scores = F.embedding_bag(self.by_item, lut_t, mode="sum")
+        by_codebook = (self.codes.long() + self.offsets).t()  # widened on every call
+        by_item_scores = F.embedding(by_codebook[0], lut_t)
+        for i in range(1, self.M):
+            by_item_scores = by_item_scores + F.embedding(by_codebook[i], lut_t)
         by_item_scores[0] = 0.0  # the padding row is the zero vector
         return by_item_scores.t()  # a view [B, N]; bench.topk reads it without a copy
 
