@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -128,6 +129,11 @@ def coerce_option(config_cls: type, name: str, raw: Any) -> Any:
     if not isinstance(raw, str):
         return raw
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint):
+        if raw.lower() == "none":  # an optional option: "none" is its unset value
+            return None
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        origin = typing.get_origin(hint)
     if origin is Literal:
         choices = typing.get_args(hint)
         if raw not in choices:

@@ -141,11 +141,12 @@ class DistillationObjective:
     def start_epoch(self, epoch: int) -> dict[str, Any]:
         cfg = self.module.config
         self._term_sums, self._steps = {}, 0
+        info = self.module.student.compressor.start_epoch(epoch)
         if self.mixup is None:
-            return {}
+            return info
         eta = scheduled_eta(cfg.eta, cfg.eta_schedule, epoch, self.epochs)
         self.mixup(eta)
-        return {"eta": eta}
+        return {**info, "eta": eta}
 
     def end_epoch(self) -> dict[str, Any]:
         """The mean of each term of Eq. 27 over the epoch's steps (weights applied)."""

@@ -161,7 +161,7 @@ class SupervisedObjective:
         self.module = model
 
     def start_epoch(self, epoch: int) -> dict[str, Any]:
-        return {}
+        return self.module.compressor.start_epoch(epoch)
 
     def end_epoch(self) -> dict[str, Any]:
         return {}

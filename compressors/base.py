@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -171,6 +171,11 @@ class Compressor(nn.Module):
     def init_from_table(self, table: torch.Tensor) -> None:
         """Initialise from a trained [num_items, dim] table (only called if `uses_teacher()`)."""
         raise NotImplementedError(f"{type(self).__name__} cannot start from a teacher table")
+
+    def start_epoch(self, epoch: int) -> dict[str, Any]:
+        """Called before training epoch `epoch` (1-based); what it returns goes into that epoch's
+        history (e.g. ccode freezing its codes)."""
+        return {}
 
     def deploy(self) -> None:
         """Switch to the deployed inference form before the final test (default: already is)."""

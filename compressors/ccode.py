@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -48,6 +48,11 @@ class CCodeConfig:
     # the paper); smaller values move the trained codes towards the argmax that is deployed;
     # 0 trains on the argmax itself (straight-through through softmax(logits / tau)).
     gumbel_scale: float = 1.0
+    # Learn the codes end to end for this many epochs, then freeze them (made unique, as deployed)
+    # and train the codebooks and the backbone on the recommendation loss alone. None: learn
+    # them throughout (the paper). 0: keep the codes of the initialisation (residual k-means of
+    # the teacher table) from the start.
+    freeze_codes_after: int | None = None
 
     def __post_init__(self) -> None:
         if self.M < 1:
@@ -64,6 +69,9 @@ class CCodeConfig:
             raise ValueError(f"--gumbel-scale must be non-negative, got {self.gumbel_scale}")
         if not 0.0 < self.code_sample <= 1.0:
             raise ValueError(f"--code-sample must be in (0, 1], got {self.code_sample}")
+        if self.freeze_codes_after is not None and self.freeze_codes_after < 0:
+            raise ValueError(f"--freeze-codes-after must be >= 0 or none, got "
+                             f"{self.freeze_codes_after}")
         if self.eval_table not in ("compressed", "mixed"):
             raise ValueError(f"--eval-table must be compressed or mixed, got {self.eval_table!r}")
 
@@ -179,6 +187,7 @@ class CompositionalCodeTable(Compressor):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        self.encoder.zero_grad(set_to_none=True)  # no gradient of this fit leaks into training
 
     # -- codes -------------------------------------------------------------------------------
     def code_distribution(self) -> torch.Tensor:
@@ -244,13 +253,24 @@ class CompositionalCodeTable(Compressor):
         mse, self._mse = self._mse, None
         return None if mse is None else self.config.mse_weight * mse
 
+    def start_epoch(self, epoch: int) -> dict[str, Any]:
+        """Freeze the codes once `freeze_codes_after` epochs have learned them."""
+        after = self.config.freeze_codes_after
+        if after is None or epoch <= after or self.deployed:
+            return {}
+        return {"codes_frozen": {"collisions": self.freeze_codes()}}
+
     # -- deployment ----------------------------------------------------------------------------
     def deploy(self) -> None:
-        self.freeze_codes()
+        """Freeze the codes, unless training already has (their codebooks were trained on them)."""
+        if not self.deployed:
+            self.freeze_codes()
 
     def undeploy(self) -> None:
-        """Learn the codes again (from the encoder, which a deployed model file still holds)."""
-        self._set_deployed(False)
+        """Learn the codes again (from the encoder, which a deployed model file still holds);
+        with `freeze_codes_after` 0 the codes never learn, so they stay as they are."""
+        if self.config.freeze_codes_after != 0:
+            self._set_deployed(False)
 
     def _set_deployed(self, deployed: bool) -> None:
         self.is_deployed.fill_(deployed)

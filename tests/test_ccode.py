@@ -269,3 +269,38 @@ def test_without_gumbel_noise_training_uses_the_argmax_codes():
     torch.testing.assert_close(soft, (logits / 0.3).softmax(-1))
     with pytest.raises(ValueError, match="--gumbel-scale"):
         CCodeConfig(gumbel_scale=-1.0)
+
+
+def test_codes_freeze_after_the_given_epochs_and_then_only_codebooks_learn(learned):
+    learned.config = CCodeConfig(M=3, K=16, freeze_codes_after=1)
+    assert learned.start_epoch(1) == {} and not learned.deployed
+    info = learned.start_epoch(2)
+    assert learned.deployed and info == {"codes_frozen": {"collisions": int(learned.collisions)}}
+    codes = learned.codes.clone()
+    learned.train()
+    (learned.score(torch.randn(4, DIM)) ** 2).sum().backward()
+    assert torch.count_nonzero(learned.codebooks.grad) > 0
+    assert all(p.grad is None for p in learned.encoder.parameters())
+    assert learned.start_epoch(3) == {}  # frozen once
+    learned.deploy()  # the final deployment keeps the codes the codebooks were trained on
+    assert torch.equal(learned.codes, codes)
+
+
+def test_codes_frozen_from_the_start_stay_frozen_for_distillation(learned):
+    learned.config = CCodeConfig(M=3, K=16, freeze_codes_after=0)
+    learned.start_epoch(1)
+    assert learned.deployed
+    learned.undeploy()
+    assert learned.deployed
+    with pytest.raises(ValueError, match="--freeze-codes-after"):
+        CCodeConfig(freeze_codes_after=-1)
+
+
+def test_an_optional_option_takes_none_or_its_type():
+    from bench.config import coerce_option
+    from bench.errors import ConfigError
+
+    assert coerce_option(CCodeConfig, "freeze_codes_after", "2") == 2
+    assert coerce_option(CCodeConfig, "freeze_codes_after", "none") is None
+    with pytest.raises(ConfigError, match="--freeze-codes-after takes an integer"):
+        coerce_option(CCodeConfig, "freeze_codes_after", "soon")

@@ -307,3 +307,18 @@ def test_refit_reuses_the_recorded_first_phase(cli_run, tmp_path):
     refit = next(r for r in records if r["config"].get("refit"))
     assert refit["history"] == plain["history"]
     assert refit["selection"]["refit"]["first_phase_record"].endswith(f"{plain['key']}.json")
+
+
+def test_ccode_codes_freeze_mid_training_and_the_history_says_when(tiny_synthetic, tmp_path):
+    config = _tiny_config(epochs=3, compressor="ccode",
+                          compressor_options={"M": 2, "K": 32, "freeze_codes_after": 1})
+    trainer = _trainer(config, tiny_synthetic, tmp_path / "c.pt")
+    table = trainer.model.compressor
+    table.init_from_table(torch.randn(tiny_synthetic.num_items, 16))
+    trainer.fit()
+    history = trainer.state.history
+    assert "codes_frozen" not in history[0] and "codes_frozen" not in history[2]
+    assert history[1]["codes_frozen"]["collisions"] == int(table.collisions)
+    frozen = table.codes.clone()
+    table.deploy()
+    assert table.deployed and torch.equal(table.codes, frozen)
