@@ -62,8 +62,8 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
               "date": now_iso()}
     name = Path(config.data).name
     path = (Path(results_dir) / "bench" /
-            f"train-{name}-{config.backbone}-{config.compressor}{'-kd' if config.distill else ''}"
-            f"-d{config.dim}-{config.precision}-t{threads}.json")
+            f"train-{name}-{config.backbone}-{config.compressor}{_options_tag(config)}"
+            f"{'-kd' if config.distill else ''}-d{config.dim}-{config.precision}-t{threads}.json")
     write_json(path, result)
     return result, path
 
@@ -166,9 +166,14 @@ def benchmark_scoring(config: RunConfig, *, data_root: str | None, threads: int,
     result = {"benchmark": "score", "config": config.to_dict(), "dataset": data.name,
               "model_file": str(model_file) if model_file else None, "repeats": repeats,
               "measurements": measurements, "provenance": provenance(threads), "date": now_iso()}
-    options = "-".join(f"{k}{v}" for k, v in config.compressor_options.items())
     path = (Path(results_dir) / "bench" /
-            f"score-{Path(config.data).name}-{config.compressor}{'-' + options if options else ''}"
+            f"score-{Path(config.data).name}-{config.compressor}{_options_tag(config)}"
             f"-t{threads}.json")
     write_json(path, result)
     return result, path
+
+
+def _options_tag(config: RunConfig) -> str:
+    """The compressor's non-default options for a file name, e.g. "-K256-M3"; "" if none."""
+    options = "-".join(f"{k}{v}" for k, v in config.compressor_options.items())
+    return "-" + options if options else ""

@@ -202,12 +202,23 @@ class CompositionalCodeTable(Compressor):
         """
         if self.training and not self.deployed:
             return self._sampled_table()
+        flat = self.codebooks.reshape(self.M * self.K, self.dim)
+        if self.deployed:
+            return codeword_sum(flat, *self._lookup_index()) * self.row_mask
         # evaluation before deploy() sees the codes deploy() would freeze (unique), so that
         # validation measures the deployed table, not one with colliding codes
-        codes = self.codes.long() if self.deployed else self._deployable_codes()[0]
-        table = F.embedding_bag(codes + self._offsets(),
-                                self.codebooks.reshape(self.M * self.K, self.dim), mode="sum")
-        return table * self.row_mask
+        codes = self._deployable_codes()[0]
+        return F.embedding_bag(codes + self._offsets(), flat, mode="sum") * self.row_mask
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows of `ids`; with frozen codes, composed for those ids alone (no table)."""
+        if not self.deployed:
+            return super().forward(ids)
+        index = self._lookup_index()[0][ids]  # ids.shape + (M,)
+        rows = F.embedding(index, self.codebooks.reshape(self.M * self.K, self.dim)).sum(-2)
+        if self._mixing():
+            rows = torch.lerp(rows, F.embedding(ids, self.teacher), self.config.eta)
+        return rows * (ids > 0).unsqueeze(-1).to(rows.dtype)
 
     def _sampled_table(self) -> torch.Tensor:
         """Training: new Gumbel samples for all items, or for a random `code_sample` fraction of
@@ -240,10 +251,13 @@ class CompositionalCodeTable(Compressor):
 
     def weight(self) -> torch.Tensor:
         composite = self.composite_table()
-        eta = self.config.eta
-        if eta > 0 and (self.training or self.config.eval_table == "mixed"):
-            return torch.lerp(composite, self.teacher, eta)  # eta X + (1 - eta) e   (Eq. 16)
+        if self._mixing():
+            return torch.lerp(composite, self.teacher, self.config.eta)  # eta X + (1-eta) e (Eq. 16)
         return composite
+
+    def _mixing(self) -> bool:
+        """Whether the table is the mixup of Eq. 16 (training; or the legacy mixed evaluation)."""
+        return self.config.eta > 0 and (self.training or self.config.eval_table == "mixed")
 
     def set_mixup(self, eta: float) -> None:
         """Change the mixup weight of Eq. 16 (training only), e.g. to anneal it to 0."""
@@ -295,12 +309,16 @@ class CompositionalCodeTable(Compressor):
         return torch.from_numpy(unique), fixed
 
     def score(self, query: torch.Tensor) -> torch.Tensor:
-        """Exact scores; deployed, via per-session lookup tables over the codebooks (never the
-        table: `lookup_table_scores`)."""
-        if not self.deployed or query.dim() != 2 or self.config.eval_table == "mixed":
+        """Exact scores; with frozen codes via per-session lookup tables over the codebooks,
+        never the table (`lookup_table_scores`). A mixup adds eta times the teacher's scores,
+        which spares training the gradient of the whole [num_items, dim] mixed table."""
+        if not self.deployed or query.dim() != 2:
             return dense_scores(query, self.current_weight())
-        return lookup_table_scores(query, self.codebooks.reshape(self.M * self.K, self.dim),
-                                   *self._lookup_index())
+        scores = lookup_table_scores(query, self.codebooks.reshape(self.M * self.K, self.dim),
+                                     *self._lookup_index())
+        if self._mixing():  # eta q.X + (1 - eta) q.e: the scores of Eq. 16's table
+            scores = torch.lerp(scores, dense_scores(query, self.teacher), self.config.eta)
+        return scores
 
     @torch.no_grad()
     def deploy_untrained(self, seed: int = 0) -> None:
@@ -369,9 +387,37 @@ def lookup_table_scores(query: torch.Tensor, flat_codebooks: torch.Tensor,
         scores[:1].zero_()
         return scores.unsqueeze(0)
     lut_t = flat_codebooks @ query.t()  # [M K, B]
-    by_item_scores = F.embedding_bag(by_item, lut_t, mode="sum")
+    by_item_scores = codeword_sum(lut_t, by_item, by_codebook)
     by_item_scores[:1].zero_()
     return by_item_scores.t()
+
+
+class _CodewordSum(torch.autograd.Function):
+    """An `embedding_bag` sum whose backward is M `index_add_`s: embedding_bag's own backward
+    sorts the indices and took 6x longer on CPU (82 ms against 14 ms at Tmall size)."""
+
+    @staticmethod
+    def forward(ctx, flat: torch.Tensor, by_item: torch.Tensor, by_codebook: torch.Tensor
+                ) -> torch.Tensor:
+        ctx.save_for_backward(by_codebook)
+        ctx.rows = flat.shape[0]
+        return F.embedding_bag(by_item, flat, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (by_codebook,) = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_flat = grad.new_zeros(ctx.rows, grad.shape[1])
+        for index in by_codebook:
+            grad_flat.index_add_(0, index, grad)
+        return grad_flat, None, None
+
+
+def codeword_sum(flat: torch.Tensor, by_item: torch.Tensor, by_codebook: torch.Tensor
+                 ) -> torch.Tensor:
+    """out[v] = sum_i flat[by_item[v, i]], [N, columns]: codes [N, M] offset into `flat`, and
+    the same [M, N] (for the backward)."""
+    return _CodewordSum.apply(flat, by_item, by_codebook)
 
 
 def gumbel_softmax_sample(logits: torch.Tensor, tau: float, scale: float = 1.0

@@ -304,3 +304,38 @@ def test_an_optional_option_takes_none_or_its_type():
     assert coerce_option(CCodeConfig, "freeze_codes_after", "none") is None
     with pytest.raises(ConfigError, match="--freeze-codes-after takes an integer"):
         coerce_option(CCodeConfig, "freeze_codes_after", "soon")
+
+
+@pytest.mark.parametrize("training, eval_table", [(True, "compressed"), (False, "mixed")])
+def test_frozen_codes_with_mixup_score_like_the_mixed_table(learned, training, eval_table):
+    learned.freeze_codes()
+    learned.config = CCodeConfig(M=3, K=16, eta=0.8, eval_table=eval_table)
+    learned.train(training)
+    query = torch.randn(5, DIM, requires_grad=True)
+    weights = torch.randn(5, NUM_ITEMS)
+    fast = learned.score(query)
+    (fast * weights).sum().backward()
+    fast_grads = query.grad.clone(), learned.codebooks.grad.clone()
+    query.grad, learned.codebooks.grad = None, None
+    dense = query @ learned.weight().t()  # the mixed table itself
+    (dense * weights).sum().backward()
+    torch.testing.assert_close(fast, dense, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast_grads, (query.grad, learned.codebooks.grad), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_frozen_codes_look_rows_up_like_the_table_with_the_same_gradients(learned):
+    learned.freeze_codes()
+    learned.config = CCodeConfig(M=3, K=16, eta=0.8)
+    learned.train()
+    ids = torch.tensor([[0, 5, 7], [800, 1, 0]])
+    weights = torch.randn(2, 3, DIM)
+    rows = learned(ids)
+    (rows * weights).sum().backward()
+    fast_grad = learned.codebooks.grad.clone()
+    learned.codebooks.grad = None
+    expected = learned.weight()[ids]
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(rows, expected)
+    torch.testing.assert_close(fast_grad, learned.codebooks.grad)
+    assert torch.count_nonzero(rows[0, 0]) == 0  # padding
