@@ -63,5 +63,16 @@ class Examples:
         for lo in range(0, len(order), batch_size):
             yield self.batch(order[lo:lo + batch_size], max_len)
 
+    def target_in_prefix(self, max_len: int) -> np.ndarray:
+        """Whether each example's label is among the last `max_len` items of its prefix (what
+        the model sees): a repeat click, [n] bool, without a loop over examples."""
+        lengths = np.minimum(self.ends - self.starts, max_len)
+        example = np.repeat(np.arange(len(self)), lengths)
+        offsets = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = (self.ends - lengths)[example] + np.arange(offsets[-1]) - offsets[example]
+        hits = self.items[flat] == self.targets[example]
+        return np.bincount(example[hits], minlength=len(self)) > 0
+
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)

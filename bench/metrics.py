@@ -42,3 +42,13 @@ def popularity_ranks(popularity: np.ndarray, targets: np.ndarray) -> np.ndarray:
     real = np.sort(popularity[1:])
     # number of real items with popularity >= the target's
     return len(real) - np.searchsorted(real, popularity[targets], side="left")
+
+
+def metrics_by_case(ranks: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Metrics over each group of test cases (boolean masks over `ranks`), with the group's
+    share of the cases in percent; an empty group gets only its share."""
+    out: dict[str, dict[str, float]] = {}
+    for name, mask in groups.items():
+        share = {"share": float(100.0 * mask.mean()) if len(mask) else 0.0}
+        out[name] = {**share, **metrics_from_ranks(ranks[mask])} if mask.any() else share
+    return out

@@ -16,7 +16,7 @@ from backbones import Backbone
 from bench.config import RunConfig, build_part_config
 from bench.distill import DistillationObjective, DistillationPair, DistillConfig
 from bench.errors import ConfigError
-from bench.metrics import metrics_from_ranks, popularity_ranks
+from bench.metrics import metrics_by_case, metrics_from_ranks, popularity_ranks
 from bench.records import (RECORD_SCHEMA, atomic_write, find_record, load_record, now_iso,
                            provenance, record_path, write_record)
 from bench.cpu import configure_cpu
@@ -24,7 +24,7 @@ from bench.sessions import SessionDataset
 from bench.teacher import (Teacher, copy_encoder, pretrain_config, resolve_pretrained,
                            resolve_teacher, teacher_table)
 from bench.train import (Prepared, Trainer, TrainState, apply_budget, build_model, evaluate,
-                         load_dataset, model_size, prepare)
+                         evaluate_ranks, load_dataset, model_size, prepare)
 
 def start_from_teacher(model: Backbone, config: RunConfig, teacher: Teacher, num_items: int,
                        log: Callable[[str], None]) -> None:
@@ -126,7 +126,8 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
         test = best_per_metric(trained.history, "test")
         test_epochs = best_per_metric(trained.history, "test", epochs=True)
     else:
-        test, test_epochs = evaluate(model, prepared.test, config.max_len), None
+        ranks = evaluate_ranks(model, prepared.test, config.max_len)
+        test, test_epochs = metrics_from_ranks(ranks), None
     model_file = save_model(workdir, key, model)
     beside = {}
     for name, other in trained.beside.items():
@@ -161,6 +162,7 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
         "validation_at_selected": trained.selected["validation"],
         "test": test,
         "test_epochs": test_epochs,
+        "test_by_case": None if legacy else metrics_by_case(ranks, test_case_groups(ctx)),
         "teacher": teacher.summary() if teacher is not None else None,
         **trained.record_extra,
         **({"beside": beside} if beside else {}),
@@ -181,6 +183,16 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
         "finished": now_iso(),
     }
     return record
+
+
+def test_case_groups(ctx: RunContext) -> dict[str, np.ndarray]:
+    """Test cases split two ways: the label is already in the session (a repeat click, which a
+    compressed table must still single out) or new; the label is a hot item (top 20% by training
+    popularity, the paper's split) or cold."""
+    test = ctx.prepared.test
+    repeat = test.target_in_prefix(ctx.config.max_len)
+    hot = ctx.prepared.hot_items[test.targets]
+    return {"repeat": repeat, "new": ~repeat, "hot_label": hot, "cold_label": ~hot}
 
 
 def needs_teacher(config: RunConfig, num_items: int) -> bool:

@@ -85,3 +85,12 @@ def test_real_tmall_batch_matches_naive_truncation(tmall):
         prefix = ex.items[ex.starts[i]:ex.ends[i]].tolist()
         assert row[:length] == prefix[-5:]
         assert all(v == 0 for v in row[length:])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=15), min_size=1, max_size=12),
+       st.integers(1, 8))
+def test_target_in_prefix_matches_a_naive_check_of_what_the_model_sees(lists, max_len):
+    ex = Examples.from_sessions(Sessions.from_lists(lists))
+    expected = [target in prefix[-max_len:] for prefix, target in naive_pairs(lists)]
+    assert ex.target_in_prefix(max_len).tolist() == expected

@@ -107,3 +107,15 @@ def test_metrics_are_plain_python_floats():
     they hold no numpy scalars (a resumed run failed on exactly that)."""
     values = metrics_from_ranks(np.array([1, 3, 30]))
     assert all(type(v) is float for v in values.values())
+
+
+def test_metrics_by_case_are_the_metrics_of_each_group_with_its_share():
+    from bench.metrics import metrics_by_case
+
+    ranks = np.array([1, 3, 12, 40, 2, 7])
+    repeat = np.array([True, True, False, False, True, False])
+    groups = {"repeat": repeat, "new": ~repeat, "none": np.zeros(6, dtype=bool)}
+    out = metrics_by_case(ranks, groups)
+    assert out["repeat"] == {"share": 50.0, **metrics_from_ranks(ranks[repeat])}
+    assert out["new"]["HR@10"] == pytest.approx(100 / 3)
+    assert out["none"] == {"share": 0.0}

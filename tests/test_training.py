@@ -160,6 +160,11 @@ def test_cli_run_writes_a_complete_record(cli_run, repo_root):
     assert prov["machine"]["torch_threads"] == 1 and prov["machine"]["cores"] >= 1
     assert record["selection"]["on"] == "validation"
     assert record["test"]["NDCG@10"] > record["baselines"]["popularity"]["NDCG@10"]
+    by_case = record["test_by_case"]
+    assert by_case["repeat"]["share"] + by_case["new"]["share"] == pytest.approx(100.0)
+    assert by_case["hot_label"]["share"] + by_case["cold_label"]["share"] == pytest.approx(100.0)
+    overall = sum(by_case[g]["share"] * by_case[g]["HR@10"] for g in ("repeat", "new")) / 100
+    assert overall == pytest.approx(record["test"]["HR@10"])
     assert Path(record["model_file"]).is_file()
     assert not list((cli_run["work"] / "checkpoints").glob("*.pt"))  # removed once recorded
 
