@@ -289,6 +289,33 @@ def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
         atomic_write_bytes(Path(out), (text + "\n").encode())
 
 
+@cli.command("analyse")
+@click.argument("records", nargs=-1, required=True,
+                type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--data-root", default=None, help="folder of named datasets [$ECBENCH_DATA or ./data]")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
+              show_default=True, help="where the runs left their models")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+def analyse_command(records: tuple[Path, ...], data_root: str | None, workdir: Path,
+                    results_dir: Path, threads: int) -> None:
+    """Test metrics of recorded runs by kind of case: the label already in the session (a
+    repeat click) or new, a hot or a cold item. Re-ranks the test set with each run's deployed
+    model, checks it reproduces the record's test metrics, and writes
+    RESULTS/analysis/cases-<record>.json."""
+    from bench.analysis import analyse_cases
+    from bench.tables import cases_table
+
+    analyses = []
+    for record in records:
+        result, path = analyse_cases(record, data_root=data_root, workdir=workdir,
+                                     results_dir=results_dir, threads=threads)
+        click.echo(f"written: {path}", err=True)
+        analyses.append(result)
+    click.echo(cases_table(analyses))
+
+
 @cli.group("bench")
 def bench_group() -> None:
     """Benchmarks of the hot paths."""

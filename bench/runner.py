@@ -14,6 +14,7 @@ import torch
 import compressors
 from backbones import Backbone
 from bench.config import RunConfig, build_part_config
+from bench.analysis import test_case_groups
 from bench.distill import DistillationObjective, DistillationPair, DistillConfig
 from bench.errors import ConfigError
 from bench.metrics import metrics_by_case, metrics_from_ranks, popularity_ranks
@@ -162,7 +163,8 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
         "validation_at_selected": trained.selected["validation"],
         "test": test,
         "test_epochs": test_epochs,
-        "test_by_case": None if legacy else metrics_by_case(ranks, test_case_groups(ctx)),
+        "test_by_case": None if legacy else metrics_by_case(
+            ranks, test_case_groups(prepared, config.max_len)),
         "teacher": teacher.summary() if teacher is not None else None,
         **trained.record_extra,
         **({"beside": beside} if beside else {}),
@@ -183,16 +185,6 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
         "finished": now_iso(),
     }
     return record
-
-
-def test_case_groups(ctx: RunContext) -> dict[str, np.ndarray]:
-    """Test cases split two ways: the label is already in the session (a repeat click, which a
-    compressed table must still single out) or new; the label is a hot item (top 20% by training
-    popularity, the paper's split) or cold."""
-    test = ctx.prepared.test
-    repeat = test.target_in_prefix(ctx.config.max_len)
-    hot = ctx.prepared.hot_items[test.targets]
-    return {"repeat": repeat, "new": ~repeat, "hot_label": hot, "cold_label": ~hot}
 
 
 def needs_teacher(config: RunConfig, num_items: int) -> bool:

@@ -162,3 +162,20 @@ def table5(records: Iterable[dict[str, Any]], runtime: str = "eager", batch: int
              "emulator, PyTorch Mobile)")
     return title + "\n\n" + tabulate(rows, headers=headers, floatfmt=".2f", tablefmt=fmt,
                                      missingval="-")
+
+
+CASE_METRICS = ("HR@10", "NDCG@10", "MRR@10")
+
+
+def cases_table(analyses: Iterable[dict[str, Any]]) -> str:
+    """Test metrics by kind of case (`bench.analysis`), a row per run and case group: what a
+    compressed table loses, and where."""
+    rows = []
+    for a in sorted(analyses, key=lambda a: (a["dataset"], a["config"]["backbone"],
+                                             a["config"]["compressor"], variant(a["config"]))):
+        for group, m in a["test_by_case"].items():
+            rows.append([a["dataset"], a["config"]["backbone"], a["config"]["compressor"],
+                         variant(a["config"]), group, m["share"],
+                         *(m.get(k, float("nan")) for k in CASE_METRICS)])
+    return tabulate(rows, headers=["data", "backbone", "compressor", "variant", "cases",
+                                   "share %", *CASE_METRICS], floatfmt=".2f", tablefmt="github")

@@ -327,3 +327,16 @@ def test_ccode_codes_freeze_mid_training_and_the_history_says_when(tiny_syntheti
     frozen = table.codes.clone()
     table.deploy()
     assert table.deployed and torch.equal(table.codes, frozen)
+
+
+def test_analyse_reproduces_the_recorded_test_and_breaks_it_down(cli_run):
+    record_path = records_under(cli_run["results"])[0]
+    record = json.loads(record_path.read_text())
+    proc = run_cli(["analyse", str(record_path), "--workdir", str(cli_run["work"]),
+                    "--results", str(cli_run["results"])], cwd=cli_run["root"])
+    assert proc.returncode == 0, proc.stderr
+    written = cli_run["results"] / "analysis" / f"cases-{record_path.stem}.json"
+    analysis = json.loads(written.read_text())
+    assert analysis["test"] == record["test"]
+    assert analysis["test_by_case"] == record["test_by_case"]
+    assert "repeat" in proc.stdout and "cold_label" in proc.stdout
