@@ -66,6 +66,9 @@ _DISTILLATION_OPTIONS = [
     click.option("--eta-schedule", type=click.Choice(["none", "linear", "cosine"]),
                  default="none", show_default=True,
                  help="anneal the distillation's mixup weight to 0 over the epochs"),
+    click.option("--kd-epochs", type=int, default=None,
+                 help="the distillation's maximum epochs (and the eta schedule's length) "
+                      "[--epochs, which the teacher and the pretrained student keep]"),
     click.option("--pretrained", default=None,
                  help="distillation: the student's record, model file or key to start from "
                       "[the same run without --kd, trained first if not recorded]"),
@@ -172,7 +175,7 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
 
 
 _KD_SWITCHES = ("no_contrastive", "no_bidirectional", "no_soft", "no_mixup", "beta", "gamma",
-                "kd_eta", "pretrained")
+                "kd_eta", "kd_epochs", "pretrained")
 
 
 def make_distill_options(opts: dict[str, Any], preset: dict[str, Any]) -> dict[str, Any] | None:
@@ -196,7 +199,8 @@ def make_distill_options(opts: dict[str, Any], preset: dict[str, Any]) -> dict[s
         config = DistillConfig(contrastive=not opts.get("no_contrastive"),
                                soft=not opts.get("no_soft"),
                                bidirectional=not opts.get("no_bidirectional"),
-                               eta_schedule=opts.get("eta_schedule", "none"), **weights)
+                               eta_schedule=opts.get("eta_schedule", "none"),
+                               epochs=opts.get("kd_epochs"), **weights)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return dataclasses.asdict(config)

@@ -46,6 +46,10 @@ class DistillConfig:
     eta: float = 0.8  # the student's mixup weight during distillation (0.7 on RetailRocket)
     eta_schedule: EtaSchedule = "none"  # anneal eta to 0 over the epochs, or keep it
     temperature: float = 0.2  # tau of Eq. 20
+    # the distillation's own maximum epochs (and eta schedule length); None: the run's --epochs.
+    # Apart from --epochs, so that the teacher and the pretrained student it derives stay the
+    # recorded runs of the same settings.
+    epochs: int | None = None
 
     def __post_init__(self) -> None:
         if self.beta < 0 or self.gamma < 0:
@@ -55,6 +59,8 @@ class DistillConfig:
         if self.eta_schedule not in ("none", "linear", "cosine"):
             raise ValueError(f"--eta-schedule must be none, linear or cosine, "
                              f"got {self.eta_schedule!r}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"--kd-epochs must be at least 1, got {self.epochs}")
         if self.temperature <= 0:
             raise ValueError(f"the contrastive temperature must be positive, got {self.temperature}")
 

@@ -280,10 +280,10 @@ def train_distilled(ctx: RunContext, teacher: Teacher, pretrained: Teacher) -> T
         pair = DistillationPair(teacher_model, student, DistillConfig(**config.distill))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    objective = DistillationObjective(pair, torch.from_numpy(ctx.prepared.hot_items),
-                                      config.epochs)
-    trainer = Trainer(config, ctx.prepared, student, ctx.checkpoint, progress=ctx.progress,
-                      log=ctx.log, objective=objective)
+    epochs = pair.config.epochs or config.epochs
+    objective = DistillationObjective(pair, torch.from_numpy(ctx.prepared.hot_items), epochs)
+    trainer = Trainer(dataclasses.replace(config, epochs=epochs), ctx.prepared, student,
+                      ctx.checkpoint, progress=ctx.progress, log=ctx.log, objective=objective)
     if ctx.resume and trainer.load_checkpoint():
         ctx.log(f"resuming from {ctx.checkpoint} after epoch {trainer.state.epoch}")
     else:

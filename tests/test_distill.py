@@ -204,10 +204,18 @@ def test_a_distilled_run_pretrains_then_distils_and_records_both_models(tiny_fol
     assert proc.stderr.count("reusing the record of an identical run") == 2  # teacher, student
     assert "student initialised" not in proc.stderr  # no second pretraining
     assert len(records_under(tmp_path / "r")) == 4
+    # a longer distillation than --epochs still reuses both, and anneals eta over its own epochs
+    proc = run_cli(["run", *STUDENT, *where, "--kd", "full", "--kd-epochs", "2",
+                    "--eta-schedule", "linear"], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("reusing the record of an identical run") == 2
+    longer = next(r for r in map(json.loads, (p.read_text() for p in records_under(tmp_path / "r")))
+                  if r["config"]["distill"] and r["config"]["distill"]["epochs"] == 2)
+    assert [e["eta"] for e in longer["history"]] == pytest.approx([0.4, 0.0])
 
 
 @pytest.mark.parametrize("flag", [["--no-soft"], ["--beta", "0.1"], ["--eta-schedule", "linear"],
-                                  ["--pretrained", "abc"]])
+                                  ["--pretrained", "abc"], ["--kd-epochs", "3"]])
 def test_distillation_options_need_kd(flag, tmp_path):
     proc = run_cli(["run", *flag, "--epochs", "1"], cwd=tmp_path)
     assert proc.returncode != 0
