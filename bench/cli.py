@@ -264,7 +264,7 @@ def size_command(ctx: click.Context, **opts: Any) -> None:
 
 
 @cli.command("table")
-@click.argument("which", type=click.Choice(["runs", "summary", "5"]))
+@click.argument("which", type=click.Choice(["runs", "summary", "cases", "5"]))
 @click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -276,12 +276,20 @@ def size_command(ctx: click.Context, **opts: Any) -> None:
 def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
                   batch: int) -> None:
     """Render a table from the records under RESULTS: `runs` (test metrics in percent, a row
-    per run), `summary` (runs that differ only in their seed as mean ± std) or `5` (the paper's
-    Table 5 from the latency records under RESULTS/bench)."""
+    per run), `summary` (runs that differ only in their seed as mean ± std), `cases` (test
+    metrics by kind of case, from the records and RESULTS/analysis) or `5` (the paper's Table 5
+    from the latency records under RESULTS/bench)."""
     from bench.records import atomic_write_bytes, iter_records, load_record
-    from bench.tables import runs_table, summary_table, table5
+    from bench.tables import cases_table, runs_table, summary_table, table5
 
-    if which == "5":
+    if which == "cases":
+        by_key = {r["key"]: {**r, "dataset": r["dataset"]["name"]}
+                  for r in iter_records(results_dir) if r.get("test_by_case")}
+        for path in sorted(Path(results_dir, "analysis").glob("cases-*.json")):
+            analysis = load_record(path)
+            by_key[analysis["key"]] = analysis
+        text = cases_table(by_key.values())
+    elif which == "5":
         records = [load_record(p) for p in sorted(Path(results_dir, "bench").glob("latency-*.json"))]
         text = table5(records, runtime=runtime, batch=batch)
     elif which == "summary":

@@ -55,3 +55,15 @@ def test_another_dataset_version_is_never_averaged_in():
     other = copy.deepcopy(_record(1, 50.0))
     other["dataset"]["checksum"] = "d"
     assert len(seed_summary_rows([_record(0, 20.0), other])) == 2
+
+
+def test_cases_table_has_a_row_per_run_and_case_group():
+    from bench.tables import cases_table
+
+    analysis = {"dataset": "tmall", "config": _record(0, 20.0)["config"],
+                "test_by_case": {"repeat": {"share": 45.0, "HR@10": 50.0, "NDCG@10": 35.0,
+                                            "MRR@10": 30.0},
+                                 "new": {"share": 55.0}}}  # an empty group has only its share
+    lines = cases_table([analysis]).splitlines()
+    assert len(lines) == 4 and "repeat" in lines[2] and "new" in lines[3]
+    assert "50.00" in lines[2] and "nan" in lines[3]
