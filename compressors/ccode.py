@@ -177,13 +177,17 @@ class CompositionalCodeTable(Compressor):
         self.codes.copy_(self.code_distribution().argmax(-1))
 
     @torch.enable_grad()
-    def _fit_encoder(self, codes: torch.Tensor, steps: int = 300) -> None:
-        """Full-batch fit of the encoder's argmax to `codes` [N-1, M]."""
+    def _fit_encoder(self, codes: torch.Tensor, steps: int = 300, batch: int = 8192) -> None:
+        """Fit the encoder's argmax to `codes` [N-1, M], on `batch` random items a step (the
+        whole table a step would cost minutes at K=256: the encoder is [dim, MK/2, MK])."""
         optimizer = torch.optim.Adam(self.encoder.parameters(), lr=1e-2)
         x = self.teacher_input[1:]
+        g = torch.Generator().manual_seed(0)
         for _ in range(steps):
-            log_alpha = self.encoder(x)
-            loss = F.nll_loss(log_alpha.reshape(-1, self.K), codes.reshape(-1))
+            rows = (torch.randint(len(x), (batch,), generator=g) if len(x) > batch
+                    else slice(None))
+            log_alpha = self.encoder(x[rows])
+            loss = F.nll_loss(log_alpha.reshape(-1, self.K), codes[rows].reshape(-1))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
