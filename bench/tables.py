@@ -8,8 +8,14 @@ from typing import Any, Iterable
 import numpy as np
 from tabulate import tabulate
 
+from bench.config import RunConfig
+
 RUN_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@20")
 
+
+# general training options shown in a variant when a run departs from them
+_TRAINING_DEFAULTS = {name: f.default for name, f in RunConfig.__dataclass_fields__.items()
+                      if name in ("lr", "l2", "batch_size", "max_len")}
 
 _ABLATIONS = (("contrastive", "w/o-c"), ("bidirectional", "w/o-b"), ("soft", "w/o-s"))
 
@@ -20,6 +26,8 @@ def variant(config: dict[str, Any]) -> str:
     mixed evaluation."""
     parts = [f"{k}={v}" for k, v in sorted(config["compressor_options"].items())
              if k != "eval_table"]
+    parts += [f"{name}={config[name]:g}" for name, default in _TRAINING_DEFAULTS.items()
+              if name in config and config[name] != default]
     if config.get("ratio"):
         parts.append(f"ratio {config['ratio']:g}")
     distill = config.get("distill")

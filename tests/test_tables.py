@@ -34,6 +34,7 @@ KD = {"contrastive": True, "soft": True, "bidirectional": True, "beta": 0.01, "g
     ({"distill": {**KD, "eta_schedule": "linear"}}, "KD eta linear"),
     ({"compressor_options": {"eta": 0.8, "eval_table": "mixed"}}, "eta=0.8, eval mixed (legacy)"),
     ({"refit": True}, "refit"),
+    ({"l2": 0.0}, "l2=0"),
 ])
 def test_variant_names_what_sets_a_run_apart(config, expected):
     assert variant(_record(0, 1.0, **config)["config"]) == expected
