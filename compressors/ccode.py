@@ -162,6 +162,7 @@ class CompositionalCodeTable(Compressor):
             raise ValueError(f"teacher table is {tuple(table.shape)}, expected "
                              f"{(self.num_items, self.dim)}: another dataset or dim")
         self.teacher.copy_(table)
+        self.teacher[0] = 0  # the padding row, as in every table (mixup and MSE rely on it)
         x = table[1:]
         if self.config.standardize:
             x = (x - x.mean(0)) / x.std(0).clamp(min=1e-8)
@@ -218,11 +219,11 @@ class CompositionalCodeTable(Compressor):
         """Rows of `ids`; with frozen codes, composed for those ids alone (no table)."""
         if not self.deployed:
             return super().forward(ids)
-        index = self._lookup_index()[0][ids]  # ids.shape + (M,)
-        rows = F.embedding(index, self.codebooks.reshape(self.M * self.K, self.dim)).sum(-2)
-        if self._mixing():
+        flat = self.codebooks.reshape(self.M * self.K, self.dim)
+        rows = codeword_rows(ids, self._lookup_index()[0][ids], flat)
+        if self._mixing():  # the padding row of the teacher table is zero too
             rows = torch.lerp(rows, F.embedding(ids, self.teacher), self.config.eta)
-        return rows * (ids > 0).unsqueeze(-1).to(rows.dtype)
+        return rows
 
     def _sampled_table(self) -> torch.Tensor:
         """Training: new Gumbel samples for all items, or for a random `code_sample` fraction of
@@ -396,6 +397,13 @@ def lookup_table_scores(query: torch.Tensor, flat_codebooks: torch.Tensor,
     return by_item_scores.t()
 
 
+def codeword_rows(ids: torch.Tensor, index: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """The vectors of items `ids` from their codes offset into `flat` (`index`, ids.shape +
+    (M,)): the sum of their codewords, zero for the padding id 0."""
+    rows = F.embedding(index, flat).sum(-2)
+    return rows * (ids > 0).unsqueeze(-1).to(rows.dtype)
+
+
 class _CodewordSum(torch.autograd.Function):
     """An `embedding_bag` sum whose backward is M `index_add_`s: embedding_bag's own backward
     sorts the indices and is several times slower on CPU."""
@@ -507,9 +515,7 @@ class CodeLookupForm(InferenceForm):
         return self.codebooks.reshape(self.M * self.K, self.dim)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        index = self.codes[ids].long() + self.offsets  # ids.shape + (M,)
-        rows = F.embedding(index, self._flat()).sum(-2)
-        return rows * (ids > 0).unsqueeze(-1).to(rows.dtype)  # the padding row is zero
+        return codeword_rows(ids, self.codes[ids].long() + self.offsets, self._flat())
 
     def score(self, query: torch.Tensor) -> torch.Tensor:
         if not self.exportable:
