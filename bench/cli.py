@@ -264,7 +264,7 @@ def size_command(ctx: click.Context, **opts: Any) -> None:
 
 
 @cli.command("table")
-@click.argument("which", type=click.Choice(["runs", "summary", "cases", "5"]))
+@click.argument("which", type=click.Choice(["runs", "summary", "cases", "3", "4", "ablation", "5"]))
 @click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -277,10 +277,14 @@ def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
                   batch: int) -> None:
     """Render a table from the records under RESULTS: `runs` (test metrics in percent, a row
     per run), `summary` (runs that differ only in their seed as mean ± std), `cases` (test
-    metrics by kind of case, from the records and RESULTS/analysis) or `5` (the paper's Table 5
-    from the latency records under RESULTS/bench)."""
+    metrics by kind of case, from the records and RESULTS/analysis), the paper's `3` (every
+    method), `4` (ccode by M and K) and `ablation` (Fig. 3), ours beside the paper's, or `5`
+    (the paper's Table 5 from the latency records under RESULTS/bench)."""
+    from bench.paper_tables import ablation_table, table3, table4
     from bench.records import atomic_write_bytes, iter_records, load_record
     from bench.tables import cases_table, runs_table, summary_table, table5
+
+    paper_tables = {"3": table3, "4": table4, "ablation": ablation_table}
 
     if which == "cases":
         by_key = {r["key"]: {**r, "dataset": r["dataset"]["name"]}
@@ -292,6 +296,8 @@ def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
     elif which == "5":
         records = [load_record(p) for p in sorted(Path(results_dir, "bench").glob("latency-*.json"))]
         text = table5(records, runtime=runtime, batch=batch)
+    elif which in paper_tables:
+        text = paper_tables[which](list(iter_records(results_dir)))
     elif which == "summary":
         text = summary_table(iter_records(results_dir))
     else:

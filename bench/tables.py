@@ -9,12 +9,13 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.config import RunConfig
+from bench.paper import TABLE5_SECONDS
 
 RUN_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@20")
 
 
-# general training options shown in a variant when a run departs from them
-_TRAINING_DEFAULTS = {name: f.default for name, f in RunConfig.__dataclass_fields__.items()
+# the general training options (the paper's for every model): a variant names departures
+TRAINING_DEFAULTS = {name: f.default for name, f in RunConfig.__dataclass_fields__.items()
                       if name in ("lr", "l2", "batch_size", "max_len")}
 
 _ABLATIONS = (("contrastive", "w/o-c"), ("bidirectional", "w/o-b"), ("soft", "w/o-s"))
@@ -26,7 +27,7 @@ def variant(config: dict[str, Any]) -> str:
     mixed evaluation."""
     parts = [f"{k}={v}" for k, v in sorted(config["compressor_options"].items())
              if k != "eval_table"]
-    parts += [f"{name}={config[name]:g}" for name, default in _TRAINING_DEFAULTS.items()
+    parts += [f"{name}={config[name]:g}" for name, default in TRAINING_DEFAULTS.items()
               if name in config and config[name] != default]
     if config.get("ratio"):
         parts.append(f"ratio {config['ratio']:g}")
@@ -73,16 +74,21 @@ def runs_table(records: Iterable[dict[str, Any]], fmt: str = "github") -> str:
     return tabulate(run_rows(records), headers=headers, floatfmt=".2f", tablefmt=fmt)
 
 
-def seed_summary_rows(records: Iterable[dict[str, Any]]) -> list[list[Any]]:
-    """Runs that differ only in their seed, as one row: test metrics as mean ± std (the sample
-    standard deviation; none for a single seed) and the seeds counted."""
+def seed_groups(records: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Records grouped by everything but the seed (same config, same data), in table order."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in sorted(records, key=_order):
         config = {k: v for k, v in r["config"].items() if k != "seed"}
         key = (r["dataset"]["checksum"], json.dumps(config, sort_keys=True))
         groups.setdefault(key, []).append(r)
+    return list(groups.values())
+
+
+def seed_summary_rows(records: Iterable[dict[str, Any]]) -> list[list[Any]]:
+    """Runs that differ only in their seed, as one row: test metrics as mean ± std (the sample
+    standard deviation; none for a single seed) and the seeds counted."""
     rows = []
-    for runs in groups.values():
+    for runs in seed_groups(records):
         first = runs[0]
         cells = []
         for metric in RUN_METRICS:
@@ -100,15 +106,6 @@ def summary_table(records: Iterable[dict[str, Any]], fmt: str = "github") -> str
     return tabulate(seed_summary_rows(records), headers=headers, tablefmt=fmt)
 
 
-# The paper's Table 5: seconds per 100 sessions on a (virtual) Pixel 2 with PyTorch Mobile.
-PAPER_TABLE5_SECONDS: dict[str, dict[str, float]] = {
-    "GRU4Rec": {"tmall": 0.417, "retailrocket": 0.093},
-    "NARM": {"tmall": 0.264, "retailrocket": 0.096},
-    "STAMP": {"tmall": 0.175, "retailrocket": 0.094},
-    "SR-GNN": {"tmall": 0.310, "retailrocket": 0.192},
-    "OD-Rec": {"tmall": 0.169, "retailrocket": 0.081},
-    "New Student": {"tmall": 0.021, "retailrocket": 0.012},
-}
 STUDENT = "New Student"
 
 
@@ -149,7 +146,7 @@ def table5(records: Iterable[dict[str, Any]], runtime: str = "eager", batch: int
     cells = latency_cells(records, runtime, batch)
     scale = 100 / batch  # ms per 100 sessions
     datasets = sorted({d for _, d in cells} | {"tmall", "retailrocket"})
-    order = list(PAPER_TABLE5_SECONDS) + sorted({m for m, _ in cells} - set(PAPER_TABLE5_SECONDS))
+    order = list(TABLE5_SECONDS) + sorted({m for m, _ in cells} - set(TABLE5_SECONDS))
     headers = ["model"]
     for d in datasets:
         headers += [f"{d} ours", f"{d} paper", f"{d} ours / student", f"{d} paper / student"]
@@ -158,8 +155,8 @@ def table5(records: Iterable[dict[str, Any]], runtime: str = "eager", batch: int
         row: list[Any] = [model]
         for d in datasets:
             ours, ours_student = cells.get((model, d)), cells.get((STUDENT, d))
-            paper = PAPER_TABLE5_SECONDS.get(model, {}).get(d)
-            paper_student = PAPER_TABLE5_SECONDS[STUDENT].get(d)
+            paper = TABLE5_SECONDS.get(model, {}).get(d)
+            paper_student = TABLE5_SECONDS[STUDENT].get(d)
             row += [None if ours is None else ours * scale,
                     None if paper is None else 1e3 * paper,
                     None if ours is None or not ours_student else ours / ours_student,

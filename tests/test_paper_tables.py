@@ -1,0 +1,118 @@
+"""The paper's tables from records: honest runs only, chosen on validation, seeds averaged."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+from helpers import run_cli
+
+from bench.paper_tables import ablation_of, ablation_table, at_paper_settings, table3, table4
+from bench.tables import RUN_METRICS
+
+KD = {"contrastive": True, "soft": True, "bidirectional": True, "beta": 0.01, "gamma": 0.3,
+      "eta": 0.8, "eta_schedule": "none", "temperature": 0.2, "epochs": None}
+_keys = itertools.count()
+
+
+def _record(test: float, validation: float, *, data: str = "tmall", seed: int = 0,
+            backbone: str = "sasrec", compressor: str = "full", paper_ratio: float = 1.0,
+            **config) -> dict:
+    base = {"data": data, "backbone": backbone, "compressor": compressor, "seed": seed,
+            "compressor_options": {}, "backbone_options": {}, "ratio": None, "distill": None,
+            "refit": None, "dim": {"tmall": 128, "retailrocket": 256}[data], "max_len": 50,
+            "batch_size": 100, "lr": 1e-3, "l2": 1e-5, "select_on": "validation",
+            "select_metric": "NDCG@10"}
+    if backbone == "sasrec":
+        base["backbone_options"] = ({"layers": 1, "heads": 1, "dropout": 0.5} if data == "tmall"
+                                    else {"layers": 1, "heads": 2, "dropout": 0.2})
+    base.update(config)
+    return {"key": f"k{next(_keys)}", "config": base, "seed": seed,
+            "dataset": {"name": data, "checksum": data},
+            "validation_at_selected": {"NDCG@10": validation},
+            "test": {m: test for m in RUN_METRICS},
+            "size": {"item_storage": {"byte_ratio": 91.3, "paper_ratio": paper_ratio}},
+            "timing": {"train_seconds_per_epoch_median": 100.0}}
+
+
+def _student(test: float, validation: float, **config) -> dict:
+    config.setdefault("compressor_options", {"M": 4, "K": 32})
+    config.setdefault("paper_ratio", 29.1)
+    return _record(test, validation, compressor="ccode", **config)
+
+
+def _row(text: str, name: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {name} "))
+
+
+def test_only_honest_runs_at_the_papers_settings_qualify():
+    assert at_paper_settings(_record(20, 20))
+    assert not at_paper_settings(_record(20, 20, select_on="test"))
+    assert not at_paper_settings(_record(20, 20, refit=True))
+    assert not at_paper_settings(_record(20, 20, l2=0.0))
+    assert not at_paper_settings(_record(20, 20, dim=64))
+    assert not at_paper_settings(_student(20, 20, compressor_options={
+        "M": 4, "K": 32, "eval_table": "mixed"}))
+    assert not at_paper_settings(_record(20, 20, backbone_options={"layers": 2, "heads": 1,
+                                                                   "dropout": 0.5}))
+
+
+def test_table3_takes_the_best_validation_config_not_the_best_test_one():
+    records = [_student(30.0, 20.0, distill=KD),
+               _student(10.0, 25.0, distill={**KD, "eta_schedule": "linear"})]
+    row = _row(table3(records), "Student")
+    assert "10.00 (23.66)" in row and "30.00" not in row
+
+
+def test_table3_averages_seeds_and_ignores_legacy_runs():
+    records = [_record(26.0, 20.0, seed=0), _record(28.0, 20.0, seed=1),
+               _record(50.0, 90.0, select_on="test")]
+    text = table3(records)
+    assert "27.00 (27.86)" in _row(text, "Teacher")
+    assert "2 seed(s)" in text and "- (19.58)" in _row(text, "GRU4Rec")
+
+
+def test_od_rec_is_sttd_near_the_papers_ratio_of_30():
+    near = _record(24.0, 20.0, compressor="sttd", paper_ratio=30.9)
+    far = _record(26.0, 30.0, compressor="sttd", paper_ratio=90.0)
+    assert "24.00 (25.22)" in _row(table3([near, far]), "OD-Rec")
+
+
+@pytest.mark.parametrize("distill, expected", [
+    (None, "Stu-base"), (KD, "Student"), ({**KD, "contrastive": False}, "Stu-w/o-c"),
+    ({**KD, "bidirectional": False}, "Stu-w/o-b"), ({**KD, "soft": False}, "Stu-w/o-s"),
+    ({**KD, "eta": 0.0}, "Stu-w/o-m"), ({**KD, "soft": False, "eta": 0.0}, None),
+])
+def test_ablation_names(distill, expected):
+    assert ablation_of({"distill": distill}) == expected
+
+
+def test_ablation_gain_of_the_student_over_stu_base_beside_the_papers():
+    records = [_student(20.0, 10.0), _student(22.0, 12.0, distill=KD),
+               _student(21.0, 11.0, distill={**KD, "soft": False}),
+               _student(99.0, 99.0, compressor_options={"M": 2, "K": 32}, distill=KD)]
+    text = ablation_table(records)
+    student = next(line for line in text.splitlines() if "| Student " in line)
+    assert "10.00 (10.55)" in student and "10.00 (10.20)" in student
+    assert "| Stu-w/o-s " in text and "99.00" not in text
+
+
+def test_table4_rows_by_codebook_shape_with_both_ratios():
+    records = [_student(17.0, 12.0),
+               _student(22.0, 15.0, compressor_options={"M": 4, "K": 256}, paper_ratio=17.7)]
+    text = table4(records)
+    assert "tmall: 2 of the paper's 20 (M, K)" in text
+    row = next(line for line in text.splitlines() if "|  256 |" in line or "| 256 |" in line)
+    assert "17.70 (18.00)" in row and "22.00 (27.86)" in row
+
+
+def test_table_commands_read_the_run_records(tmp_path):
+    runs = tmp_path / "results" / "runs"
+    runs.mkdir(parents=True)
+    for record in (_record(26.0, 20.0), _student(17.0, 12.0), _student(18.0, 13.0, distill=KD)):
+        (runs / f"{record['key']}.json").write_text(json.dumps(record))
+    for which, expected in (("3", "26.00 (27.86)"), ("4", "| Student "), ("ablation", "5.88")):
+        done = run_cli(["table", which, "--results", str(tmp_path / "results")], tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert expected in done.stdout, done.stdout
