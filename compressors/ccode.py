@@ -418,11 +418,18 @@ class _CodewordSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (by_codebook,) = ctx.saved_tensors
-        grad = grad.contiguous()
-        grad_flat = grad.new_zeros(ctx.rows, grad.shape[1])
-        for index in by_codebook:
-            grad_flat.index_add_(0, index, grad)
-        return grad_flat, None, None
+        return _scatter_to_codewords(grad, by_codebook, ctx.rows), None, None
+
+
+def _scatter_to_codewords(grad: torch.Tensor, by_codebook: torch.Tensor, rows: int
+                          ) -> torch.Tensor:
+    """The gradient of a codeword sum for the flat codewords [rows, columns]: item v's
+    gradient added to each of its codewords, one `index_add_` per codebook (M is a handful)."""
+    grad = grad.contiguous()
+    grad_flat = grad.new_zeros(rows, grad.shape[1])
+    for index in by_codebook:
+        grad_flat.index_add_(0, index, grad)
+    return grad_flat
 
 
 def codeword_sum(flat: torch.Tensor, by_item: torch.Tensor, by_codebook: torch.Tensor
@@ -466,24 +473,23 @@ class StraightThroughCodes(torch.autograd.Function):
     def forward(ctx, soft: torch.Tensor, rows: torch.Tensor | None, codes: torch.Tensor,
                 codebooks: torch.Tensor) -> torch.Tensor:
         M, K, _ = codebooks.shape
-        ctx.save_for_backward(codes, codebooks, *(() if rows is None else (rows,)))
-        table = F.embedding_bag(codes + torch.arange(M, device=codes.device) * K,
-                                codebooks.reshape(M * K, -1), mode="sum")
+        by_item = codes + torch.arange(M, device=codes.device) * K
+        ctx.save_for_backward(by_item, codebooks, *(() if rows is None else (rows,)))
+        table = F.embedding_bag(by_item, codebooks.reshape(M * K, -1), mode="sum")
         table[0].zero_()
         return table
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        codes, codebooks, *rows = ctx.saved_tensors
+        by_item, codebooks, *rows = ctx.saved_tensors
         M, K, D = codebooks.shape
         sampled = grad.index_select(0, rows[0]) if rows else grad
         grad_soft = (sampled @ codebooks.reshape(M * K, D).t()).view(-1, M, K)
         if not rows:
             grad_soft[0].zero_()
-        grad_codebooks = torch.zeros_like(codebooks)
-        for i in range(M):  # M is a handful: a scatter per codebook, no [N, M, D] copy
-            grad_codebooks[i].index_add_(0, codes[1:, i], grad[1:])
-        return grad_soft, None, None, grad_codebooks
+        # the padding row is zero in the forward, so its gradient reaches no codeword
+        grad_flat = _scatter_to_codewords(grad[1:], by_item[1:].t(), M * K)
+        return grad_soft, None, None, grad_flat.view(M, K, D)
 
 
 class CodeLookupForm(InferenceForm):
