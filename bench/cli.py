@@ -334,6 +334,32 @@ def analyse_command(records: tuple[Path, ...], data_root: str | None, workdir: P
     click.echo(cases_table(analyses))
 
 
+@cli.command("codes")
+@click.argument("records", nargs=-1, required=True,
+                type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--data-root", default=None, help="folder of named datasets [$ECBENCH_DATA or ./data]")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
+              show_default=True, help="where the runs left their models")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+def codes_command(records: tuple[Path, ...], data_root: str | None, workdir: Path,
+                  results_dir: Path, threads: int) -> None:
+    """How recorded ccode runs use their codes: codeword usage (the paper's Fig. 6), items one
+    codeword apart, and the share of such neighbours among the items ranked above a missed
+    label. Writes RESULTS/analysis/codes-<record>.json."""
+    from bench.code_analysis import analyse_codes
+    from bench.tables import codes_table
+
+    analyses = []
+    for record in records:
+        result, path = analyse_codes(record, data_root=data_root, workdir=workdir,
+                                     results_dir=results_dir, threads=threads)
+        click.echo(f"written: {path}", err=True)
+        analyses.append(result)
+    click.echo(codes_table(analyses))
+
+
 @cli.group("bench")
 def bench_group() -> None:
     """Benchmarks of the hot paths."""

@@ -179,8 +179,30 @@ def cases_table(analyses: Iterable[dict[str, Any]]) -> str:
     for a in sorted(analyses, key=lambda a: (a["dataset"], a["config"]["backbone"],
                                              a["config"]["compressor"], variant(a["config"]))):
         for group, m in a["test_by_case"].items():
+            missed = a.get("missed_top", {}).get(group, {})
             rows.append([a["dataset"], a["config"]["backbone"], a["config"]["compressor"],
                          variant(a["config"]), group, m["share"],
-                         *(m.get(k, float("nan")) for k in CASE_METRICS)])
+                         *(m.get(k, float("nan")) for k in CASE_METRICS),
+                         missed.get("in_session"), missed.get("hot")])
     return tabulate(rows, headers=["data", "backbone", "compressor", "variant", "cases",
-                                   "share %", *CASE_METRICS], floatfmt=".2f", tablefmt="github")
+                                   "share %", *CASE_METRICS, "missed: top-10 in session %",
+                                   "missed: top-10 hot %"],
+                    floatfmt=".2f", tablefmt="github", missingval="-")
+
+
+def codes_table(analyses: Iterable[dict[str, Any]]) -> str:
+    """A row per analysed ccode run (`bench.code_analysis`): how its codes are spread, and how
+    much of what outranks a missed label is one codeword from it."""
+    rows = []
+    for a in sorted(analyses, key=lambda a: (a["dataset"], variant(a["config"]))):
+        codes, crowding = a["codes"], a["crowding"]
+        rows.append([a["dataset"], f"M={codes['M']} K={codes['K']}", variant(a["config"]),
+                     100 * codes["occupancy"], f"{codes['usage_min']}-{codes['usage_max']}",
+                     codes["one_codeword_neighbours_mean"], codes["items_with_a_neighbour"],
+                     *(100 * crowding[g]["neighbour_share_of_top"] for g in ("repeat", "new")),
+                     100 * a["neighbour_share_by_chance"]])
+    return tabulate(rows, headers=["data", "codes", "variant", "occupancy %", "codeword use",
+                                   "neighbours / item", "items with one %",
+                                   "missed repeat: top-10 neighbours %",
+                                   "missed new: top-10 neighbours %", "by chance %"],
+                    floatfmt=".3g", tablefmt="github")

@@ -340,3 +340,9 @@ def test_analyse_reproduces_the_recorded_test_and_breaks_it_down(cli_run):
     assert analysis["test"] == record["test"]
     assert analysis["test_by_case"] == record["test_by_case"]
     assert "repeat" in proc.stdout and "cold_label" in proc.stdout
+    # what outranks the missed labels: every missed case counted in exactly one of repeat/new
+    missed = analysis["missed_top"]
+    n = record["dataset"]["test_examples"]
+    assert sum(missed[g]["missed_cases"] for g in ("repeat", "new")) == round(
+        n * (1 - record["test"]["HR@10"] / 100))
+    assert all(0 <= m["in_session"] <= 100 and 0 <= m["hot"] <= 100 for m in missed.values())

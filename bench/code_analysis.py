@@ -1,0 +1,97 @@
+"""How a compositional-code table spends its codes, and what that costs in ranking.
+
+An item's vector is the sum of M codewords, so two items whose codes differ in one codebook
+differ by one codeword pair: a session that scores one high scores the other nearly as high.
+This module counts, for a trained ccode model: how often each codeword is used (the paper's
+Fig. 6), how many items sit one codeword away from each item, and how many of the items a
+model ranks above a missed label are such neighbours of it (the crowding of a repeat click).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import ConfigError
+
+
+def codeword_usage(codes: np.ndarray, K: int) -> np.ndarray:
+    """[M, K] counts: how many items use codeword k of codebook i (Fig. 6's heatmap)."""
+    M = codes.shape[1]
+    flat = (codes + np.arange(M) * K).ravel()
+    return np.bincount(flat, minlength=M * K).reshape(M, K)
+
+
+def one_codeword_neighbours(codes: np.ndarray) -> np.ndarray:
+    """[N] the number of other items whose code differs from each item's in exactly one
+    codebook. Codes must be unique (as deployed): items that agree on every codebook but i
+    then differ exactly in codebook i, so each codebook contributes its group size minus one."""
+    counts = np.zeros(len(codes), dtype=np.int64)
+    for i in range(codes.shape[1]):  # M is a handful
+        rest = np.delete(codes, i, axis=1)
+        _, inverse, size = np.unique(rest, axis=0, return_inverse=True, return_counts=True)
+        counts += size[inverse.ravel()] - 1
+    return counts
+
+
+def neighbour_share(top: np.ndarray, labels: np.ndarray, codes: np.ndarray) -> float:
+    """The share of the items listed [n, k] whose code is one codeword from their case's label
+    (`codes` indexed by item id)."""
+    distance = (codes[top] != codes[labels][:, None, :]).sum(-1)
+    return float((distance == 1).mean()) if distance.size else float("nan")
+
+
+def summarise_codes(codes: np.ndarray, K: int) -> dict[str, Any]:
+    """Usage and neighbour statistics of the real items' codes [N, M]."""
+    usage = codeword_usage(codes, K)
+    neighbours = one_codeword_neighbours(codes)
+    return {
+        "items": int(len(codes)), "M": int(codes.shape[1]), "K": int(K),
+        "occupancy": float(len(codes) / float(K) ** codes.shape[1]),
+        "codeword_usage": usage.tolist(),
+        "usage_min": int(usage.min()), "usage_max": int(usage.max()),
+        "unused_codewords": int((usage == 0).sum()),
+        "one_codeword_neighbours_mean": float(neighbours.mean()),
+        "items_with_a_neighbour": float(100.0 * (neighbours > 0).mean()),
+    }
+
+
+def analyse_codes(record_path: Path, *, data_root: str | None, workdir: Path,
+                  results_dir: Path, threads: int = 1) -> tuple[dict[str, Any], Path]:
+    """Code statistics of a recorded ccode run, and the crowding of its missed test cases:
+    of the top-10 items above a label ranked below 10, the share one codeword from it, for
+    repeat clicks and new items. Written to RESULTS/analysis/codes-<record>.json."""
+    from bench.analysis import TOP, rank_test, test_case_groups
+    from bench.cpu import configure_cpu
+    from bench.deploy import load_trained
+    from bench.records import now_iso, provenance, write_json
+    from bench.train import load_dataset, prepare
+
+    configure_cpu(threads)
+    config, record, model = load_trained(record_path, workdir)
+    compressor = model.compressor
+    if not hasattr(compressor, "codes") or not getattr(compressor, "deployed", False):
+        raise ConfigError(f"record {record_path} has no deployed integer codes (a ccode run)")
+    codes = compressor.codes.cpu().numpy()
+    data = load_dataset(config.data, data_root)
+    prepared = prepare(config, data)
+    ranked = rank_test(model, prepared.test, config.max_len)
+    labels = prepared.test.targets
+    crowding = {}
+    for name, mask in test_case_groups(prepared, config.max_len).items():
+        if name in ("repeat", "new"):
+            cases = mask & (ranked.ranks > TOP)
+            crowding[name] = {
+                "missed_cases": int(cases.sum()),
+                "neighbour_share_of_top": neighbour_share(ranked.top[cases], labels[cases], codes)}
+    summary = summarise_codes(codes[1:], compressor.K)  # row 0 is the padding item
+    chance = summary["one_codeword_neighbours_mean"] / (summary["items"] - 1)
+    result = {"analysis": "codes", "record": str(record_path), "key": record["key"],
+              "config": record["config"], "dataset": data.name, "codes": summary,
+              "crowding": crowding, "neighbour_share_by_chance": chance,
+              "provenance": provenance(threads), "date": now_iso()}
+    path = Path(results_dir) / "analysis" / f"codes-{record_path.stem}.json"
+    write_json(path, result)
+    return result, path
