@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from bench.batching import Batch
-from bench.config import RunConfig
+from bench.config import RunConfig, backbone_preset
 from bench.records import now_iso, provenance, write_json
 from bench.cpu import configure_cpu
 from bench.distill import DistillationObjective, DistillationPair, DistillConfig
@@ -25,17 +26,19 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
     """Time training steps (batch building, forward, full softmax, backward, Adam) at `config`.
 
     With `steps == 0` one whole epoch is timed; otherwise `steps` steps after a warm-up, and the
-    epoch time is extrapolated from the median step. A distillation (`--kd full`) is timed
-    step by step alternately with its teacher's plain training, in the same process, so the
-    ratio of the two holds on a busy machine.
+    epoch time is extrapolated from the median step. Anything but the
+    teacher itself (a distillation, a compressed table, another backbone) is timed step by step
+    alternately with the teacher's plain training (SASRec, full table, the same settings), in
+    the same process, so the ratio of the two (`cost_vs_teacher`) holds on a busy machine.
     """
     configure_cpu(threads)
     torch.manual_seed(config.seed)
     prepared = prepare(config, load_dataset(config.data, data_root))
     objectives = {"run": training_objective(config, prepared)}
-    if config.distill is not None:
+    reference = reference_teacher(config)
+    if reference != config:
         objectives["teacher"] = SupervisedObjective(
-            build_model(teacher_config(config), prepared.data.num_items))
+            build_model(reference, prepared.data.num_items))
     timers = {name: _step_timer(objective, config) for name, objective in objectives.items()}
     fit = prepared.fit
     order = np.random.default_rng(config.seed).permutation(len(fit))
@@ -53,6 +56,7 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
                                       prepared.data.num_items)
     if config.distill is not None:
         measurements["distillation"] = objectives["run"].end_epoch()
+    if "teacher" in objectives:
         measurements["teacher"] = _step_measurements(durations["teacher"], steps, n_batches,
                                                      config, prepared.data.num_items)
         measurements["cost_vs_teacher"] = (measurements["median_step_seconds"]
@@ -66,6 +70,16 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
             f"{'-kd' if config.distill else ''}-d{config.dim}-{config.precision}-t{threads}.json")
     write_json(path, result)
     return result, path
+
+
+def reference_teacher(config: RunConfig) -> RunConfig:
+    """The paper's teacher at `config`'s data and general settings: SASRec (with the dataset's
+    preset options) over the full table, the yardstick of every training cost."""
+    teacher = teacher_config(config)
+    if teacher.backbone == "sasrec":
+        return teacher
+    return dataclasses.replace(teacher, backbone="sasrec",
+                               backbone_options=backbone_preset(config.data, "sasrec"))
 
 
 def _step_timer(objective: Any, config: RunConfig) -> Callable[[Batch], float]:

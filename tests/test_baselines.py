@@ -14,7 +14,7 @@ import compressors
 from backbones import NARM, SRGNN, STAMP
 from backbones.packing import PackedSessions
 from backbones.session_graph import SessionGraphs
-from bench.benchmarks import benchmark_training
+from bench.benchmarks import benchmark_training, reference_teacher
 from bench.cli import _BENCH_DEFAULTS, make_run_config
 from bench.config import RunConfig
 from bench.metrics import metrics_from_ranks, popularity_ranks
@@ -264,8 +264,16 @@ def test_training_benchmark_runs_for_any_backbone(tiny_synthetic, tmp_path, monk
     result, path = benchmark_training(config, data_root=None, steps=3, threads=1,
                                       results_dir=tmp_path)
     assert path.name == "train-synthetic-srgnn-full-d16-fp32-t1.json" and path.is_file()
-    assert result["measurements"]["timed_steps"] == 3
-    assert result["measurements"]["seconds_per_epoch"] > 0
+    measured = result["measurements"]
+    assert measured["timed_steps"] == 3 and measured["seconds_per_epoch"] > 0
+    # timed beside the teacher (SASRec, full table) in the same process, as a ratio
+    assert measured["teacher"]["timed_steps"] == 3
+    assert measured["cost_vs_teacher"] == pytest.approx(
+        measured["median_step_seconds"] / measured["teacher"]["median_step_seconds"])
+    teacher = reference_teacher(config)
+    assert teacher.backbone == "sasrec" and teacher.backbone_options == run_config(
+        "synthetic", "sasrec").backbone_options
+    assert reference_teacher(teacher) == teacher  # the teacher is not timed against itself
 
 
 @pytest.mark.slow
