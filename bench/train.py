@@ -157,6 +157,10 @@ class SupervisedObjective:
     """What a Trainer optimises: here one model on its recommendation loss (plus its compressor's
     own loss). `bench.distill.DistillationObjective` trains a teacher and a student together."""
 
+    # Patience may end training only from this epoch on: before it, what trains is not yet
+    # what is deployed (a distillation's mixup still annealing), so validation lags behind.
+    settled_epoch = 0
+
     def __init__(self, model: Backbone) -> None:
         self.module = model
 
@@ -291,7 +295,9 @@ class Trainer:
             else:
                 state.stale_epochs += 1
             state.epoch = epoch
-            state.finished = state.stale_epochs >= cfg.patience or epoch >= cfg.epochs
+            patience_out = (state.stale_epochs >= cfg.patience
+                            and epoch >= self.objective.settled_epoch)
+            state.finished = patience_out or epoch >= cfg.epochs
             self.log(f"epoch {epoch}: loss {loss:.4f}, {seconds:.0f}s, "
                      f"{'test' if legacy else 'validation'} {cfg.select_metric} {watched:.2f}"
                      f" (best {state.best_value:.2f} at epoch {state.best_epoch})")

@@ -129,6 +129,10 @@ def test_the_eta_schedule_sets_the_students_mixup(tiny_synthetic):
                                       epochs=4)
     assert objective.start_epoch(2) == {"eta": pytest.approx(0.4)}
     assert pair.student.compressor.config.eta == pytest.approx(0.4)
+    assert objective.settled_epoch == 4  # patience waits for the mixup to reach 0
+    constant, _ = _pair(tiny_synthetic, DistillConfig(eta=0.8))
+    hot = torch.zeros(tiny_synthetic.num_items, dtype=torch.bool)
+    assert DistillationObjective(constant, hot, epochs=4).settled_epoch == 0
 
 
 def test_a_killed_distillation_resumes_to_the_same_result(tiny_synthetic, tmp_path):

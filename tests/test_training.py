@@ -119,6 +119,16 @@ def test_patience_stops_training_early(tiny_synthetic, tmp_path):
     assert trainer.state.best_epoch == 1
 
 
+def test_patience_waits_for_an_objective_to_settle(tiny_synthetic, tmp_path):
+    # The same stalled run, but its objective (like a distillation annealing its mixup) only
+    # trains the deployed model from epoch 4: patience may not end it before that.
+    config = _tiny_config(lr=1e-12, epochs=6, patience=1)
+    trainer = _trainer(config, tiny_synthetic, tmp_path / "s.pt")
+    trainer.objective.settled_epoch = 4
+    trainer.fit()
+    assert trainer.state.finished and trainer.state.epoch == 4
+
+
 # -- the command line: records and reuse -----------------------------------------------------
 
 @pytest.fixture(scope="module")
