@@ -391,7 +391,9 @@ def bench_train_command(ctx: click.Context, **opts: Any) -> None:
     config = make_run_config({**_BENCH_DEFAULTS, **opts}, list(ctx.args))
     result, path = benchmark_training(config, data_root=opts["data_root"], steps=opts["steps"],
                                       threads=opts["threads"], results_dir=opts["results_dir"])
-    rows = [[k, v] for k, v in result["measurements"].items()]
+    rows = [[f"{k} {inner}", value] if isinstance(v, dict) else [k, v]
+            for k, v in result["measurements"].items()
+            for inner, value in (v.items() if isinstance(v, dict) else [(None, v)])]
     click.echo(tabulate(rows, floatfmt=".3f"))
     click.echo(f"record: {path}")
 
