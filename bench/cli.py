@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import sys
 import typing
 from pathlib import Path
@@ -14,8 +15,8 @@ from tabulate import tabulate
 
 import backbones
 import compressors
-from bench.config import (RunConfig, backbone_preset, canonical_options, parse_part_options,
-                          preset_for)
+from bench.config import (RunConfig, backbone_preset, build_part_config, canonical_options,
+                          parse_part_options, preset_for)
 from bench.errors import ConfigError, EcbenchError
 
 DEFAULT_THREADS = min(2, os.cpu_count() or 1)
@@ -144,6 +145,69 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
         threads=opts["threads"], progress=progress, log=lambda m: click.echo(m, err=True))
     click.echo(summary_table(record))
     click.echo(f"record: {path}")
+
+
+def run_config_of(args: list[str]) -> RunConfig:
+    """The config an `ecbench run ARGS` would train, without running it (checks the args)."""
+    ctx = run_command.make_context("run", list(args))
+    return make_run_config(ctx.params, list(ctx.args))
+
+
+@cli.command("sweep")
+@click.argument("spec", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--executor", default="local", show_default=True,
+              help="where runs go: local, or an installed executor plugin")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="local: runs at a time (workers x --threads <= cores)")
+@click.option("--threads", type=int, default=1, show_default=True, help="threads per run")
+@click.option("--data-root", default=None, help="folder of named datasets [$ECBENCH_DATA or ./data]")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
+              show_default=True)
+@click.option("--dry-run", is_flag=True, help="check the spec and list its runs, run nothing")
+def sweep_command(spec: Path, executor: str, workers: int, threads: int, data_root: str | None,
+                  results_dir: Path, workdir: Path, dry_run: bool) -> None:
+    """Run every `ecbench run` of a sweep SPEC (TOML: base arguments, a grid of option values,
+    extra runs; see bench/sweeps/). Finished runs are reused, killed ones resume; runs that
+    need the same teacher train it once. Writes a log per run under WORKDIR/sweeps/NAME."""
+    from bench import sweep
+
+    loaded = sweep.load_spec(spec)
+    common = ["--threads", str(threads), "--results", str(results_dir), "--workdir", str(workdir),
+              "--no-progress", "--resume"] + (["--data-root", data_root] if data_root else [])
+    jobs = [tuple(common) + args for args in loaded.jobs()]
+    for args in jobs:  # every run's arguments are checked before any starts
+        try:
+            run_config_of(list(args))
+        except (click.ClickException, ConfigError) as exc:
+            message = exc.format_message() if isinstance(exc, click.ClickException) else exc
+            raise ConfigError(f"sweep {loaded.name}: run {shlex.join(args[len(common):])}: "
+                              f"{message}") from None
+    click.echo(f"sweep {loaded.name}: {len(jobs)} runs", err=True)
+    if dry_run:
+        for args in jobs:
+            click.echo(shlex.join(["ecbench", "run", *args[len(common):]]))
+        return
+    entry = sweep.registry.get(executor)
+    options = {"workers": workers} if "workers" in {f.name for f in entry.options()} else {}
+    runner = sweep.registry.build(executor, build_part_config(entry.config, options, executor))
+    logs = Path(workdir) / "sweeps" / loaded.name
+
+    def report(result: sweep.JobResult) -> None:
+        state = "done" if result.ok else f"FAILED (exit {result.returncode}, log {result.log})"
+        click.echo(f"{state} in {result.seconds:.0f}s: {shlex.join(result.args[len(common):])}",
+                   err=True)
+
+    results = runner.run_all(jobs, logs=logs, on_done=report)
+    rows = [[shlex.join(r.args[len(common):]), "ok" if r.ok else f"exit {r.returncode}",
+             r.seconds, r.record or str(r.log)] for r in results]
+    click.echo(tabulate(rows, headers=["run", "status", "seconds", "record (or log)"],
+                        floatfmt=".0f"))
+    failed = sum(not r.ok for r in results)
+    if failed:
+        raise click.ClickException(f"{failed} of {len(results)} runs failed; rerun the sweep "
+                                   "to resume them")
 
 
 def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -83,24 +85,54 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
     config = apply_budget(config, dataset.num_items)
     prepared = prepare(config, dataset)
     key = config.key(dataset.checksum)
-    existing = find_record(results_dir, key)
-    checkpoint = Path(workdir) / "checkpoints" / f"{key}.pt"
-    if existing is not None and not force and not (resume and checkpoint.is_file()):
-        log(f"reusing the record of an identical run: {existing}")
-        return load_record(existing), existing
+    with run_lock(Path(workdir), key, log):  # one process trains a run; others wait, then reuse
+        existing = find_record(results_dir, key)
+        checkpoint = Path(workdir) / "checkpoints" / f"{key}.pt"
+        if existing is not None and not force and not (resume and checkpoint.is_file()):
+            log(f"reusing the record of an identical run: {existing}")
+            return load_record(existing), existing
+        context = RunContext(config, dataset, prepared, checkpoint, Path(workdir), resume,
+                             progress, log, origin)
+        return train_and_record(context, key, data_root=data_root, results_dir=results_dir,
+                                force=force, threads=threads, started=started,
+                                wall_start=wall_start)
+
+
+@contextmanager
+def run_lock(workdir: Path, key: str, log: Callable[[str], None]) -> Iterator[None]:
+    """Held while one process trains run `key`. Another process asking for the same run (two
+    sweep jobs that need the same teacher) waits for it, then finds its record."""
+    path = workdir / "locks" / f"{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another process is training run {key}: waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def train_and_record(context: "RunContext", key: str, *, data_root: str | None,
+                     results_dir: Path, force: bool, threads: int, started: str,
+                     wall_start: float) -> tuple[dict[str, Any], Path]:
+    """Train the run of `context` (its teacher and pretrained student first, if it needs them
+    and they are not recorded), test it once and write its record."""
+    config, dataset, workdir, log = context.config, context.dataset, context.workdir, context.log
 
     def train_run(c: RunConfig, again: bool) -> tuple[dict[str, Any], Path]:
         return run_experiment(c, data_root=data_root, results_dir=results_dir, workdir=workdir,
-                              resume=resume, force=again, threads=threads, progress=progress,
-                              log=log)
+                              resume=context.resume, force=again, threads=threads,
+                              progress=context.progress, log=log)
 
     teacher = None
     starts_from_table = needs_teacher(config, dataset.num_items)  # also checks the options
     if config.distill is not None or starts_from_table:
         teacher = resolve_teacher(config, dataset.checksum, results_dir=results_dir,
                                   workdir=workdir, train=train_run, log=log)
-    context = RunContext(config, dataset, prepared, checkpoint, Path(workdir), resume, progress,
-                         log, origin)
     if config.distill is not None:
         pretrained = resolve_pretrained(config, dataset.checksum, results_dir=results_dir,
                                         workdir=workdir, train=train_run, log=log)
@@ -111,7 +143,7 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
     record = final_test_and_record(context, trained, key, teacher, started, wall_start)
     path = record_path(results_dir, record["config"], key)
     write_record(path, record)
-    checkpoint.unlink(missing_ok=True)
+    context.checkpoint.unlink(missing_ok=True)
     return record, path
 
 

@@ -1,0 +1,111 @@
+"""Sweeps: specs checked before anything runs, grids expanded, shared prerequisites trained once."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import ecbench_command, records_under, run_cli
+
+from bench.cli import run_config_of
+from bench.errors import ConfigError
+from bench.sweep import SweepSpec, load_spec
+from bench.synthetic import synthetic_dataset
+
+SPECS = Path(__file__).resolve().parent.parent / "bench" / "sweeps"
+
+
+def _spec(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    return path
+
+
+def test_grid_and_runs_expand_to_every_combination_in_order():
+    spec = SweepSpec("s", base=("--data", "tmall"), grid={"--M": ("3", "4"), "--K": ("256",)},
+                     runs=(("--kd", "full"), ()))
+    assert spec.jobs() == [
+        ("--data", "tmall", "--kd", "full", "--M", "3", "--K", "256"),
+        ("--data", "tmall", "--kd", "full", "--M", "4", "--K", "256"),
+        ("--data", "tmall", "--M", "3", "--K", "256"),
+        ("--data", "tmall", "--M", "4", "--K", "256")]
+    assert SweepSpec("s", runs=(("--seed", "1"), ("--seed", "1"))).jobs() == [("--seed", "1")]
+    assert SweepSpec("s").jobs() == [()]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name = [", "not valid TOML"),
+    ('colour = "red"', "unknown keys ['colour']"),
+    ('[grid]\nM = [1, 2]', "grid key 'M' is not an --option"),
+    ('[grid]\n"--M" = []', "grid --M has no values"),
+    ('base = "--data tmall"', "base must be a list"),
+    ("runs = [[{a = 1}]]", "runs[0] must be a list"),
+])
+def test_a_malformed_spec_is_one_clear_error(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_spec(_spec(tmp_path, text))
+
+
+def test_the_shipped_specs_load_and_name_their_runs():
+    for path in SPECS.glob("*.toml"):
+        spec = load_spec(path)
+        assert spec.name == path.stem and spec.jobs()
+    assert len(load_spec(SPECS / "baselines.toml").jobs()) == 8
+
+
+def test_dry_run_checks_every_run_before_anything_starts(tmp_path):
+    good = _spec(tmp_path, 'base = ["--epochs", "1"]\n[grid]\n"--seed" = [0, 1]\n')
+    proc = run_cli(["sweep", str(good), "--dry-run", "--results", str(tmp_path / "r")], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["ecbench run --epochs 1 --seed 0",
+                                        "ecbench run --epochs 1 --seed 1"]
+    bad = _spec(tmp_path, 'runs = [["--epochs", "1"], ["--compressor", "ccode", "--Q", "2"]]\n')
+    proc = run_cli(["sweep", str(bad), "--results", str(tmp_path / "r")], tmp_path)
+    assert proc.returncode == 2
+    assert "--compressor ccode --Q 2" in proc.stderr and "unknown option --Q" in proc.stderr
+    assert not (tmp_path / "r").exists()  # nothing ran
+
+
+@pytest.mark.slow
+def test_parallel_runs_train_their_shared_teacher_once(tmp_path):
+    spec = _spec(tmp_path, 'base = ["--compressor", "ccode", "--M", "2", "--K", "64", '
+                           '"--epochs", "1", "--dim", "16"]\n[grid]\n"--seed" = [0]\n'
+                           '"--code-sample" = [0.5, 1.0]\n')
+    results, work = tmp_path / "results", tmp_path / "work"
+    proc = run_cli(["sweep", str(spec), "--workers", "2", "--results", str(results),
+                    "--workdir", str(work)], tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(p.read_text()) for p in records_under(results)]
+    assert sorted(r["config"]["compressor"] for r in records) == ["ccode", "ccode", "full"]
+    logs = [p.read_text() for p in sorted((work / "sweeps" / "spec").glob("*.log"))]
+    teacher = next(r for r in records if r["config"]["compressor"] == "full")
+    reused = [log for log in logs if f"reusing the record of an identical run: "
+              f"{results}/runs/synthetic-sasrec-full-{teacher['key']}" in log]
+    assert len(logs) == 2 and len(reused) == 1  # one job trained it, the other waited or reused
+    assert all(r["key"] in proc.stdout for r in records if r["config"]["compressor"] == "ccode")
+
+
+def test_a_run_waits_while_another_process_holds_its_lock(tmp_path):
+    args = ["--epochs", "1", "--dim", "16", "--threads", "1", "--no-progress"]
+    key = run_config_of(args).key(synthetic_dataset().checksum)
+    work, results = tmp_path / "work", tmp_path / "results"
+    (work / "locks").mkdir(parents=True)
+    stderr = tmp_path / "stderr.txt"
+    with open(work / "locks" / f"{key}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as if another process were training this run
+        with open(stderr, "w") as err:
+            proc = subprocess.Popen(ecbench_command() + ["run", *args, "--results", str(results),
+                                                         "--workdir", str(work)],
+                                    cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 60
+        while "waiting for it" not in stderr.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "waiting for it" in stderr.read_text()
+        assert proc.poll() is None and not records_under(results)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    assert proc.wait(timeout=300) == 0, stderr.read_text()
+    assert len(records_under(results)) == 1
