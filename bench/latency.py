@@ -2,9 +2,10 @@
 
 Every model is timed in one process, eager and in each exported runtime available, at batch 1
 (one user's click) and batch 100 (the paper's "per 100 sessions"): warm-up, then many repeats
-cycling over sessions drawn from the test set, median and p90. In eager the stages (table
-rebuild, encode, score, top-K) are timed apart as well. Ratios to `full` come from the same
-process; each artefact's size and whether it could hold a dense table are stored beside.
+cycling over sessions drawn from the test set, median and p90. The models and runtimes take
+turns call by call, so a busy machine slows them alike. In eager the stages (table rebuild,
+encode, score, top-K) are timed apart as well. Ratios to `full` come from the same process;
+each artefact's size and whether it could hold a dense table are stored beside.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from backbones import Backbone
 from bench.batching import Examples
 from bench.config import RunConfig
 from bench.cpu import configure_cpu
-from bench.deploy import DeployedRecommender
+from bench.deploy import STAGES, DeployedRecommender
 from bench.export import (FORMATS, SUFFIX, artefact_tensors, export, holds_dense_table, load,
                           missing_runtime)
 from bench.records import now_iso, provenance, write_json
@@ -66,39 +67,48 @@ def _summary(seconds: np.ndarray) -> dict[str, float]:
             "repeats": int(len(seconds))}
 
 
-def time_calls(fn: Callable[[torch.Tensor, torch.Tensor], Any], inputs: Sequence[Inputs],
-               repeats: int, warmup: int) -> np.ndarray:
-    """Seconds per call of `fn`, cycling over `inputs`, after `warmup` untimed calls."""
-    for i in range(warmup):
-        fn(*inputs[i % len(inputs)])
-    out = np.empty(repeats)
-    for i in range(repeats):
-        item_seq, lengths = inputs[i % len(inputs)]
-        start = time.perf_counter()
-        fn(item_seq, lengths)
-        out[i] = time.perf_counter() - start
-    return out
+def call_seconds(fn: Callable[[torch.Tensor, torch.Tensor], Any], inputs: Inputs
+                 ) -> tuple[float]:
+    """Seconds of one end-to-end call."""
+    start = time.perf_counter()
+    fn(*inputs)
+    return (time.perf_counter() - start,)
 
 
-def time_stages(deployed: DeployedRecommender, inputs: Sequence[Inputs], repeats: int,
-                warmup: int) -> dict[str, np.ndarray]:
-    """Eager seconds of each stage: items (table rebuild, if any), encode, score, top_k."""
-    stages = {name: np.empty(repeats) for name in ("items", "encode", "score", "top_k")}
+def stage_seconds(deployed: DeployedRecommender, inputs: Inputs) -> tuple[float, ...]:
+    """Eager seconds of each stage of one call: items (table rebuild, if any), encode, score,
+    top_k (`bench.deploy.STAGES`)."""
+    item_seq, lengths = inputs
+    t0 = time.perf_counter()
+    with deployed.items.call():  # entering rebuilds a table the rows need
+        t1 = time.perf_counter()
+        query = deployed.encode(item_seq, lengths)
+        t2 = time.perf_counter()
+        scores = deployed.score(query)
+        t3 = time.perf_counter()
+        deployed.top_k(scores)
+        t4 = time.perf_counter()
+    return t1 - t0, t2 - t1, t3 - t2, t4 - t3
+
+
+Measure = Callable[[Inputs], tuple[float, ...]]
+
+
+def round_robin(measures: Sequence[Measure], inputs: Sequence[Inputs], repeats: int,
+                warmup: int) -> list[np.ndarray]:
+    """Each measure's seconds [repeats, values], the measures taking turns on the same inputs
+    (cycling over `inputs`) after `warmup` untimed rounds. Taking turns, not one model after
+    another, exposes every model to the same load, so their ratios hold on a busy machine."""
+    out: list[np.ndarray | None] = [None] * len(measures)
     for i in range(-warmup, repeats):
-        item_seq, lengths = inputs[i % len(inputs)]
-        t0 = time.perf_counter()
-        with deployed.items.call():  # entering rebuilds a table the rows need
-            t1 = time.perf_counter()
-            query = deployed.encode(item_seq, lengths)
-            t2 = time.perf_counter()
-            scores = deployed.score(query)
-            t3 = time.perf_counter()
-            deployed.top_k(scores)
-            t4 = time.perf_counter()
-        if i >= 0:
-            for name, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                stages[name][i] = seconds
-    return stages
+        x = inputs[i % len(inputs)]
+        for j, measure in enumerate(measures):
+            seconds = measure(x)
+            if i >= 0:
+                if out[j] is None:
+                    out[j] = np.empty((repeats, len(seconds)))
+                out[j][i] = seconds
+    return [o if o is not None else np.empty((0, 1)) for o in out]
 
 
 def _agreement(got: Inputs, expected: Inputs, k: int) -> dict[str, Any]:
@@ -107,35 +117,42 @@ def _agreement(got: Inputs, expected: Inputs, k: int) -> dict[str, Any]:
             f"top{k}_identical": bool(torch.equal(items.long(), expected[1]))}
 
 
+@dataclass
+class Prepared:
+    """A candidate ready to time: its record entry, its eager model and every runtime's call."""
+
+    entry: dict[str, Any]
+    eager: DeployedRecommender
+    calls: dict[str, Callable[[torch.Tensor, torch.Tensor], Any]]
+
+
 @torch.no_grad()
-def time_candidate(candidate: Candidate, inputs: dict[int, list[Inputs]], *, runtimes: list[str],
-                   repeats: int, warmup: int, artefact_dir: Path, top_k: int,
-                   max_batch: int) -> dict[str, Any]:
-    """Eager and exported timings of one model, by runtime and batch size."""
+def prepare_candidate(candidate: Candidate, inputs: dict[int, list[Inputs]], *,
+                      runtimes: list[str], artefact_dir: Path, top_k: int, max_batch: int
+                      ) -> Prepared:
+    """The eager deployed model and its exports (checked against it), before any timing."""
     eager = DeployedRecommender(candidate.model, k=top_k).eval()
-    result: dict[str, Any] = {
+    entry: dict[str, Any] = {
         "label": candidate.label, "config": candidate.config.to_dict(),
         "source": candidate.source, "num_items": eager.num_items, "dim": eager.dim,
-        "item_storage": candidate.model.compressor.storage().to_dict(), "runtimes": {}}
-    eager_runtime: dict[str, Any] = {"artefact": None, "batches": {}}
-    for batch, batches in inputs.items():
-        stages = time_stages(eager, batches, repeats, warmup)
-        eager_runtime["batches"][str(batch)] = {
-            "end_to_end": _summary(time_calls(eager, batches, repeats, warmup)),
-            "stages": {name: _summary(s) for name, s in stages.items()}}
-    result["runtimes"][EAGER] = eager_runtime
+        "item_storage": candidate.model.compressor.storage().to_dict(),
+        "runtimes": {EAGER: {"artefact": None, "batches": {}}}}
+    calls: dict[str, Callable[[torch.Tensor, torch.Tensor], Any]] = {EAGER: eager}
     for fmt in runtimes:
-        result["runtimes"][fmt] = _time_exported(candidate, eager, fmt, inputs, repeats, warmup,
-                                                 artefact_dir, top_k, max_batch)
-    return result
+        entry["runtimes"][fmt], run = _export_runtime(candidate, eager, fmt, inputs,
+                                                      artefact_dir, top_k, max_batch)
+        if run is not None:
+            calls[fmt] = run
+    return Prepared(entry, eager, calls)
 
 
-def _time_exported(candidate: Candidate, eager: DeployedRecommender, fmt: str,
-                   inputs: dict[int, list[Inputs]], repeats: int, warmup: int,
-                   artefact_dir: Path, top_k: int, max_batch: int) -> dict[str, Any]:
+def _export_runtime(candidate: Candidate, eager: DeployedRecommender, fmt: str,
+                    inputs: dict[int, list[Inputs]], artefact_dir: Path, top_k: int,
+                    max_batch: int) -> tuple[dict[str, Any], Callable | None]:
+    """The runtime's entry (artefact, agreement with eager) and its call, or why there is none."""
     reason = missing_runtime(fmt)
     if reason:
-        return {"skipped": reason}
+        return {"skipped": reason}, None
     path = Path(artefact_dir) / f"{candidate.label}{SUFFIX[fmt]}"
     try:
         export(DeployedRecommender(candidate.model, k=top_k, exportable=True), fmt, path,
@@ -144,20 +161,39 @@ def _time_exported(candidate: Candidate, eager: DeployedRecommender, fmt: str,
         first = {batch: batches[0] for batch, batches in inputs.items()}
         agreement = {str(b): _agreement(run(*x), eager(*x), top_k) for b, x in first.items()}
     except Exception as exc:  # an export a runtime cannot take is a result, not a crash
-        return {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+        return {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}, None
     stored = artefact_tensors(fmt, path)
-    out: dict[str, Any] = {
+    return {
         "artefact": {"path": str(path), "bytes": path.stat().st_size,
                      "largest_tensor": None if not stored else
                      {"name": stored[0].name, "shape": stored[0].shape,
                       "bytes": stored[0].nbytes},
                      "may_hold_dense_table": holds_dense_table(fmt, path, eager.num_items,
                                                                eager.dim)},
-        "agreement_with_eager": agreement, "batches": {}}
+        "agreement_with_eager": agreement, "batches": {}}, run
+
+
+@torch.no_grad()
+def time_prepared(prepared: list[Prepared], inputs: dict[int, list[Inputs]], repeats: int,
+                  warmup: int) -> None:
+    """Time every model in every runtime, end to end and (eager) by stage, all taking turns
+    at each batch size; the summaries go into each model's entry."""
     for batch, batches in inputs.items():
-        out["batches"][str(batch)] = {"end_to_end": _summary(
-            time_calls(run, batches, repeats, warmup))}
-    return out
+        measures: list[Measure] = []
+        slots: list[tuple[dict[str, Any], str]] = []
+        for model in prepared:
+            measures.append(lambda x, d=model.eager: stage_seconds(d, x))
+            slots.append((model.entry, "stages"))
+            for fmt, fn in model.calls.items():
+                measures.append(lambda x, fn=fn: call_seconds(fn, x))
+                slots.append((model.entry, fmt))
+        for (entry, what), seconds in zip(slots, round_robin(measures, batches, repeats, warmup)):
+            runtime = EAGER if what == "stages" else what
+            timing = entry["runtimes"][runtime]["batches"].setdefault(str(batch), {})
+            if what == "stages":
+                timing["stages"] = {name: _summary(seconds[:, i]) for i, name in enumerate(STAGES)}
+            else:
+                timing["end_to_end"] = _summary(seconds[:, 0])
 
 
 def add_ratios(models: list[dict[str, Any]]) -> None:
@@ -194,12 +230,15 @@ def benchmark_latency(candidates: list[Candidate], data: SessionDataset, *,
     max_len = max(c.config.max_len for c in candidates)
     inputs = {b: timing_batches(data, b, max(1, min(sessions // b, repeats)), max_len)
               for b in batches}
-    models = []
+    prepared = []
     for candidate in candidates:
-        log(f"timing {candidate.label}")
-        models.append(time_candidate(candidate, inputs, runtimes=list(runtimes), repeats=repeats,
-                                     warmup=warmup, artefact_dir=artefact_dir, top_k=top_k,
-                                     max_batch=max(batches)))
+        log(f"preparing {candidate.label}")
+        prepared.append(prepare_candidate(candidate, inputs, runtimes=list(runtimes),
+                                          artefact_dir=artefact_dir, top_k=top_k,
+                                          max_batch=max(batches)))
+    log(f"timing {len(prepared)} models, taking turns")
+    time_prepared(prepared, inputs, repeats, warmup)
+    models = [p.entry for p in prepared]
     add_ratios(models)
     result = {"benchmark": "latency", "dataset": {"name": data.name, "checksum": data.checksum,
                                                   "num_items": data.num_items},

@@ -60,3 +60,21 @@ def test_table5_command_reads_the_records(latency_record, tmp_path):
     done = run_cli(["table", "5", "--results", str(path.parent.parent), "--batch", "1"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert "New Student" in done.stdout and "ms per 100 sessions" in done.stdout
+
+
+def test_models_take_turns_call_by_call():
+    from bench.latency import round_robin
+
+    calls = []
+
+    def measure(name):
+        def run(x):
+            calls.append((name, x))
+            return (float(x), 2.0 * x) if name == "a" else (float(x),)
+        return run
+
+    a, b = round_robin([measure("a"), measure("b")], inputs=[1, 2, 3], repeats=4, warmup=2)
+    # warm-up rounds first, then every round gives each model the same input in turn
+    assert calls == [(n, x) for x in (2, 3, 1, 2, 3, 1) for n in ("a", "b")]
+    assert a.shape == (4, 2) and b.shape == (4, 1)
+    assert a[:, 0].tolist() == [1.0, 2.0, 3.0, 1.0] and a[:, 1].tolist() == [2.0, 4.0, 6.0, 2.0]
