@@ -107,7 +107,10 @@ def provenance(threads: int) -> dict[str, Any]:
         "versions": {"python": platform.python_version(), "torch": str(torch.__version__),
                      "numpy": numpy.__version__, "ecbench": _own_version()},
         "machine": {"hostname": platform.node(), "platform": platform.platform(),
-                    "cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": threads},
+                    "cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": threads,
+                    # how busy the machine was when this started (1, 5, 15 minutes): timings
+                    # taken beside other work are slower, though their ratios hold
+                    "load_average": [round(x, 2) for x in os.getloadavg()]},
     }
 
 

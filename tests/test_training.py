@@ -168,6 +168,7 @@ def test_cli_run_writes_a_complete_record(cli_run, repo_root):
     assert prov["git"]["commit"] == head and re.fullmatch(r"[0-9a-f]{40}", head)
     assert prov["versions"]["torch"] == torch.__version__
     assert prov["machine"]["torch_threads"] == 1 and prov["machine"]["cores"] >= 1
+    assert len(prov["machine"]["load_average"]) == 3
     assert record["selection"]["on"] == "validation"
     assert record["test"]["NDCG@10"] > record["baselines"]["popularity"]["NDCG@10"]
     by_case = record["test_by_case"]
