@@ -3,7 +3,7 @@
 Every model is timed in one process, eager and in each exported runtime available, at batch 1
 (one user's click) and batch 100 (the paper's "per 100 sessions"): warm-up, then many repeats
 cycling over sessions drawn from the test set, median and p90. The models and runtimes take
-turns call by call, so a busy machine slows them alike. In eager the stages (table rebuild,
+turns in short blocks of calls, so a busy machine slows them alike. In eager the stages (table rebuild,
 encode, score, top-K) are timed apart as well. Ratios to `full` come from the same process;
 each artefact's size and whether it could hold a dense table are stored beside.
 """
@@ -94,21 +94,32 @@ def stage_seconds(deployed: DeployedRecommender, inputs: Inputs) -> tuple[float,
 Measure = Callable[[Inputs], tuple[float, ...]]
 
 
+BLOCK = 10  # calls a model makes in a row when the models take turns
+
+
 def round_robin(measures: Sequence[Measure], inputs: Sequence[Inputs], repeats: int,
-                warmup: int) -> list[np.ndarray]:
-    """Each measure's seconds [repeats, values], the measures taking turns on the same inputs
-    (cycling over `inputs`) after `warmup` untimed rounds. Taking turns, not one model after
-    another, exposes every model to the same load, so their ratios hold on a busy machine."""
-    out: list[np.ndarray | None] = [None] * len(measures)
-    for i in range(-warmup, repeats):
-        x = inputs[i % len(inputs)]
+                warmup: int, block: int = BLOCK) -> list[np.ndarray]:
+    """Each measure's seconds [repeats, values] over the inputs (cycled; the same for every
+    measure), after `warmup` untimed calls each.
+
+    The measures take turns in blocks of `block` calls, each block after one untimed call: the
+    turns expose every model to the same load, so their ratios hold on a busy machine, and the
+    blocks keep each model's own data warm in the caches, as when it runs alone (taking turns
+    call by call would have one model's table evict the next one's)."""
+    out = [np.empty((0, 0))] * len(measures)
+    for measure in measures:
+        for i in range(warmup):
+            measure(inputs[i % len(inputs)])
+    for lo in range(0, repeats, block):
+        rounds = range(lo, min(lo + block, repeats))
         for j, measure in enumerate(measures):
-            seconds = measure(x)
-            if i >= 0:
-                if out[j] is None:
+            measure(inputs[rounds[0] % len(inputs)])  # back in the caches
+            for i in rounds:
+                seconds = measure(inputs[i % len(inputs)])
+                if out[j].size == 0:
                     out[j] = np.empty((repeats, len(seconds)))
                 out[j][i] = seconds
-    return [o if o is not None else np.empty((0, 1)) for o in out]
+    return out
 
 
 def _agreement(got: Inputs, expected: Inputs, k: int) -> dict[str, Any]:
@@ -177,7 +188,7 @@ def _export_runtime(candidate: Candidate, eager: DeployedRecommender, fmt: str,
 def time_prepared(prepared: list[Prepared], inputs: dict[int, list[Inputs]], repeats: int,
                   warmup: int) -> None:
     """Time every model in every runtime, end to end and (eager) by stage, all taking turns
-    at each batch size; the summaries go into each model's entry."""
+    (`round_robin`) at each batch size; the summaries go into each model's entry."""
     for batch, batches in inputs.items():
         measures: list[Measure] = []
         slots: list[tuple[dict[str, Any], str]] = []

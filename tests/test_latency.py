@@ -62,7 +62,7 @@ def test_table5_command_reads_the_records(latency_record, tmp_path):
     assert "New Student" in done.stdout and "ms per 100 sessions" in done.stdout
 
 
-def test_models_take_turns_call_by_call():
+def test_models_take_turns_in_blocks_on_the_same_inputs():
     from bench.latency import round_robin
 
     calls = []
@@ -73,8 +73,11 @@ def test_models_take_turns_call_by_call():
             return (float(x), 2.0 * x) if name == "a" else (float(x),)
         return run
 
-    a, b = round_robin([measure("a"), measure("b")], inputs=[1, 2, 3], repeats=4, warmup=2)
-    # warm-up rounds first, then every round gives each model the same input in turn
-    assert calls == [(n, x) for x in (2, 3, 1, 2, 3, 1) for n in ("a", "b")]
+    a, b = round_robin([measure("a"), measure("b")], inputs=[1, 2, 3], repeats=4, warmup=2,
+                       block=3)
+    # warm-up calls each, then blocks: one untimed call, then the block's timed calls
+    assert calls == [("a", 1), ("a", 2), ("b", 1), ("b", 2),
+                     ("a", 1), ("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 1), ("b", 2),
+                     ("b", 3), ("a", 1), ("a", 1), ("b", 1), ("b", 1)]
     assert a.shape == (4, 2) and b.shape == (4, 1)
     assert a[:, 0].tolist() == [1.0, 2.0, 3.0, 1.0] and a[:, 1].tolist() == [2.0, 4.0, 6.0, 2.0]
