@@ -337,8 +337,10 @@ def size_command(ctx: click.Context, **opts: Any) -> None:
               help="table 5: eager, onnx, executorch or torchscript")
 @click.option("--batch", type=int, default=100, show_default=True,
               help="table 5: the batch size timed (scaled to ms per 100 sessions)")
+@click.option("--cache", type=click.Choice(["warm", "cold"]), default="warm", show_default=True,
+              help="table 5: from the latency records timed with warm or cold caches")
 def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
-                  batch: int) -> None:
+                  batch: int, cache: str) -> None:
     """Render a table from the records under RESULTS: `runs` (test metrics in percent, a row
     per run), `summary` (runs that differ only in their seed as mean ± std), `cases` (test
     metrics by kind of case, from the records and RESULTS/analysis), the paper's `3` (every
@@ -359,7 +361,7 @@ def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
         text = cases_table(by_key.values())
     elif which == "5":
         records = [load_record(p) for p in sorted(Path(results_dir, "bench").glob("latency-*.json"))]
-        text = table5(records, runtime=runtime, batch=batch)
+        text = table5(records, runtime=runtime, batch=batch, cache=cache)
     elif which in paper_tables:
         text = paper_tables[which](list(iter_records(results_dir)))
     elif which == "summary":
@@ -559,6 +561,9 @@ the dataset's test set. Writes RESULTS/bench/latency-<data>-<backbones>-<compres
               help="test sessions to cycle over per batch size")
 @click.option("--top-k", type=int, default=20, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="1 = a phone core")
+@click.option("--cache", type=click.Choice(["warm", "cold"]), default="warm", show_default=True,
+              help="cold: empty the CPU caches before every call (a phone's few MB of cache "
+                   "keep nothing of a large table between recommendations)")
 @click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True)
 @click.option("--artefacts", type=click.Path(path_type=Path), default=None,
@@ -594,7 +599,7 @@ def bench_latency_command(**opts: Any) -> None:
         batches=opts["batches"] or (1, 100), repeats=opts["repeats"], warmup=opts["warmup"],
         sessions=opts["sessions"], top_k=opts["top_k"], results_dir=opts["results_dir"],
         artefact_dir=opts["artefacts"] or opts["workdir"] / "artefacts",
-        threads=opts["threads"], log=lambda m: click.echo(m, err=True))
+        threads=opts["threads"], cache=opts["cache"], log=lambda m: click.echo(m, err=True))
     click.echo(latency_summary(result))
     click.echo(f"record: {path}")
 

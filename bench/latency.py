@@ -95,17 +95,45 @@ Measure = Callable[[Inputs], tuple[float, ...]]
 
 
 BLOCK = 10  # calls a model makes in a row when the models take turns
+CACHES = ("warm", "cold")
+
+
+def last_level_cache_bytes() -> int | None:
+    """The largest CPU cache of this machine, from sysfs (Linux), or None."""
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = path.read_text().strip().upper()
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        try:
+            sizes.append(int(text.rstrip("KMG")) * scale)
+        except ValueError:
+            continue
+    return max(sizes) if sizes else None
+
+
+def cache_evictor(nbytes: int) -> Callable[[], None]:
+    """Streams a buffer of `nbytes` through the caches: whatever a model had in them is gone,
+    as on a phone, whose few MB of cache keep nothing of a 20 MB table between two
+    recommendations (a server's last-level cache can hold the whole table)."""
+    buffer = np.ones(max(nbytes, 1) // 8)
+
+    def evict() -> None:
+        np.add(buffer, 1.0, out=buffer)
+
+    return evict
 
 
 def round_robin(measures: Sequence[Measure], inputs: Sequence[Inputs], repeats: int,
-                warmup: int, block: int = BLOCK) -> list[np.ndarray]:
+                warmup: int, block: int = BLOCK, before: Callable[[], None] | None = None
+                ) -> list[np.ndarray]:
     """Each measure's seconds [repeats, values] over the inputs (cycled; the same for every
     measure), after `warmup` untimed calls each.
 
     The measures take turns in blocks of `block` calls, each block after one untimed call: the
     turns expose every model to the same load, so their ratios hold on a busy machine, and the
     blocks keep each model's own data warm in the caches, as when it runs alone (taking turns
-    call by call would have one model's table evict the next one's)."""
+    call by call would have one model's table evict the next one's). `before`, if given, runs
+    untimed before every timed call (a cache eviction)."""
     out = [np.empty((0, 0))] * len(measures)
     for measure in measures:
         for i in range(warmup):
@@ -115,6 +143,8 @@ def round_robin(measures: Sequence[Measure], inputs: Sequence[Inputs], repeats: 
         for j, measure in enumerate(measures):
             measure(inputs[rounds[0] % len(inputs)])  # back in the caches
             for i in rounds:
+                if before is not None:
+                    before()
                 seconds = measure(inputs[i % len(inputs)])
                 if out[j].size == 0:
                     out[j] = np.empty((repeats, len(seconds)))
@@ -186,7 +216,7 @@ def _export_runtime(candidate: Candidate, eager: DeployedRecommender, fmt: str,
 
 @torch.no_grad()
 def time_prepared(prepared: list[Prepared], inputs: dict[int, list[Inputs]], repeats: int,
-                  warmup: int) -> None:
+                  warmup: int, before: Callable[[], None] | None = None) -> None:
     """Time every model in every runtime, end to end and (eager) by stage, all taking turns
     (`round_robin`) at each batch size; the summaries go into each model's entry."""
     for batch, batches in inputs.items():
@@ -198,7 +228,8 @@ def time_prepared(prepared: list[Prepared], inputs: dict[int, list[Inputs]], rep
             for fmt, fn in model.calls.items():
                 measures.append(lambda x, fn=fn: call_seconds(fn, x))
                 slots.append((model.entry, fmt))
-        for (entry, what), seconds in zip(slots, round_robin(measures, batches, repeats, warmup)):
+        timings = round_robin(measures, batches, repeats, warmup, before=before)
+        for (entry, what), seconds in zip(slots, timings):
             runtime = EAGER if what == "stages" else what
             timing = entry["runtimes"][runtime]["batches"].setdefault(str(batch), {})
             if what == "stages":
@@ -231,11 +262,20 @@ def benchmark_latency(candidates: list[Candidate], data: SessionDataset, *,
                       repeats: int = 100, warmup: int = 10, sessions: int = 1000,
                       top_k: int = 20, results_dir: Path = Path("results"),
                       artefact_dir: Path = Path(".ecbench/artefacts"), threads: int = 1,
-                      log: Callable[[str], None] = print) -> tuple[dict[str, Any], Path]:
+                      cache: str = "warm", log: Callable[[str], None] = print
+                      ) -> tuple[dict[str, Any], Path]:
     """Time every candidate on `data`'s test sessions; write and return the latency record.
 
-    Sessions: up to `sessions` test cases per batch size, the same for every model.
+    Sessions: up to `sessions` test cases per batch size, the same for every model. `cache`:
+    `warm` (each model's data left in the caches between calls, as when it runs alone on
+    this machine) or `cold` (the caches emptied before every call, phone-like; see
+    `cache_evictor`).
     """
+    if cache not in CACHES:
+        raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
+    llc = last_level_cache_bytes()
+    evict_bytes = max(2 * (llc or 0), 64 * 2**20)  # twice the last-level cache, 64 MB at least
+    before = cache_evictor(evict_bytes) if cache == "cold" else None
     configure_cpu(threads)
     origin = provenance(threads)
     max_len = max(c.config.max_len for c in candidates)
@@ -248,18 +288,21 @@ def benchmark_latency(candidates: list[Candidate], data: SessionDataset, *,
                                           artefact_dir=artefact_dir, top_k=top_k,
                                           max_batch=max(batches)))
     log(f"timing {len(prepared)} models, taking turns")
-    time_prepared(prepared, inputs, repeats, warmup)
+    time_prepared(prepared, inputs, repeats, warmup, before=before)
     models = [p.entry for p in prepared]
     add_ratios(models)
     result = {"benchmark": "latency", "dataset": {"name": data.name, "checksum": data.checksum,
                                                   "num_items": data.num_items},
               "protocol": {"threads": threads, "batches": list(batches), "repeats": repeats,
                            "warmup": warmup, "top_k": top_k, "sessions": "test set, seeded sample",
-                           "runtimes": [EAGER, *runtimes]},
+                           "runtimes": [EAGER, *runtimes], "block": BLOCK, "cache": cache,
+                           "last_level_cache_bytes": llc,
+                           "evicted_bytes": evict_bytes if cache == "cold" else None},
               "models": models, "provenance": origin, "date": now_iso()}
     labels = "+".join(sorted({c.config.compressor for c in candidates}))
     backbone_names = "+".join(sorted({c.config.backbone for c in candidates}))
     path = (Path(results_dir) / "bench" /
-            f"latency-{data.name.split('(')[0]}-{backbone_names}-{labels}-t{threads}.json")
+            f"latency-{data.name.split('(')[0]}-{backbone_names}-{labels}-t{threads}"
+            f"{'-cold' if cache == 'cold' else ''}.json")
     write_json(path, result)
     return result, path

@@ -81,3 +81,31 @@ def test_models_take_turns_in_blocks_on_the_same_inputs():
                      ("b", 3), ("a", 1), ("a", 1), ("b", 1), ("b", 1)]
     assert a.shape == (4, 2) and b.shape == (4, 1)
     assert a[:, 0].tolist() == [1.0, 2.0, 3.0, 1.0] and a[:, 1].tolist() == [2.0, 4.0, 6.0, 2.0]
+
+
+def test_cold_caches_are_emptied_before_every_timed_call(tiny_synthetic, tmp_path, monkeypatch):
+    from bench import latency
+
+    evictions = []
+    monkeypatch.setattr(latency, "cache_evictor", lambda nbytes: lambda: evictions.append(nbytes))
+    config = RunConfig(dim=16, max_len=20)
+    candidate = Candidate(config, deployable_model(config, tiny_synthetic.num_items, None))
+    result, path = benchmark_latency([candidate], tiny_synthetic, runtimes=[], batches=(1,),
+                                     repeats=4, warmup=1, sessions=8, results_dir=tmp_path,
+                                     cache="cold", log=lambda _: None)
+    # one model, eager: its stages and its end to end, 4 timed calls each
+    assert len(evictions) == 8 and evictions[0] >= 64 * 2**20
+    assert result["protocol"]["cache"] == "cold" and path.name.endswith("-t1-cold.json")
+    # Table 5 keeps warm and cold records apart
+    assert "SASRec (teacher)" in table5([result], batch=1, cache="cold")
+    assert "SASRec (teacher)" not in table5([result], batch=1, cache="warm")
+
+
+def test_the_evictor_streams_a_buffer_of_the_given_size():
+    from bench.latency import cache_evictor, last_level_cache_bytes
+
+    evict = cache_evictor(8 * 2**20)
+    evict()  # runs; the buffer is what it touches
+    assert evict.__closure__[0].cell_contents.nbytes == 8 * 2**20
+    llc = last_level_cache_bytes()
+    assert llc is None or llc >= 2**10
