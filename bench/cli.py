@@ -548,8 +548,10 @@ the dataset's test set. Writes RESULTS/bench/latency-<data>-<backbones>-<compres
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
               show_default=True)
 @click.option("--compressor", "specs", multiple=True,
-              help="a compressor and its options, e.g. 'sttd --rank 64' (repeatable)")
-@click.option("--backbone", default="sasrec", show_default=True)
+              help="a compressor and its options, e.g. 'sttd --rank 64' or 'full --backbone "
+                   "narm' (repeatable)")
+@click.option("--backbone", default="sasrec", show_default=True,
+              help="the backbone of the --compressor specs that name none")
 @click.option("--dim", type=int, default=None, help="[paper preset, else 64]")
 @click.option("--runtime", "runtimes", multiple=True,
               type=click.Choice(["onnx", "executorch", "torchscript"]),
@@ -590,9 +592,10 @@ def bench_latency_command(**opts: Any) -> None:
     for spec in specs:
         if not spec:
             raise ConfigError("--compressor needs a name, e.g. --compressor 'ccode --M 4'")
+        backbone, options = _spec_backbone(spec[1:], opts["backbone"])
         general = {**_BENCH_DEFAULTS, "data": opts["data"], "dim": opts["dim"],
-                   "compressor": spec[0], "backbone": opts["backbone"]}
-        config = apply_budget(make_run_config(general, spec[1:]), data.num_items)
+                   "compressor": spec[0], "backbone": backbone}
+        config = apply_budget(make_run_config(general, options), data.num_items)
         candidates.append(Candidate(config, deployable_model(config, data.num_items, None)))
     result, path = benchmark_latency(
         candidates, data, runtimes=opts["runtimes"] or ("onnx", "executorch", "torchscript"),
@@ -602,6 +605,17 @@ def bench_latency_command(**opts: Any) -> None:
         threads=opts["threads"], cache=opts["cache"], log=lambda m: click.echo(m, err=True))
     click.echo(latency_summary(result))
     click.echo(f"record: {path}")
+
+
+def _spec_backbone(options: list[str], default: str) -> tuple[str, list[str]]:
+    """A latency spec may name its own backbone (`'full --backbone narm'`): that backbone and
+    the spec's remaining options."""
+    if "--backbone" not in options:
+        return default, options
+    at = options.index("--backbone")
+    if at + 1 >= len(options):
+        raise ConfigError("--backbone in a --compressor spec needs a name")
+    return options[at + 1], options[:at] + options[at + 2:]
 
 
 def latency_summary(result: dict[str, Any]) -> str:

@@ -109,3 +109,13 @@ def test_the_evictor_streams_a_buffer_of_the_given_size():
     assert evict.__closure__[0].cell_contents.nbytes == 8 * 2**20
     llc = last_level_cache_bytes()
     assert llc is None or llc >= 2**10
+
+
+def test_a_latency_spec_may_name_its_backbone():
+    from bench.cli import _spec_backbone
+    from bench.errors import ConfigError
+
+    assert _spec_backbone(["--M", "4"], "sasrec") == ("sasrec", ["--M", "4"])
+    assert _spec_backbone(["--backbone", "narm", "--M", "4"], "sasrec") == ("narm", ["--M", "4"])
+    with pytest.raises(ConfigError, match="needs a name"):
+        _spec_backbone(["--backbone"], "sasrec")
