@@ -373,6 +373,20 @@ def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
         atomic_write_bytes(Path(out), (text + "\n").encode())
 
 
+@cli.command("tables")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="where the tables go [RESULTS/tables]")
+def tables_command(results_dir: Path, out: Path | None) -> None:
+    """Regenerate every table from the records under RESULTS: runs, seed summary, the paper's
+    Tables 3, 4 and 5 (each runtime, batch and cache recorded), Fig. 3 and Fig. 6, analyses."""
+    from bench.all_tables import write_all
+
+    for path in write_all(results_dir, out):
+        click.echo(f"written: {path}")
+
+
 @cli.command("analyse")
 @click.argument("records", nargs=-1, required=True,
                 type=click.Path(path_type=Path, exists=True, dir_okay=False))

@@ -59,6 +59,11 @@ FIG3_GAIN_PERCENT: dict[str, dict[str, float]] = {
     "retailrocket": {"HR@10": 8.29, "NDCG@10": 10.90},
 }
 
+# Fig. 6: the range of items per codeword of its M=4, K=32 students.
+FIG6_USAGE_RANGE: dict[str, tuple[int, int]] = {"tmall": (1090, 1480),
+                                                "retailrocket": (997, 1312)}
+FIG6_CODES = (4, 32)
+
 # Table 5: seconds per 100 sessions on a (virtual) Pixel 2 with PyTorch Mobile.
 TABLE5_SECONDS: dict[str, dict[str, float]] = {
     "GRU4Rec": {"tmall": 0.417, "retailrocket": 0.093},

@@ -9,7 +9,7 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.config import RunConfig
-from bench.paper import TABLE5_SECONDS
+from bench.paper import FIG6_CODES, FIG6_USAGE_RANGE, TABLE5_SECONDS
 
 RUN_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@20")
 
@@ -209,3 +209,16 @@ def codes_table(analyses: Iterable[dict[str, Any]]) -> str:
                                    "missed repeat: top-10 neighbours %",
                                    "missed new: top-10 neighbours %", "by chance %"],
                     floatfmt=".3g", tablefmt="github")
+
+
+def fig6_table(analysis: dict[str, Any]) -> str:
+    """The paper's Fig. 6 as numbers: how many items use each codeword, a row per codebook."""
+    usage = analysis["codes"]["codeword_usage"]
+    headers = ["codebook"] + [str(k) for k in range(len(usage[0]))]
+    rows = [[i + 1, *counts] for i, counts in enumerate(usage)]
+    shape = (analysis["codes"]["M"], analysis["codes"]["K"])
+    paper = FIG6_USAGE_RANGE.get(analysis["dataset"]) if shape == FIG6_CODES else None
+    title = (f"codeword usage, {analysis['dataset']} {variant(analysis['config'])} "
+             f"(M={shape[0]}, K={shape[1]}; record {analysis['key']}"
+             + (f"; the paper's range: {paper[0]}-{paper[1]} items a codeword)" if paper else ")"))
+    return title + "\n\n" + tabulate(rows, headers=headers, tablefmt="github")

@@ -33,7 +33,9 @@ def _record(test: float, validation: float, *, data: str = "tmall", seed: int = 
             "validation_at_selected": {"NDCG@10": validation},
             "test": {m: test for m in RUN_METRICS},
             "size": {"item_storage": {"byte_ratio": 91.3, "paper_ratio": paper_ratio}},
-            "timing": {"train_seconds_per_epoch_median": 100.0}}
+            "timing": {"train_seconds_per_epoch_median": 100.0},
+            "selection": {"on": base["select_on"], "epoch": 1, "epochs_run": 2},
+            "provenance": {"git": {"commit": "0123456789"}}}
 
 
 def _student(test: float, validation: float, **config) -> dict:
@@ -116,3 +118,27 @@ def test_table_commands_read_the_run_records(tmp_path):
         done = run_cli(["table", which, "--results", str(tmp_path / "results")], tmp_path)
         assert done.returncode == 0, done.stderr
         assert expected in done.stdout, done.stdout
+
+
+def test_one_command_regenerates_every_table_from_the_records(tmp_path):
+    from bench.all_tables import write_all
+
+    results = tmp_path / "results"
+    (results / "runs").mkdir(parents=True)
+    (results / "analysis").mkdir()
+    for record in (_record(26.0, 20.0), _student(17.0, 12.0)):
+        (results / "runs" / f"{record['key']}.json").write_text(json.dumps(record))
+    codes = {"analysis": "codes", "key": "k", "dataset": "tmall",
+             "config": _student(1, 1)["config"], "neighbour_share_by_chance": 0.0003,
+             "codes": {"M": 4, "K": 32, "items": 10, "occupancy": 0.01, "usage_min": 1,
+                       "usage_max": 9, "one_codeword_neighbours_mean": 2.0,
+                       "items_with_a_neighbour": 50.0, "codeword_usage": [[1] * 32] * 4},
+             "crowding": {g: {"missed_cases": 3, "neighbour_share_of_top": 0.02}
+                          for g in ("repeat", "new")}}
+    (results / "analysis" / "codes-k.json").write_text(json.dumps(codes))
+    written = {p.name: p.read_text() for p in write_all(results)}
+    assert {"runs.md", "summary.md", "table3.md", "table4.md", "ablation.md", "cases.md",
+            "codes.md"} <= set(written)
+    assert "26.00 (27.86)" in written["table3.md"]
+    assert "the paper's range: 1090-1480" in written["codes.md"]
+    assert all(p.parent == results / "tables" for p in (results / "tables").iterdir())

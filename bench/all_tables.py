@@ -1,0 +1,65 @@
+"""Every table the suite renders, regenerated from the stored records by one call.
+
+What `ecbench tables` writes under RESULTS/tables: the run table and its seed summary, the
+paper's Tables 3, 4 and 5 (each runtime, batch size and cache state recorded) and Fig. 3 (as
+a table), the case analyses and the code statistics with Fig. 6 per analysed ccode run. All of
+them are pure functions of the records under RESULTS, so they can be rebuilt at any time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.paper_tables import ablation_table, table3, table4
+from bench.records import atomic_write_bytes, iter_records, load_record
+from bench.tables import cases_table, codes_table, fig6_table, runs_table, summary_table, table5
+
+
+def _analyses(results_dir: Path, kind: str) -> list[dict[str, Any]]:
+    return [load_record(p) for p in sorted(Path(results_dir, "analysis").glob(f"{kind}-*.json"))]
+
+
+def latency_variants(records: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
+    """(runtime, batch, cache) of every timing the latency records hold."""
+    found = set()
+    for record in records:
+        cache = record["protocol"].get("cache", "warm")
+        for model in record["models"]:
+            for runtime, timing in model["runtimes"].items():
+                for batch in timing.get("batches", {}):
+                    found.add((runtime, int(batch), cache))
+    return sorted(found)
+
+
+def render_all(results_dir: Path) -> dict[str, str]:
+    """File name -> table text, for every table the records support."""
+    runs = list(iter_records(results_dir))
+    tables: dict[str, Callable[[], str]] = {
+        "runs.md": lambda: runs_table(runs), "summary.md": lambda: summary_table(runs),
+        "table3.md": lambda: table3(runs), "table4.md": lambda: table4(runs),
+        "ablation.md": lambda: ablation_table(runs)}
+    by_key = {r["key"]: {**r, "dataset": r["dataset"]["name"]} for r in runs
+              if r.get("test_by_case")}
+    by_key.update({a["key"]: a for a in _analyses(results_dir, "cases")})
+    tables["cases.md"] = lambda: cases_table(by_key.values())
+    codes = _analyses(results_dir, "codes")
+    if codes:
+        tables["codes.md"] = lambda: "\n\n".join([codes_table(codes)]
+                                                 + [fig6_table(a) for a in codes])
+    latency = [load_record(p) for p in sorted(Path(results_dir, "bench").glob("latency-*.json"))]
+    for runtime, batch, cache in latency_variants(latency):
+        tables[f"table5-{runtime}-b{batch}-{cache}.md"] = (
+            lambda r=runtime, b=batch, c=cache: table5(latency, runtime=r, batch=b, cache=c))
+    return {name: render() for name, render in tables.items()}
+
+
+def write_all(results_dir: Path, out_dir: Path | None = None) -> list[Path]:
+    """Render every table and write it (markdown) under `out_dir` (RESULTS/tables)."""
+    out_dir = Path(out_dir or Path(results_dir) / "tables")
+    written = []
+    for name, text in render_all(results_dir).items():
+        path = out_dir / name
+        atomic_write_bytes(path, (text + "\n").encode())
+        written.append(path)
+    return written
