@@ -142,7 +142,8 @@ class DistillationObjective:
         self.epochs = epochs
         self.mixup = getattr(pair.student.compressor, "set_mixup", None)
         # an annealed mixup reaches the deployed student (no teacher table) only at the end
-        annealed = self.mixup is not None and pair.config.eta_schedule != "none"
+        annealed = (self.mixup is not None and pair.config.eta > 0
+                    and pair.config.eta_schedule != "none")
         self.settled_epoch = epochs if annealed else 0
         self._term_sums: dict[str, float] = {}
         self._steps = 0

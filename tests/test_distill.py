@@ -133,6 +133,8 @@ def test_the_eta_schedule_sets_the_students_mixup(tiny_synthetic):
     constant, _ = _pair(tiny_synthetic, DistillConfig(eta=0.8))
     hot = torch.zeros(tiny_synthetic.num_items, dtype=torch.bool)
     assert DistillationObjective(constant, hot, epochs=4).settled_epoch == 0
+    no_mixup, _ = _pair(tiny_synthetic, DistillConfig(eta=0.0, eta_schedule="linear"))
+    assert DistillationObjective(no_mixup, hot, epochs=4).settled_epoch == 0
 
 
 def test_a_killed_distillation_resumes_to_the_same_result(tiny_synthetic, tmp_path):
