@@ -15,7 +15,7 @@ from backbones import NARM, SRGNN, STAMP
 from backbones.packing import PackedSessions
 from backbones.session_graph import SessionGraphs
 from bench.benchmarks import benchmark_training, reference_teacher
-from bench.cli import _BENCH_DEFAULTS, make_run_config
+from bench.cli_options import BENCH_DEFAULTS, make_run_config
 from bench.config import RunConfig
 from bench.metrics import metrics_from_ranks, popularity_ranks
 from bench.train import Trainer, build_model, prepare
@@ -237,7 +237,7 @@ def test_gru4rec_is_the_last_state_of_a_plain_gru():
 # -- configuration, the pipeline and real data ------------------------------------------------
 
 def run_config(data: str, backbone: str, extra: list[str] | None = None) -> RunConfig:
-    opts = {**_BENCH_DEFAULTS, "data": data, "compressor": "full", "backbone": backbone,
+    opts = {**BENCH_DEFAULTS, "data": data, "compressor": "full", "backbone": backbone,
             "dim": None, "epochs": None, "patience": None}
     return make_run_config(opts, extra or [])
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cli import _BENCH_DEFAULTS, make_run_config
+from bench.cli_options import BENCH_DEFAULTS, make_run_config
 from bench.errors import ConfigError
 
 
 def paper_config(data: str, extra: list[str] | None = None):
-    opts = {**_BENCH_DEFAULTS, "data": data, "compressor": "full", "backbone": "sasrec",
+    opts = {**BENCH_DEFAULTS, "data": data, "compressor": "full", "backbone": "sasrec",
             "dim": None, "epochs": None, "patience": None}
     return make_run_config(opts, extra or [])
 
@@ -32,7 +32,7 @@ def test_record_keys_of_the_paper_teachers_are_stable(tmall):
 
 
 def test_compressor_options_at_their_default_are_dropped_from_the_config():
-    opts = {**_BENCH_DEFAULTS, "data": "synthetic", "compressor": "ccode", "backbone": "sasrec",
+    opts = {**BENCH_DEFAULTS, "data": "synthetic", "compressor": "ccode", "backbone": "sasrec",
             "dim": None, "epochs": None, "patience": None}
     explicit = make_run_config(opts, ["--M", "4", "--K", "32", "--eta", "0.8"])
     implicit = make_run_config(opts, ["--eta", "0.8"])
@@ -46,7 +46,7 @@ def test_unknown_part_option_is_refused():
 
 
 def test_tt_init_reaches_the_compressor_not_the_backbone():
-    opts = {**_BENCH_DEFAULTS, "data": "tmall", "compressor": "tt", "backbone": "sasrec",
+    opts = {**BENCH_DEFAULTS, "data": "tmall", "compressor": "tt", "backbone": "sasrec",
             "dim": None, "epochs": None, "patience": None}
     config = make_run_config(opts, ["--init", "teacher", "--weight-init", "uniform-all"])
     assert config.compressor_options == {"init": "teacher"}

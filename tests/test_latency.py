@@ -112,7 +112,7 @@ def test_the_evictor_streams_a_buffer_of_the_given_size():
 
 
 def test_a_latency_spec_may_name_its_backbone():
-    from bench.cli import _spec_backbone
+    from bench.cli_bench import _spec_backbone
     from bench.errors import ConfigError
 
     assert _spec_backbone(["--M", "4"], "sasrec") == ("sasrec", ["--M", "4"])

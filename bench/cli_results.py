@@ -1,0 +1,128 @@
+"""Commands over stored records: tables (one or all), case analyses and code statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+
+@click.command("table")
+@click.argument("which", type=click.Choice(["runs", "summary", "cases", "3", "4", "ablation", "5"]))
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="also write the table (markdown) to this file")
+@click.option("--runtime", default="eager", show_default=True,
+              help="table 5: eager, onnx, executorch or torchscript")
+@click.option("--batch", type=int, default=100, show_default=True,
+              help="table 5: the batch size timed (scaled to ms per 100 sessions)")
+@click.option("--cache", type=click.Choice(["warm", "cold"]), default="warm", show_default=True,
+              help="table 5: from the latency records timed with warm or cold caches")
+def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
+                  batch: int, cache: str) -> None:
+    """Render a table from the records under RESULTS: `runs` (test metrics in percent, a row
+    per run), `summary` (runs that differ only in their seed as mean ± std), `cases` (test
+    metrics by kind of case, from the records and RESULTS/analysis), the paper's `3` (every
+    method), `4` (ccode by M and K) and `ablation` (Fig. 3), ours beside the paper's, or `5`
+    (the paper's Table 5 from the latency records under RESULTS/bench)."""
+    from bench.paper_tables import ablation_table, table3, table4
+    from bench.records import atomic_write_bytes, iter_records, load_record
+    from bench.tables import cases_table, runs_table, summary_table, table5
+
+    paper_tables = {"3": table3, "4": table4, "ablation": ablation_table}
+
+    if which == "cases":
+        by_key = {r["key"]: {**r, "dataset": r["dataset"]["name"]}
+                  for r in iter_records(results_dir) if r.get("test_by_case")}
+        for path in sorted(Path(results_dir, "analysis").glob("cases-*.json")):
+            analysis = load_record(path)
+            by_key[analysis["key"]] = analysis
+        text = cases_table(by_key.values())
+    elif which == "5":
+        records = [load_record(p) for p in sorted(Path(results_dir, "bench").glob("latency-*.json"))]
+        text = table5(records, runtime=runtime, batch=batch, cache=cache)
+    elif which in paper_tables:
+        text = paper_tables[which](list(iter_records(results_dir)))
+    elif which == "summary":
+        text = summary_table(iter_records(results_dir))
+    else:
+        text = runs_table(iter_records(results_dir))
+    click.echo(text)
+    if out is not None:
+        atomic_write_bytes(Path(out), (text + "\n").encode())
+
+
+@click.command("tables")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="where the tables go [RESULTS/tables]")
+def tables_command(results_dir: Path, out: Path | None) -> None:
+    """Regenerate every table from the records under RESULTS: runs, seed summary, the paper's
+    Tables 3, 4 and 5 (each runtime, batch and cache recorded), Fig. 3 and Fig. 6, analyses."""
+    from bench.all_tables import write_all
+
+    for path in write_all(results_dir, out):
+        click.echo(f"written: {path}")
+
+
+_ANALYSIS_OPTIONS = [
+    click.argument("records", nargs=-1, required=True,
+                   type=click.Path(path_type=Path, exists=True, dir_okay=False)),
+    click.option("--data-root", default=None,
+                 help="folder of named datasets [$ECBENCH_DATA or ./data]"),
+    click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
+                 show_default=True, help="where the runs left their models"),
+    click.option("--results", "results_dir", type=click.Path(path_type=Path),
+                 default=Path("results"), show_default=True),
+    click.option("--threads", type=int, default=1, show_default=True),
+]
+
+
+def analysis_command(name: str, analyse: Callable[..., tuple[dict[str, Any], Path]],
+                     render: Callable[[list[dict[str, Any]]], str]) -> Callable:
+    """A command that runs `analyse` on each recorded run (its model re-loaded from WORKDIR),
+    writes each result under RESULTS/analysis and prints `render` of them all."""
+    def decorate(describe: Callable) -> click.Command:
+        def command(records: tuple[Path, ...], data_root: str | None, workdir: Path,
+                    results_dir: Path, threads: int) -> None:
+            analyses = []
+            for record in records:
+                result, path = analyse(record, data_root=data_root, workdir=workdir,
+                                       results_dir=results_dir, threads=threads)
+                click.echo(f"written: {path}", err=True)
+                analyses.append(result)
+            click.echo(render(analyses))
+
+        command.__doc__ = describe.__doc__
+        for option in reversed(_ANALYSIS_OPTIONS):
+            command = option(command)
+        return click.command(name)(command)
+    return decorate
+
+
+def _lazy(module: str, name: str) -> Callable:
+    """`module.name`, imported when first called (keeps `ecbench --help` fast)."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        import importlib
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+    return call
+
+
+@analysis_command("analyse", _lazy("bench.analysis", "analyse_cases"),
+                  _lazy("bench.tables", "cases_table"))
+def analyse_command() -> None:
+    """Test metrics of recorded runs by kind of case: the label already in the session (a
+    repeat click) or new, a hot or a cold item. Re-ranks the test set with each run's deployed
+    model, checks it reproduces the record's test metrics, and writes
+    RESULTS/analysis/cases-<record>.json."""
+
+
+@analysis_command("codes", _lazy("bench.code_analysis", "analyse_codes"),
+                  _lazy("bench.tables", "codes_table"))
+def codes_command() -> None:
+    """How recorded ccode runs use their codes: codeword usage (the paper's Fig. 6), items one
+    codeword apart, and the share of such neighbours among the items ranked above a missed
+    label. Writes RESULTS/analysis/codes-<record>.json."""
