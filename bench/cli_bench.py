@@ -171,9 +171,9 @@ def latency_summary(result: dict[str, Any]) -> str:
     rows = []
     for model in result["models"]:
         for runtime, timing in model["runtimes"].items():
-            if "batches" not in timing:
-                rows.append([model["label"], runtime, "-", timing.get("skipped")
-                             or timing.get("failed")])
+            if "batches" not in timing:  # why the runtime has no timing, in its own column
+                rows.append([model["label"], runtime, "-", None, None, None, None,
+                             (timing.get("skipped") or timing.get("failed"))[:80]])
                 continue
             artefact = timing.get("artefact") or {}
             for batch, t in timing["batches"].items():
@@ -181,7 +181,8 @@ def latency_summary(result: dict[str, Any]) -> str:
                              t["end_to_end"]["p90_ms"], t.get("ratio_to_full"),
                              artefact.get("bytes")])
     return tabulate(rows, headers=["model", "runtime", "batch", "median ms", "p90 ms",
-                                   "/ full", "artefact bytes"], floatfmt=".4g")
+                                   "/ full", "artefact bytes", "not timed"], floatfmt=".4g",
+                    missingval="")
 
 
 @click.command("export")

@@ -10,6 +10,7 @@ each artefact's size and whether it could hold a dense table are stored beside.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,7 +203,8 @@ def _export_runtime(candidate: Candidate, eager: DeployedRecommender, fmt: str,
         first = {batch: batches[0] for batch, batches in inputs.items()}
         agreement = {str(b): _agreement(run(*x), eager(*x), top_k) for b, x in first.items()}
     except Exception as exc:  # an export a runtime cannot take is a result, not a crash
-        return {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}, None
+        first_line = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()[0][:300]
+        return {"failed": f"{type(exc).__name__}: {first_line}"}, None
     stored = artefact_tensors(fmt, path)
     return {
         "artefact": {"path": str(path), "bytes": path.stat().st_size,
