@@ -27,7 +27,6 @@ import shlex
 import subprocess
 import sys
 import time
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,11 @@ from typing import Callable, Iterable, Protocol
 
 from bench.errors import ConfigError
 from compressors.named_registry import Registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, as a package before Python 3.11
+    import tomli as tomllib
 
 SPEC_KEYS = {"name", "base", "grid", "runs"}
 
