@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from backbones import Backbone
 from bench.batching import Examples
+from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.metrics import metrics_by_case, metrics_from_ranks, pessimistic_ranks
 from bench.records import now_iso, provenance, write_json
 from bench.topk import top_k
-from bench.train import EVAL_BATCH_SIZE, Prepared, load_dataset, prepare
+from bench.train import Prepared, load_dataset, prepare, scored_batches
 
 
 def test_case_groups(prepared: Prepared, max_len: int) -> dict[str, np.ndarray]:
@@ -47,15 +48,12 @@ class RankedTest:
 
 def rank_test(model: Backbone, examples: Examples, max_len: int) -> RankedTest:
     """The ranks of `bench.train.evaluate_ranks` (the same scores) and the top items."""
-    model.eval()
     ranks, tops, in_session = [], [], []
-    with torch.no_grad(), model.compressor.shared_weight():
-        for batch in examples.batches(EVAL_BATCH_SIZE, max_len):
-            scores = model.score(batch.items, batch.lengths)
-            ranks.append(pessimistic_ranks(scores, batch.targets))
-            top = top_k(scores[:, 1:], TOP)[1] + 1  # column 0 is padding
-            tops.append(top)
-            in_session.append((top[:, :, None] == batch.items[:, None, :]).any(-1))
+    for batch, scores in scored_batches(model, examples, max_len):
+        ranks.append(pessimistic_ranks(scores, batch.targets))
+        top = top_k(scores[:, 1:], TOP)[1] + 1  # column 0 is padding
+        tops.append(top)
+        in_session.append((top[:, :, None] == batch.items[:, None, :]).any(-1))
     return RankedTest(torch.cat(ranks).numpy(), torch.cat(tops).numpy(),
                       torch.cat(in_session).numpy())
 
@@ -75,37 +73,70 @@ def missed_top(ranked: RankedTest, groups: dict[str, np.ndarray], hot_items: np.
     return out
 
 
-def analyse_cases(record_path: Path, *, data_root: str | None, workdir: Path,
-                  results_dir: Path, threads: int = 1) -> tuple[dict[str, Any], Path]:
-    """Re-rank the test set with a recorded run's deployed model and break its metrics down
-    by case; the overall metrics must equal the record's (a validation-selected run is tested
-    at its selected model, so the same model gives the same ranks)."""
+@dataclass(frozen=True)
+class RecordedRanking:
+    """A recorded run's deployed model, re-loaded on the data it was trained on, and its
+    ranking of that data's test set."""
+
+    record_path: Path
+    config: RunConfig
+    record: dict[str, Any]
+    model: Backbone
+    prepared: Prepared
+    ranked: RankedTest
+
+
+def rank_recorded(record_path: Path, *, data_root: str | None, workdir: Path, threads: int,
+                  check: Callable[[Backbone], None] | None = None) -> RecordedRanking:
+    """Load a recorded run's model (from WORKDIR/models) and its data (refused if it is not
+    the data the record names, by checksum), and rank the test set with it. `check` may
+    refuse the model first, before any data is read."""
     from bench.cpu import configure_cpu
     from bench.deploy import load_trained
 
     configure_cpu(threads)
     config, record, model = load_trained(record_path, workdir)
+    if check is not None:
+        check(model)
     data = load_dataset(config.data, data_root)
     if data.checksum != record["dataset"]["checksum"]:
         raise ConfigError(f"record {record_path} was trained on other data than {data.name}")
+    prepared = prepare(config, data)
+    return RecordedRanking(record_path, config, record, model, prepared,
+                           rank_test(model, prepared.test, config.max_len))
+
+
+def write_analysis(kind: str, run: RecordedRanking, findings: dict[str, Any],
+                   results_dir: Path, threads: int) -> tuple[dict[str, Any], Path]:
+    """`findings` about `run`, with what it analysed and its provenance, written to
+    RESULTS/analysis/<kind>-<record>.json."""
+    result = {"analysis": kind, "record": str(run.record_path), "key": run.record["key"],
+              "config": run.record["config"], "dataset": run.prepared.data.name, **findings,
+              "provenance": provenance(threads), "date": now_iso()}
+    path = Path(results_dir) / "analysis" / f"{kind}-{run.record_path.stem}.json"
+    write_json(path, result)
+    return result, path
+
+
+def analyse_cases(record_path: Path, *, data_root: str | None, workdir: Path,
+                  results_dir: Path, threads: int = 1) -> tuple[dict[str, Any], Path]:
+    """Re-rank the test set with a recorded run's deployed model and break its metrics down
+    by case; the overall metrics must equal the record's (a validation-selected run is tested
+    at its selected model, so the same model gives the same ranks)."""
+    run = rank_recorded(record_path, data_root=data_root, workdir=workdir, threads=threads)
+    record = run.record
     if record["selection"]["on"] == "test":
         raise ConfigError(f"record {record_path} is a legacy select-on-test run: its test "
                           "metrics come from several epochs, not one model")
-    prepared = prepare(config, data)
-    ranked = rank_test(model, prepared.test, config.max_len)
-    ranks = ranked.ranks
+    ranks = run.ranked.ranks
     overall = metrics_from_ranks(ranks)
-    groups = test_case_groups(prepared, config.max_len)
+    groups = test_case_groups(run.prepared, run.config.max_len)
     mismatch = {k: (v, record["test"][k]) for k, v in overall.items()
                 if abs(v - record["test"][k]) > 1e-6}
     if mismatch:
         raise ConfigError(f"the model of {record_path} does not reproduce its recorded test "
                           f"metrics: {mismatch}")
-    result = {"analysis": "cases", "record": str(record_path), "key": record["key"],
-              "config": record["config"], "dataset": data.name, "test": overall,
-              "test_by_case": metrics_by_case(ranks, groups),
-              "missed_top": missed_top(ranked, groups, prepared.hot_items),
-              "provenance": provenance(threads), "date": now_iso()}
-    path = Path(results_dir) / "analysis" / f"cases-{record_path.stem}.json"
-    write_json(path, result)
-    return result, path
+    return write_analysis("cases", run, {
+        "test": overall, "test_by_case": metrics_by_case(ranks, groups),
+        "missed_top": missed_top(run.ranked, groups, run.prepared.hot_items)},
+        results_dir, threads)

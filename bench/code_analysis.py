@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from backbones import Backbone
 from bench.errors import ConfigError
 
 
@@ -63,24 +64,21 @@ def analyse_codes(record_path: Path, *, data_root: str | None, workdir: Path,
     """Code statistics of a recorded ccode run, and the crowding of its missed test cases:
     of the top-10 items above a label ranked below 10, the share one codeword from it, for
     repeat clicks and new items. Written to RESULTS/analysis/codes-<record>.json."""
-    from bench.analysis import TOP, rank_test, test_case_groups
-    from bench.cpu import configure_cpu
-    from bench.deploy import load_trained
-    from bench.records import now_iso, provenance, write_json
-    from bench.train import load_dataset, prepare
+    from bench.analysis import TOP, rank_recorded, test_case_groups, write_analysis
 
-    configure_cpu(threads)
-    config, record, model = load_trained(record_path, workdir)
-    compressor = model.compressor
-    if not hasattr(compressor, "codes") or not getattr(compressor, "deployed", False):
-        raise ConfigError(f"record {record_path} has no deployed integer codes (a ccode run)")
+    def has_codes(model: Backbone) -> None:
+        if not hasattr(model.compressor, "codes") or not getattr(model.compressor, "deployed",
+                                                                 False):
+            raise ConfigError(f"record {record_path} has no deployed integer codes "
+                              "(a ccode run)")
+
+    run = rank_recorded(record_path, data_root=data_root, workdir=workdir, threads=threads,
+                        check=has_codes)
+    compressor = run.model.compressor
     codes = compressor.codes.cpu().numpy()
-    data = load_dataset(config.data, data_root)
-    prepared = prepare(config, data)
-    ranked = rank_test(model, prepared.test, config.max_len)
-    labels = prepared.test.targets
+    labels, ranked = run.prepared.test.targets, run.ranked
     crowding = {}
-    for name, mask in test_case_groups(prepared, config.max_len).items():
+    for name, mask in test_case_groups(run.prepared, run.config.max_len).items():
         if name in ("repeat", "new"):
             cases = mask & (ranked.ranks > TOP)
             crowding[name] = {
@@ -88,10 +86,6 @@ def analyse_codes(record_path: Path, *, data_root: str | None, workdir: Path,
                 "neighbour_share_of_top": neighbour_share(ranked.top[cases], labels[cases], codes)}
     summary = summarise_codes(codes[1:], compressor.K)  # row 0 is the padding item
     chance = summary["one_codeword_neighbours_mean"] / (summary["items"] - 1)
-    result = {"analysis": "codes", "record": str(record_path), "key": record["key"],
-              "config": record["config"], "dataset": data.name, "codes": summary,
-              "crowding": crowding, "neighbour_share_by_chance": chance,
-              "provenance": provenance(threads), "date": now_iso()}
-    path = Path(results_dir) / "analysis" / f"codes-{record_path.stem}.json"
-    write_json(path, result)
-    return result, path
+    return write_analysis("codes", run, {"codes": summary, "crowding": crowding,
+                                         "neighbour_share_by_chance": chance},
+                          results_dir, threads)

@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -97,14 +97,21 @@ def build_model(config: RunConfig, num_items: int) -> Backbone:
         raise ConfigError(f"{config.backbone}/{config.compressor}: {exc}") from None
 
 
-@torch.no_grad()
+def scored_batches(model: Backbone, examples: Examples, max_len: int,
+                   batch_size: int = EVAL_BATCH_SIZE) -> Iterator[tuple[Batch, torch.Tensor]]:
+    """Each evaluation batch with the model's scores over every item [B, num_items], in eval
+    mode, without gradients, the table reconstructed once for the whole pass."""
+    model.eval()
+    with torch.no_grad(), model.compressor.shared_weight():
+        for batch in examples.batches(batch_size, max_len):
+            yield batch, model.score(batch.items, batch.lengths)
+
+
 def evaluate_ranks(model: Backbone, examples: Examples, max_len: int,
                    batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Pessimistic rank of every example's label among all real items."""
-    model.eval()
-    with model.compressor.shared_weight():  # one reconstruction of the table for the pass
-        ranks = [pessimistic_ranks(model.score(b.items, b.lengths), b.targets)
-                 for b in examples.batches(batch_size, max_len)]
+    ranks = [pessimistic_ranks(scores, batch.targets)
+             for batch, scores in scored_batches(model, examples, max_len, batch_size)]
     return torch.cat(ranks).numpy()
 
 
