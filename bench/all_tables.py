@@ -16,8 +16,21 @@ from bench.records import atomic_write_bytes, iter_records, load_record
 from bench.tables import cases_table, codes_table, fig6_table, runs_table, summary_table, table5
 
 
-def _analyses(results_dir: Path, kind: str) -> list[dict[str, Any]]:
+def analyses(results_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """The analysis records of `kind` (cases, codes) under RESULTS/analysis."""
     return [load_record(p) for p in sorted(Path(results_dir, "analysis").glob(f"{kind}-*.json"))]
+
+
+def case_analyses(results_dir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every run's metrics by case: from its record, or from its (later) case analysis."""
+    by_key = {r["key"]: {**r, "dataset": r["dataset"]["name"]} for r in runs
+              if r.get("test_by_case")}
+    by_key.update({a["key"]: a for a in analyses(results_dir, "cases")})
+    return list(by_key.values())
+
+
+def latency_records(results_dir: Path) -> list[dict[str, Any]]:
+    return [load_record(p) for p in sorted(Path(results_dir, "bench").glob("latency-*.json"))]
 
 
 def latency_variants(records: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
@@ -39,15 +52,12 @@ def render_all(results_dir: Path) -> dict[str, str]:
         "runs.md": lambda: runs_table(runs), "summary.md": lambda: summary_table(runs),
         "table3.md": lambda: table3(runs), "table4.md": lambda: table4(runs),
         "ablation.md": lambda: ablation_table(runs)}
-    by_key = {r["key"]: {**r, "dataset": r["dataset"]["name"]} for r in runs
-              if r.get("test_by_case")}
-    by_key.update({a["key"]: a for a in _analyses(results_dir, "cases")})
-    tables["cases.md"] = lambda: cases_table(by_key.values())
-    codes = _analyses(results_dir, "codes")
+    tables["cases.md"] = lambda: cases_table(case_analyses(results_dir, runs))
+    codes = analyses(results_dir, "codes")
     if codes:
         tables["codes.md"] = lambda: "\n\n".join([codes_table(codes)]
                                                  + [fig6_table(a) for a in codes])
-    latency = [load_record(p) for p in sorted(Path(results_dir, "bench").glob("latency-*.json"))]
+    latency = latency_records(results_dir)
     for runtime, batch, cache in latency_variants(latency):
         tables[f"table5-{runtime}-b{batch}-{cache}.md"] = (
             lambda r=runtime, b=batch, c=cache: table5(latency, runtime=r, batch=b, cache=c))

@@ -27,22 +27,17 @@ def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
     metrics by kind of case, from the records and RESULTS/analysis), the paper's `3` (every
     method), `4` (ccode by M and K) and `ablation` (Fig. 3), ours beside the paper's, or `5`
     (the paper's Table 5 from the latency records under RESULTS/bench)."""
+    from bench.all_tables import case_analyses, latency_records
     from bench.paper_tables import ablation_table, table3, table4
-    from bench.records import atomic_write_bytes, iter_records, load_record
+    from bench.records import atomic_write_bytes, iter_records
     from bench.tables import cases_table, runs_table, summary_table, table5
 
     paper_tables = {"3": table3, "4": table4, "ablation": ablation_table}
 
     if which == "cases":
-        by_key = {r["key"]: {**r, "dataset": r["dataset"]["name"]}
-                  for r in iter_records(results_dir) if r.get("test_by_case")}
-        for path in sorted(Path(results_dir, "analysis").glob("cases-*.json")):
-            analysis = load_record(path)
-            by_key[analysis["key"]] = analysis
-        text = cases_table(by_key.values())
+        text = cases_table(case_analyses(results_dir, list(iter_records(results_dir))))
     elif which == "5":
-        records = [load_record(p) for p in sorted(Path(results_dir, "bench").glob("latency-*.json"))]
-        text = table5(records, runtime=runtime, batch=batch, cache=cache)
+        text = table5(latency_records(results_dir), runtime=runtime, batch=batch, cache=cache)
     elif which in paper_tables:
         text = paper_tables[which](list(iter_records(results_dir)))
     elif which == "summary":
