@@ -142,17 +142,21 @@ def sweep_command(spec: Path, executor: str, workers: int, threads: int, data_ro
     common = ["--threads", str(threads), "--results", str(results_dir), "--workdir", str(workdir),
               "--no-progress", "--resume"] + (["--data-root", data_root] if data_root else [])
     jobs = [tuple(common) + args for args in loaded.jobs()]
+
+    def own(args: tuple[str, ...]) -> str:
+        """A run's arguments as the spec gives them (without the sweep's common ones)."""
+        return shlex.join(args[len(common):])
+
     for args in jobs:  # every run's arguments are checked before any starts
         try:
             run_config_of(list(args))
         except (click.ClickException, ConfigError) as exc:
             message = exc.format_message() if isinstance(exc, click.ClickException) else exc
-            raise ConfigError(f"sweep {loaded.name}: run {shlex.join(args[len(common):])}: "
-                              f"{message}") from None
+            raise ConfigError(f"sweep {loaded.name}: run {own(args)}: {message}") from None
     click.echo(f"sweep {loaded.name}: {len(jobs)} runs", err=True)
     if dry_run:
         for args in jobs:
-            click.echo(shlex.join(["ecbench", "run", *args[len(common):]]))
+            click.echo(f"ecbench run {own(args)}")
         return
     entry = sweep.registry.get(executor)
     options = {"workers": workers} if "workers" in {f.name for f in entry.options()} else {}
@@ -161,11 +165,10 @@ def sweep_command(spec: Path, executor: str, workers: int, threads: int, data_ro
 
     def report(result: sweep.JobResult) -> None:
         state = "done" if result.ok else f"FAILED (exit {result.returncode}, log {result.log})"
-        click.echo(f"{state} in {result.seconds:.0f}s: {shlex.join(result.args[len(common):])}",
-                   err=True)
+        click.echo(f"{state} in {result.seconds:.0f}s: {own(result.args)}", err=True)
 
     results = runner.run_all(jobs, logs=logs, on_done=report)
-    rows = [[shlex.join(r.args[len(common):]), "ok" if r.ok else f"exit {r.returncode}",
+    rows = [[own(r.args), "ok" if r.ok else f"exit {r.returncode}",
              r.seconds, r.record or str(r.log)] for r in results]
     click.echo(tabulate(rows, headers=["run", "status", "seconds", "record (or log)"],
                         floatfmt=".0f"))

@@ -112,14 +112,18 @@ def _beside(ours: float | None, paper: float | None) -> str:
     return mine if paper is None else f"{mine} ({paper:.2f})"
 
 
+def _seconds_per_epoch(runs: list[Record]) -> float:
+    return float(np.median([r["timing"]["train_seconds_per_epoch_median"] for r in runs]))
+
+
 def _sources(cells: dict[tuple[Any, str], list[Record]], label: Callable[[Any], str]) -> str:
     """Which records fill which cells: the footnote that makes every number traceable."""
     lines = []
     for (row, dataset), runs in sorted(cells.items(), key=lambda kv: (kv[0][1], str(kv[0][0]))):
         keys = ", ".join(r["key"] for r in runs)
-        seconds = np.median([r["timing"]["train_seconds_per_epoch_median"] for r in runs])
         lines.append(f"- {dataset} {label(row)}: {variant(runs[0]['config'])}; "
-                     f"{len(runs)} seed(s); {seconds:.0f} s an epoch; records {keys}")
+                     f"{len(runs)} seed(s); {_seconds_per_epoch(runs):.0f} s an epoch; "
+                     f"records {keys}")
     return "\n".join(lines)
 
 
@@ -137,8 +141,7 @@ def table3(records: Iterable[Record], fmt: str = "github") -> str:
                     for i, m in enumerate(TABLE3_METRICS)]
         for dataset in DATASETS:
             runs = cells.get((model, dataset))
-            row.append(np.median([r["timing"]["train_seconds_per_epoch_median"] for r in runs])
-                       if runs else None)
+            row.append(_seconds_per_epoch(runs) if runs else None)
         rows.append(row)
     return ("Table 3: test metrics in percent, ours (the paper's, selected on test); ours are "
             "selected on validation and scored with the deployed table\n\n"

@@ -123,11 +123,12 @@ def run_command(args: Iterable[str]) -> list[str]:
 def run_job(index: int, args: tuple[str, ...], logs: Path) -> JobResult:
     """One run as its own process, its output in `logs/<index>.log`."""
     log = logs / f"{index:03d}.log"
+    command = run_command(args)
     start = time.perf_counter()
     with open(log, "w") as out:
-        out.write(f"$ {shlex.join(run_command(args))}\n")
+        out.write(f"$ {shlex.join(command)}\n")
         out.flush()
-        done = subprocess.run(run_command(args), stdout=subprocess.PIPE, stderr=out, text=True)
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=out, text=True)
         out.write(done.stdout)
     record = next((line.split(":", 1)[1].strip() for line in done.stdout.splitlines()
                    if line.startswith("record:")), None)
@@ -153,15 +154,14 @@ class LocalExecutor:
     def run_all(self, jobs: list[tuple[str, ...]], *, logs: Path,
                 on_done: Callable[[JobResult], None]) -> list[JobResult]:
         logs.mkdir(parents=True, exist_ok=True)
-        results: list[JobResult | None] = [None] * len(jobs)
 
-        def work(index: int) -> None:
-            results[index] = run_job(index, jobs[index], logs)
-            on_done(results[index])
+        def work(index: int) -> JobResult:
+            result = run_job(index, jobs[index], logs)
+            on_done(result)
+            return result
 
         with ThreadPoolExecutor(self.workers) as pool:
-            list(pool.map(work, range(len(jobs))))
-        return [r for r in results if r is not None]
+            return list(pool.map(work, range(len(jobs))))
 
 
 registry: Registry[Executor] = Registry("executor", "ecbench.executors")
