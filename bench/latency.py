@@ -135,22 +135,19 @@ def round_robin(measures: Sequence[Measure], inputs: Sequence[Inputs], repeats: 
     blocks keep each model's own data warm in the caches, as when it runs alone (taking turns
     call by call would have one model's table evict the next one's). `before`, if given, runs
     untimed before every timed call (a cache eviction)."""
-    out = [np.empty((0, 0))] * len(measures)
+    out: list[list[tuple[float, ...]]] = [[] for _ in measures]
     for measure in measures:
         for i in range(warmup):
             measure(inputs[i % len(inputs)])
     for lo in range(0, repeats, block):
         rounds = range(lo, min(lo + block, repeats))
-        for j, measure in enumerate(measures):
+        for measure, seconds in zip(measures, out):
             measure(inputs[rounds[0] % len(inputs)])  # back in the caches
             for i in rounds:
                 if before is not None:
                     before()
-                seconds = measure(inputs[i % len(inputs)])
-                if out[j].size == 0:
-                    out[j] = np.empty((repeats, len(seconds)))
-                out[j][i] = seconds
-    return out
+                seconds.append(measure(inputs[i % len(inputs)]))
+    return [np.asarray(seconds) for seconds in out]
 
 
 def _agreement(got: Inputs, expected: Inputs, k: int) -> dict[str, Any]:
