@@ -51,7 +51,7 @@ def rank_test(model: Backbone, examples: Examples, max_len: int) -> RankedTest:
     ranks, tops, in_session = [], [], []
     for batch, scores in scored_batches(model, examples, max_len):
         ranks.append(pessimistic_ranks(scores, batch.targets))
-        top = top_k(scores[:, 1:], TOP)[1] + 1  # column 0 is padding
+        top = top_k(scores, TOP, first=1)[1]  # column 0 is padding
         tops.append(top)
         in_session.append((top[:, :, None] == batch.items[:, None, :]).any(-1))
     return RankedTest(torch.cat(ranks).numpy(), torch.cat(tops).numpy(),

@@ -57,8 +57,7 @@ class DeployedRecommender(nn.Module):
         return self.items.score(query)
 
     def top_k(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        values, index = top_k(scores[:, 1:], self.k)  # column 0 is padding, never recommended
-        return values, index + 1
+        return top_k(scores, self.k, first=1)  # column 0 is padding, never recommended
 
     def forward(self, item_seq: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,19 +14,24 @@ import torch
 CHUNK = 64
 
 
-def top_k(scores: torch.Tensor, k: int, chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    """The `k` largest scores of each row of `scores` [B, N] and their column ids, best first.
+def top_k(scores: torch.Tensor, k: int, chunk: int = CHUNK, first: int = 0
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `k` largest scores of each row of `scores` [B, N] among columns `first` and on, and
+    their column ids, best first.
 
     `scores` may be row-major or the transpose of a row-major [N, B] (as lookup-table scoring
-    returns it); neither is copied.
+    returns it); neither is copied. The leading columns are skipped in that layout, so that an
+    exported graph, which has no strides, transposes twice in a row (a pair its runtime
+    cancels) rather than around a slice.
     """
     if scores.dim() != 2:
         raise ValueError(f"scores must be [batch, items], got shape {tuple(scores.shape)}")
     by_column = scores.t()
     if scores.stride(1) != 1 and by_column.stride(1) == 1:
-        values, ids = _top_k_down_columns(by_column, k, chunk)
-        return values.t(), ids.t()
-    return _top_k_along_rows(scores, k, chunk)
+        values, ids = _top_k_down_columns(by_column[first:], k, chunk)
+        return values.t(), ids.t() + first
+    values, ids = _top_k_along_rows(scores[:, first:], k, chunk)
+    return values, ids + first
 
 
 def _top_k_along_rows(scores: torch.Tensor, k: int, chunk: int

@@ -68,7 +68,7 @@ def test_ccode_inference_form_stores_codes_and_codebooks_only(model):
         pytest.skip("ccode only")
     form = model.compressor.inference_form(exportable=True)
     stored = {name: (tuple(t.shape), t.dtype) for name, t in form.state_dict().items()}
-    assert stored["codes"] == ((NUM_ITEMS, 3), torch.uint8)
+    assert stored["codes"] == ((3, NUM_ITEMS), torch.uint8)  # codebook-major, as scoring reads it
     assert stored["codebooks"] == ((3, 16, DIM), torch.float32)
     assert all(NUM_ITEMS * DIM > torch.Size(shape).numel() for shape, _ in stored.values())
 

@@ -31,8 +31,14 @@ def test_ties_keep_exact_values():
     assert bool(((ids >= 100) & (ids < 130)).all())
 
 
-def test_a_padding_column_slice_is_handled_without_copies():
-    scores = torch.randn(40728, 4).t()  # lookup-table scoring returns this layout
-    values, ids = top_k(scores[:, 1:], 20)
+@pytest.mark.parametrize("layout", ["rows", "transposed"])
+def test_leading_columns_are_skipped_in_either_layout(layout):
+    scores = torch.randn(4, 40728)
+    scores[:, 0] = 100.0  # the padding column would win if it were not skipped
+    if layout == "transposed":
+        scores = scores.t().contiguous().t()  # lookup-table scoring returns this layout
+    values, ids = top_k(scores, 20, first=1)
     expected = scores[:, 1:].topk(20)
-    assert torch.equal(ids, expected.indices)
+    assert torch.equal(ids, expected.indices + 1)
+    assert torch.equal(values, expected.values)
+    assert torch.equal(top_k(scores[:, 1:], 20)[1], expected.indices)  # a sliced view works too
