@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -102,7 +103,8 @@ def provenance(threads: int) -> dict[str, Any]:
     import torch
 
     return {
-        "command": " ".join(["ecbench", *sys.argv[1:]]) if sys.argv else None,
+        # quoted as a shell would need it: "--compressor 'sttd --rank 64'" is one argument
+        "command": shlex.join(["ecbench", *sys.argv[1:]]) if sys.argv else None,
         "git": git_state(),
         "versions": {"python": platform.python_version(), "torch": str(torch.__version__),
                      "numpy": numpy.__version__, "ecbench": _own_version()},

@@ -5,9 +5,11 @@ from __future__ import annotations
 import glob
 import json
 import re
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import torch
 from bench.config import RunConfig
 from bench.errors import TrainingDiverged
 from bench.metrics import CUTOFFS, metrics_from_ranks, popularity_ranks
+from bench.records import provenance
 from bench.runner import LEGACY_LABEL
 from bench.synthetic import synthetic_dataset
 from bench.train import Trainer, build_model, prepare
@@ -178,6 +181,13 @@ def test_cli_run_writes_a_complete_record(cli_run, repo_root):
     assert overall == pytest.approx(record["test"]["HR@10"])
     assert Path(record["model_file"]).is_file()
     assert not list((cli_run["work"] / "checkpoints").glob("*.pt"))  # removed once recorded
+
+
+def test_provenance_records_a_command_that_can_be_run_again(monkeypatch):
+    argv = ["/x/ecbench", "bench", "latency", "--compressor", "sttd --rank 64", "--data", "tmall"]
+    monkeypatch.setattr(sys, "argv", argv)
+    command = provenance(1)["command"]
+    assert shlex.split(command) == ["ecbench", *argv[1:]]  # the spec stays one argument
 
 
 @pytest.mark.slow
