@@ -14,8 +14,9 @@ from tabulate import tabulate
 
 import backbones
 import compressors
-from bench.cli_options import (BENCH_DEFAULTS, DEFAULT_THREADS, distillation_options,
-                               make_run_config)
+from bench.cli_options import (BENCH_DEFAULTS, DEFAULT_THREADS, data_root_option,
+                               distillation_options, make_run_config, results_option,
+                               workdir_option)
 from bench.config import RunConfig, build_part_config
 from bench.errors import ConfigError, EcbenchError
 
@@ -59,7 +60,7 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
              context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--data", default="synthetic", show_default=True,
               help="synthetic, a dataset name under the data root, or a folder")
-@click.option("--data-root", default=None, help="folder of named datasets [$ECBENCH_DATA or ./data]")
+@data_root_option
 @click.option("--compressor", default="full", show_default=True)
 @click.option("--backbone", default="sasrec", show_default=True)
 @click.option("--dim", type=int, default=None, help="embedding size [paper preset, else 64]")
@@ -88,10 +89,8 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
               help="students: start the encoder from the teacher's or at random [teacher]")
 @distillation_options
 @click.option("--threads", type=int, default=DEFAULT_THREADS, show_default=True)
-@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
-              show_default=True)
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
-              show_default=True, help="checkpoints and trained models")
+@results_option
+@workdir_option("checkpoints and trained models")
 @click.option("--refit", is_flag=True,
               help="after choosing the epoch count on validation, retrain on all training "
                    "sessions for that many epochs (test still seen once)")
@@ -125,11 +124,9 @@ def run_config_of(args: list[str]) -> RunConfig:
 @click.option("--workers", type=int, default=2, show_default=True,
               help="local: runs at a time (workers x --threads <= cores)")
 @click.option("--threads", type=int, default=1, show_default=True, help="threads per run")
-@click.option("--data-root", default=None, help="folder of named datasets [$ECBENCH_DATA or ./data]")
-@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
-              show_default=True)
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
-              show_default=True)
+@data_root_option
+@results_option
+@workdir_option()
 @click.option("--dry-run", is_flag=True, help="check the spec and list its runs, run nothing")
 def sweep_command(spec: Path, executor: str, workers: int, threads: int, data_root: str | None,
                   results_dir: Path, workdir: Path, dry_run: bool) -> None:
@@ -204,7 +201,7 @@ def list_command() -> None:
 
 @cli.command("size", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--data", default="synthetic", show_default=True)
-@click.option("--data-root", default=None)
+@data_root_option
 @click.option("--compressor", default="full", show_default=True)
 @click.option("--dim", type=int, default=None, help="[paper preset, else 64]")
 @click.option("--ratio", type=float, default=None, help="solve the size options for this ratio")

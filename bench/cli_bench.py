@@ -8,7 +8,9 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from bench.cli_options import BENCH_DEFAULTS, DEFAULT_THREADS, distillation_options, make_run_config
+from bench.cli_options import (BENCH_DEFAULTS, DEFAULT_THREADS, data_root_option,
+                               distillation_options, make_run_config, results_option,
+                               workdir_option)
 from bench.errors import ConfigError
 
 
@@ -20,7 +22,7 @@ def bench_group() -> None:
 @bench_group.command("train", context_settings={"ignore_unknown_options": True,
                                                 "allow_extra_args": True})
 @click.option("--data", default="synthetic", show_default=True)
-@click.option("--data-root", default=None)
+@data_root_option
 @click.option("--compressor", default="full", show_default=True)
 @click.option("--backbone", default="sasrec", show_default=True)
 @click.option("--dim", type=int, default=None)
@@ -30,8 +32,7 @@ def bench_group() -> None:
               help="timed training steps (after warm-up); 0 = one whole epoch")
 @distillation_options
 @click.option("--threads", type=int, default=DEFAULT_THREADS, show_default=True)
-@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
-              show_default=True)
+@results_option
 @click.pass_context
 def bench_train_command(ctx: click.Context, **opts: Any) -> None:
     """Training throughput (pairs per second) and seconds per epoch at the paper's settings.
@@ -53,15 +54,14 @@ def bench_train_command(ctx: click.Context, **opts: Any) -> None:
 @bench_group.command("score", context_settings={"ignore_unknown_options": True,
                                                 "allow_extra_args": True})
 @click.option("--data", default="synthetic", show_default=True)
-@click.option("--data-root", default=None)
+@data_root_option
 @click.option("--compressor", default="ccode", show_default=True)
 @click.option("--dim", type=int, default=None)
 @click.option("--model-file", type=click.Path(path_type=Path, exists=True), default=None,
               help="a trained run's model (.ecbench/models/KEY.pt); default: fresh tables")
 @click.option("--repeats", type=int, default=200, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="1 = a phone core")
-@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
-              show_default=True)
+@results_option
 @click.pass_context
 def bench_score_command(ctx: click.Context, **opts: Any) -> None:
     """Deployed scoring against dense `query @ table.T`, batch 1 and 100, one thread."""
@@ -90,11 +90,10 @@ the dataset's test set. Writes RESULTS/bench/latency-<data>-<backbones>-<compres
 
 @bench_group.command("latency", help=_LATENCY_HELP)
 @click.option("--data", default="synthetic", show_default=True)
-@click.option("--data-root", default=None)
+@data_root_option
 @click.option("--record", "records", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               multiple=True, help="a run record whose trained model to time (repeatable)")
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
-              show_default=True)
+@workdir_option()
 @click.option("--compressor", "specs", multiple=True,
               help="a compressor and its options, e.g. 'sttd --rank 64' or 'full --backbone "
                    "narm' (repeatable)")
@@ -114,8 +113,7 @@ the dataset's test set. Writes RESULTS/bench/latency-<data>-<backbones>-<compres
 @click.option("--cache", type=click.Choice(["warm", "cold"]), default="warm", show_default=True,
               help="cold: empty the CPU caches before every call (a phone's few MB of cache "
                    "keep nothing of a large table between recommendations)")
-@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
-              show_default=True)
+@results_option
 @click.option("--artefacts", type=click.Path(path_type=Path), default=None,
               help="where exported artefacts go [WORKDIR/artefacts]")
 def bench_latency_command(**opts: Any) -> None:
@@ -189,8 +187,7 @@ def latency_summary(result: dict[str, Any]) -> str:
 @click.argument("record", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["onnx", "executorch", "torchscript"]),
               required=True)
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
-              show_default=True, help="where the run left its model (WORKDIR/models/KEY.pt)")
+@workdir_option("where the run left its model (WORKDIR/models/KEY.pt)")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="artefact path [WORKDIR/artefacts/<record name>.<suffix>]")
 @click.option("--top-k", type=int, default=20, show_default=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -17,6 +18,18 @@ from bench.config import (RunConfig, backbone_preset, canonical_options, parse_p
 from bench.errors import ConfigError
 
 DEFAULT_THREADS = min(2, os.cpu_count() or 1)
+
+# The locations every command shares, declared once.
+data_root_option = click.option("--data-root", default=None,
+                                help="folder of named datasets [$ECBENCH_DATA or ./data]")
+results_option = click.option("--results", "results_dir", type=click.Path(path_type=Path),
+                              default=Path("results"), show_default=True,
+                              help="where records and tables go")
+
+
+def workdir_option(help: str = "checkpoints, trained models and artefacts") -> Callable:
+    return click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
+                        show_default=True, help=help)
 
 
 _DISTILLATION_OPTIONS = [

@@ -7,11 +7,11 @@ from typing import Any, Callable
 
 import click
 
+from bench.cli_options import data_root_option, results_option, workdir_option
 
 @click.command("table")
 @click.argument("which", type=click.Choice(["runs", "summary", "cases", "3", "4", "ablation", "5"]))
-@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
-              show_default=True)
+@results_option
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="also write the table (markdown) to this file")
 @click.option("--runtime", default="eager", show_default=True,
@@ -50,8 +50,7 @@ def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
 
 
 @click.command("tables")
-@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
-              show_default=True)
+@results_option
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="where the tables go [RESULTS/tables]")
 def tables_command(results_dir: Path, out: Path | None) -> None:
@@ -66,12 +65,9 @@ def tables_command(results_dir: Path, out: Path | None) -> None:
 _ANALYSIS_OPTIONS = [
     click.argument("records", nargs=-1, required=True,
                    type=click.Path(path_type=Path, exists=True, dir_okay=False)),
-    click.option("--data-root", default=None,
-                 help="folder of named datasets [$ECBENCH_DATA or ./data]"),
-    click.option("--workdir", type=click.Path(path_type=Path), default=Path(".ecbench"),
-                 show_default=True, help="where the runs left their models"),
-    click.option("--results", "results_dir", type=click.Path(path_type=Path),
-                 default=Path("results"), show_default=True),
+    data_root_option,
+    workdir_option("where the runs left their models"),
+    results_option,
     click.option("--threads", type=int, default=1, show_default=True),
 ]
 
