@@ -26,13 +26,13 @@ def build_sasrec(config: SASRecConfig, *, compressor: Compressor, max_len: int) 
 @registry.register("gru4rec", config=GRU4RecConfig,
                    description="GRU4Rec: a GRU's last state (Hidasi et al. 2016)")
 def build_gru4rec(config: GRU4RecConfig, *, compressor: Compressor, max_len: int) -> GRU4Rec:
-    return GRU4Rec(compressor, config)
+    return GRU4Rec(compressor, config, max_len)
 
 
 @registry.register("narm", config=NARMConfig,
                    description="NARM: GRU global + attention local encoders, bilinear (Li et al. 2017)")
 def build_narm(config: NARMConfig, *, compressor: Compressor, max_len: int) -> NARM:
-    return NARM(compressor, config)
+    return NARM(compressor, config, max_len)
 
 
 @registry.register("stamp", config=STAMPConfig,

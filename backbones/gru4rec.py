@@ -36,11 +36,11 @@ class GRU4RecConfig(GRUOptions):
 class GRU4Rec(Backbone):
     """h_t = GRU(x_t, h_{t-1}) over the session's item vectors; the session vector is h_last."""
 
-    def __init__(self, compressor: Compressor, config: GRU4RecConfig) -> None:
+    def __init__(self, compressor: Compressor, config: GRU4RecConfig, max_len: int) -> None:
         super().__init__(compressor)
         dim = compressor.dim
         self.config = config
-        self.gru = SessionGRU(dim, config)
+        self.gru = SessionGRU(dim, config, max_len)
         self.dropout = FastDropout(config.dropout)
         hidden = self.gru.hidden_size
         self.output = nn.Identity() if hidden == dim else nn.Linear(hidden, dim, bias=False)

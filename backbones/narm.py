@@ -40,12 +40,12 @@ class NARM(Backbone):
     A2 h_j) over the session's real positions (local encoder); the session vector is B [c_g; c_l],
     so that an item's score emb_i^T B [c_g; c_l] is NARM's bilinear decoder."""
 
-    def __init__(self, compressor: Compressor, config: NARMConfig) -> None:
+    def __init__(self, compressor: Compressor, config: NARMConfig, max_len: int) -> None:
         super().__init__(compressor)
         dim = compressor.dim
         self.config = config
         self.embedding_dropout = FastDropout(config.embedding_dropout)
-        self.gru = SessionGRU(dim, config)
+        self.gru = SessionGRU(dim, config, max_len)
         hidden = self.gru.hidden_size
         self.local = SoftAttentionReadout(hidden)  # w1 = A1 (on h_t), w2 = A2, f = v
         self.dropout = FastDropout(config.dropout)

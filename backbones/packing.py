@@ -13,6 +13,12 @@ from dataclasses import dataclass
 import torch
 
 
+def occurrences(index: torch.Tensor, size: int) -> torch.Tensor:
+    """How often each of 0 .. size-1 occurs in the int64 `index`: a `bincount` that exports to
+    ONNX (bincount's length does not)."""
+    return index.new_zeros(size).index_add(0, index, torch.ones_like(index))
+
+
 @dataclass(frozen=True)
 class PackedSessions:
     batch: int
@@ -43,8 +49,7 @@ class PackedSessions:
 
     def last(self) -> torch.Tensor:
         """The index among the tokens of each session's last item: [B] (sessions not empty)."""
-        counts = torch.bincount(self.session_of, minlength=self.batch)
-        return torch.cumsum(counts, 0) - 1
+        return torch.cumsum(occurrences(self.session_of, self.batch), 0) - 1
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """The real positions of a [B, L, ...] tensor as tokens [N, ...]."""

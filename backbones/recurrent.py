@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from backbones.init import InitOptions
@@ -33,8 +34,9 @@ class SessionGRU(nn.Module):
     the padded width, and the result of a session does not depend on the batch's padding.
     """
 
-    def __init__(self, input_dim: int, options: GRUOptions) -> None:
+    def __init__(self, input_dim: int, options: GRUOptions, max_len: int) -> None:
         super().__init__()
+        self.max_len = max_len
         self.hidden_size = options.hidden_size or input_dim
         self.gru = nn.GRU(input_dim, self.hidden_size, options.layers, batch_first=True)
 
@@ -42,7 +44,23 @@ class SessionGRU(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs [B, L, D] and lengths [B] (each >= 1) -> (states [B, L, H], zero at padding;
         the last layer's final state of each session [B, H])."""
+        if torch.compiler.is_exporting():
+            return self._padded(inputs, lengths)
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         states, final = self.gru(packed)
         states, _ = pad_packed_sequence(states, batch_first=True, total_length=inputs.shape[1])
         return states, final[-1]
+
+    def _padded(self, inputs: torch.Tensor, lengths: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same over `max_len` steps, for export, which has no packed sequences and unrolls
+        a GRU over a fixed number of steps (the input's width stays dynamic). Padding follows
+        each session and a GRU is causal, so the states up to a session's length are the
+        packed run's; its final state is the state at its last item."""
+        width = inputs.shape[1]
+        states, _ = self.gru(F.pad(inputs, (0, 0, 0, self.max_len - width)))
+        states = states[:, :width]
+        real = torch.arange(width, device=inputs.device) < lengths.unsqueeze(1)
+        states = states * real.unsqueeze(2).to(states.dtype)
+        final = states[torch.arange(inputs.shape[0], device=inputs.device), lengths - 1]
+        return states, final

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from backbones.packing import PackedSessions
+from backbones.packing import PackedSessions, occurrences
 
 
 @dataclass(frozen=True)
@@ -35,18 +35,21 @@ class SessionGraphs:
     def from_packed(cls, packed: PackedSessions, num_items: int) -> "SessionGraphs":
         keys = packed.session_of * num_items + packed.items
         node_keys, token_node = torch.unique(keys, sorted=True, return_inverse=True)
-        num_nodes = len(node_keys)
+        num_nodes = node_keys.shape[0]  # not len(): a TorchScript trace keeps .shape dynamic
         follows = packed.session_of[1:] == packed.session_of[:-1]  # token i+1 follows token i
         pairs = torch.unique(token_node[:-1][follows] * num_nodes + token_node[1:][follows])
-        source, target = pairs // num_nodes, pairs % num_nodes
-        in_degree = torch.bincount(target, minlength=num_nodes)
-        out_degree = torch.bincount(source, minlength=num_nodes)
-        return cls(packed.batch, node_keys // num_items, node_keys % num_items, token_node,
+        # divisions and subtractions, not `%`: the ONNX exporter cannot take a symbolic modulus
+        source = torch.div(pairs, num_nodes, rounding_mode="floor")
+        target = pairs - source * num_nodes
+        in_degree = occurrences(target, num_nodes)
+        out_degree = occurrences(source, num_nodes)
+        node_session = torch.div(node_keys, num_items, rounding_mode="floor")
+        return cls(packed.batch, node_session, node_keys - node_session * num_items, token_node,
                    source, target, 1.0 / in_degree[target], 1.0 / out_degree[source])
 
     @property
     def num_nodes(self) -> int:
-        return len(self.node_item)
+        return self.node_item.shape[0]
 
     def aggregate_in(self, messages: torch.Tensor) -> torch.Tensor:
         """A_in @ messages for every node at once: [U, D] -> [U, D]."""
