@@ -71,9 +71,11 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def git_state() -> dict[str, Any]:
-    """The commit the code ran from, and whether the working tree differed from it."""
-    root = Path(__file__).resolve().parent.parent
+def git_state(root: Path | None = None) -> dict[str, Any]:
+    """The commit the code ran from, and whether the working tree's code differed from it
+    (`results/`, which runs write while others start, does not count). `root`: the checkout
+    [this package's]."""
+    root = root or Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str | None:
         try:
@@ -84,7 +86,7 @@ def git_state() -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 

@@ -19,7 +19,7 @@ import torch
 from bench.config import RunConfig
 from bench.errors import TrainingDiverged
 from bench.metrics import CUTOFFS, metrics_from_ranks, popularity_ranks
-from bench.records import provenance
+from bench.records import git_state, provenance
 from bench.runner import LEGACY_LABEL
 from bench.synthetic import synthetic_dataset
 from bench.train import Trainer, build_model, prepare
@@ -188,6 +188,23 @@ def test_provenance_records_a_command_that_can_be_run_again(monkeypatch):
     monkeypatch.setattr(sys, "argv", argv)
     command = provenance(1)["command"]
     assert shlex.split(command) == ["ecbench", *argv[1:]]  # the spec stays one argument
+
+
+def test_a_results_change_does_not_make_the_code_dirty(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "run.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "results" / "run.json").write_text('{"written": "by another run"}')
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path)["dirty"] is True
 
 
 @pytest.mark.slow
