@@ -11,6 +11,17 @@ import torch
 from torch import nn
 
 
+def set_dropout(model: nn.Module, active: bool) -> None:
+    """Switch every dropout of `model` on or off and nothing else (its other modules keep their
+    mode: a ccode table in training mode still samples codes). Dropout lives in `FastDropout`,
+    `nn.Dropout` and modules that mark `dropout_only_training` (their training flag switches
+    nothing but dropout, as an attention's `dropout_p`)."""
+    for module in model.modules():
+        if (isinstance(module, (FastDropout, nn.Dropout))
+                or getattr(module, "dropout_only_training", False)):
+            module.training = active
+
+
 class FastDropout(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()

@@ -38,6 +38,8 @@ class SASRecConfig:
 
 
 class CausalSelfAttention(nn.Module):
+    dropout_only_training = True  # see backbones.dropout.set_dropout
+
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
         if dim % heads:

@@ -71,6 +71,9 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
 @click.option("--l2", type=float, default=1e-5, show_default=True)
 @click.option("--epochs", type=int, default=None, help="maximum epochs [30; synthetic 10]")
 @click.option("--patience", type=int, default=None, help="stop after N epochs without gain [3]")
+@click.option("--dropout-epochs", type=int, default=None,
+              help="dropout in the first N epochs only, then off, as the paper's released code "
+                   "trains [every epoch]")
 @click.option("--select-metric", default="NDCG@10", show_default=True)
 @click.option("--select-on", type=click.Choice(["validation", "test"]), default="validation",
               show_default=True, help="test = the paper's legacy best-on-test protocol")

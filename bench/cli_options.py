@@ -91,6 +91,7 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
         precision=opts["precision"], seed=opts["seed"], teacher=opts.get("teacher"),
         student_init=opts.get("student_init"), ratio=opts.get("ratio"),
         refit=opts.get("refit") or None,  # None keeps the keys of runs without it
+        dropout_epochs=opts.get("dropout_epochs"),
         distill=make_distill_options(opts, preset), pretrained=opts.get("pretrained"))
 
 

@@ -44,6 +44,9 @@ class RunConfig:
     student_init: Literal["teacher", "random"] | None = None  # the encoder's start; None = teacher
     ratio: float | None = None  # a byte-ratio budget the compressor meets with its own options
     refit: bool | None = None  # retrain on all training sessions for the validation-chosen epochs
+    # Dropout in the first N epochs only, then off (None = every epoch): how the paper's released
+    # code trains, since it switches to eval mode for its first test and never back.
+    dropout_epochs: int | None = None
     # Distillation (bench.distill): the DistillConfig fields, or None for plain training.
     distill: dict[str, Any] | None = None
     pretrained: str | None = None  # the student to distil from; None = the same run undistilled
@@ -57,6 +60,8 @@ class RunConfig:
             (self.l2 >= 0, f"--l2 must be non-negative, got {self.l2}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.patience >= 1, f"--patience must be at least 1, got {self.patience}"),
+            (self.dropout_epochs is None or self.dropout_epochs >= 0,
+             f"--dropout-epochs must be non-negative, got {self.dropout_epochs}"),
             (self.select_on in ("validation", "test"),
              f"--select-on must be validation or test, got {self.select_on!r}"),
             (self.val_split in ("random", "last"),

@@ -32,6 +32,7 @@ def at_paper_settings(record: Record) -> bool:
     """An honest run at the paper's general settings for its dataset (see the module doc)."""
     config, dataset = record["config"], record["dataset"]["name"]
     if (config["select_on"] != "validation" or config.get("refit")
+            or config.get("dropout_epochs") is not None
             or config["compressor_options"].get("eval_table") == "mixed"):
         return False
     general = {**TRAINING_DEFAULTS, "dim": preset_for(dataset).get("dim", config["dim"])}

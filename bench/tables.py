@@ -8,7 +8,7 @@ from typing import Any, Iterable
 import numpy as np
 from tabulate import tabulate
 
-from bench.config import RunConfig
+from bench.config import RunConfig, backbone_preset
 from bench.paper import FIG6_CODES, FIG6_USAGE_RANGE, TABLE5_SECONDS
 
 RUN_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@20")
@@ -24,7 +24,7 @@ _ABLATIONS = (("contrastive", "w/o-c"), ("bidirectional", "w/o-b"), ("soft", "w/
 def variant(config: dict[str, Any]) -> str:
     """What sets a run apart beyond data, backbone and compressor, in a few words: the
     compressor's non-default options, a byte budget, distillation and its ablations, the legacy
-    mixed evaluation."""
+    mixed evaluation, backbone options off the dataset's preset, dropout cut short."""
     parts = [f"{k}={v}" for k, v in sorted(config["compressor_options"].items())
              if k != "eval_table"]
     parts += [f"{name}={config[name]:g}" for name, default in TRAINING_DEFAULTS.items()
@@ -43,6 +43,12 @@ def variant(config: dict[str, Any]) -> str:
         parts.append("eval mixed (legacy)")
     if config.get("refit"):
         parts.append("refit")
+    preset = backbone_preset(config["data"], config["backbone"])
+    parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+              for k, v in sorted(config.get("backbone_options", {}).items())
+              if k in preset and v != preset[k]]
+    if config.get("dropout_epochs") is not None:
+        parts.append(f"dropout in {config['dropout_epochs']} epoch(s)")
     return ", ".join(parts) or "-"
 
 

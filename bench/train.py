@@ -17,6 +17,7 @@ from torch.nn import functional as F
 import backbones
 import compressors
 from backbones import Backbone
+from backbones.dropout import set_dropout
 from bench.batching import Batch, Examples
 from bench.config import RunConfig, build_part_config, canonical_options
 from bench.errors import ConfigError, DataError, EcbenchError, TrainingDiverged
@@ -240,6 +241,8 @@ class Trainer:
         distillation's loss terms and mixup weight)."""
         cfg, model, fit = self.config, self.model, self.prepared.fit
         model.train()
+        if cfg.dropout_epochs is not None and epoch > cfg.dropout_epochs:
+            set_dropout(model, False)
         info = self.objective.start_epoch(epoch)
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(fit))
         batches = fit.batches(cfg.batch_size, cfg.max_len, order)

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 import backbones
 import compressors
 from backbones import SASRec, SASRecConfig
+from backbones.dropout import set_dropout
 from backbones.readout import SoftAttentionReadout
 from compressors import Registry, UnknownEntryError
 from compressors.full import FullConfig, FullTable
@@ -133,6 +134,18 @@ def test_training_mode_applies_dropout_and_eval_mode_is_deterministic(sasrec):
     with torch.no_grad():
         assert torch.equal(sasrec.encode(seq), sasrec.encode(seq))
         sasrec.train()
+        assert not torch.equal(sasrec.encode(seq), sasrec.encode(seq))
+
+
+def test_set_dropout_switches_dropout_alone(sasrec):
+    seq = padded([[1, 2, 3, 4]])
+    sasrec.train()
+    set_dropout(sasrec, False)
+    with torch.no_grad():
+        assert torch.equal(sasrec.encode(seq), sasrec.encode(seq))  # attention dropout too
+    assert sasrec.training and sasrec.compressor.training  # everything else still training
+    set_dropout(sasrec, True)
+    with torch.no_grad():
         assert not torch.equal(sasrec.encode(seq), sasrec.encode(seq))
 
 

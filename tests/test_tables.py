@@ -35,6 +35,9 @@ KD = {"contrastive": True, "soft": True, "bidirectional": True, "beta": 0.01, "g
     ({"compressor_options": {"eta": 0.8, "eval_table": "mixed"}}, "eta=0.8, eval mixed (legacy)"),
     ({"refit": True}, "refit"),
     ({"l2": 0.0}, "l2=0"),
+    ({"backbone_options": {"layers": 1, "heads": 1, "dropout": 0.5}}, "-"),  # Tmall's preset
+    ({"backbone_options": {"layers": 1, "heads": 1, "dropout": 0.0}}, "dropout=0"),
+    ({"dropout_epochs": 1}, "dropout in 1 epoch(s)"),
 ])
 def test_variant_names_what_sets_a_run_apart(config, expected):
     assert variant(_record(0, 1.0, **config)["config"]) == expected

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from backbones.dropout import FastDropout
 from bench.config import RunConfig
-from bench.errors import TrainingDiverged
+from bench.errors import ConfigError, TrainingDiverged
 from bench.metrics import CUTOFFS, metrics_from_ranks, popularity_ranks
 from bench.records import git_state, provenance
 from bench.runner import LEGACY_LABEL
@@ -111,6 +112,23 @@ def test_diverging_loss_stops_training_with_a_clear_error(tiny_synthetic, tmp_pa
     config = _tiny_config(lr=1e30)
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 1.*no checkpoint"):
         _trainer(config, tiny_synthetic, tmp_path / "nan.pt").fit()
+
+
+def test_dropout_epochs_turn_dropout_off_after_the_first_epochs(tiny_synthetic, tmp_path):
+    """`--dropout-epochs 1`: dropout in epoch 1 only (how the paper's released code trains),
+    the rest of the model still in training mode."""
+    config = _tiny_config(epochs=3, dropout_epochs=1)
+    trainer = _trainer(config, tiny_synthetic, tmp_path / "d.pt")
+    seen: list[tuple[bool, bool]] = []
+    dropout = next(m for m in trainer.model.modules() if isinstance(m, FastDropout))
+    dropout.register_forward_hook(
+        lambda module, args, out: seen.append((module.training, trainer.model.training)))
+    for epoch in (1, 2, 3):
+        seen.clear()
+        trainer.train_epoch(epoch)
+        assert set(seen) == {(epoch == 1, True)}, epoch
+    with pytest.raises(ConfigError, match="--dropout-epochs"):
+        _tiny_config(dropout_epochs=-1)
 
 
 def test_patience_stops_training_early(tiny_synthetic, tmp_path):
