@@ -23,6 +23,9 @@ class SASRecConfig:
     heads: int = 1
     dropout: float = 0.5
     inner_size: int = 0  # feed-forward width; 0 means "same as dim"
+    # the feed-forward block's skip connection is LayerNorm(ffn(x) + s x); the paper's released
+    # EODRec code has s = 4 (SASRec and OD-Rec's code: 1)
+    ffn_residual: float = 1.0
     weight_init: Literal["uniform", "uniform-all", "torch"] = "uniform"
     init_range: float = 0.1
 
@@ -31,6 +34,8 @@ class SASRecConfig:
             raise ValueError(f"layers must be at least 1, got {self.layers}")
         if self.heads < 1:
             raise ValueError(f"heads must be at least 1, got {self.heads}")
+        if self.ffn_residual <= 0:
+            raise ValueError(f"ffn_residual must be positive, got {self.ffn_residual}")
         check_dropout("dropout", self.dropout)
         if self.weight_init not in ("uniform", "uniform-all", "torch"):
             raise ValueError(f"weight_init must be uniform, uniform-all or torch, "
@@ -65,8 +70,10 @@ class CausalSelfAttention(nn.Module):
 class TransformerBlock(nn.Module):
     """Post-LN block (residual, dropout, LayerNorm), as in SASRec."""
 
-    def __init__(self, dim: int, heads: int, inner: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, inner: int, dropout: float,
+                 ffn_residual: float = 1.0) -> None:
         super().__init__()
+        self.ffn_residual = ffn_residual
         self.attention = CausalSelfAttention(dim, heads, dropout)
         self.attention_norm = nn.LayerNorm(dim, eps=1e-12)
         self.ffn = nn.Sequential(nn.Linear(dim, inner), nn.GELU(), nn.Linear(inner, dim))
@@ -75,7 +82,7 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, packed: PackedSessions) -> torch.Tensor:
         x = self.attention_norm(x + self.dropout(self.attention(x, packed)))
-        return self.ffn_norm(x + self.dropout(self.ffn(x)))
+        return self.ffn_norm(self.ffn_residual * x + self.dropout(self.ffn(x)))
 
 
 class SASRec(Backbone):
@@ -91,7 +98,8 @@ class SASRec(Backbone):
         self.input_dropout = FastDropout(config.dropout)
         inner = config.inner_size or dim
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, config.heads, inner, config.dropout) for _ in range(config.layers))
+            TransformerBlock(dim, config.heads, inner, config.dropout, config.ffn_residual)
+            for _ in range(config.layers))
         self.readout = SoftAttentionReadout(dim)
         self._initialise(config)
 

@@ -9,6 +9,8 @@ from torch.nn import functional as F
 import backbones
 import compressors
 from backbones import SASRec, SASRecConfig
+from backbones.packing import PackedSessions
+from backbones.sasrec import TransformerBlock
 from backbones.dropout import set_dropout
 from backbones.readout import SoftAttentionReadout
 from compressors import Registry, UnknownEntryError
@@ -147,6 +149,17 @@ def test_set_dropout_switches_dropout_alone(sasrec):
     set_dropout(sasrec, True)
     with torch.no_grad():
         assert not torch.equal(sasrec.encode(seq), sasrec.encode(seq))
+
+
+def test_ffn_residual_scales_the_feed_forward_skip_connection():
+    torch.manual_seed(0)
+    block = TransformerBlock(DIM, heads=1, inner=DIM, dropout=0.0, ffn_residual=4.0).eval()
+    x = torch.randn(7, DIM)
+    packed = PackedSessions.from_items(padded([[1, 2, 3, 4], [5, 6, 7]]))
+    h = block.attention_norm(x + block.attention(x, packed))
+    torch.testing.assert_close(block(x, packed), block.ffn_norm(4.0 * h + block.ffn(h)))
+    with pytest.raises(ValueError, match="ffn_residual"):
+        SASRecConfig(ffn_residual=0.0)
 
 
 def test_uniform_init_draws_encoder_weights_from_the_paper_range():
