@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import torch
 
+# chunk widths measured fastest on a 2-core x86 server, one thread, 40k items, 100 sessions:
+# down the columns of [N, B] each chunk's candidates are B floats apart, so narrow chunks keep
+# the strided gather small (16: 3.0 ms; 64: 5.3 ms); along rows a chunk is contiguous and wider
+# chunks cost less to reduce (64: 4.1 ms; 16: 6.7 ms)
 CHUNK = 64
+COLUMN_CHUNK = 16
 
 
-def top_k(scores: torch.Tensor, k: int, chunk: int = CHUNK, first: int = 0
+def top_k(scores: torch.Tensor, k: int, chunk: int | None = None, first: int = 0
           ) -> tuple[torch.Tensor, torch.Tensor]:
     """The `k` largest scores of each row of `scores` [B, N] among columns `first` and on, and
     their column ids, best first.
@@ -22,15 +27,15 @@ def top_k(scores: torch.Tensor, k: int, chunk: int = CHUNK, first: int = 0
     `scores` may be row-major or the transpose of a row-major [N, B] (as lookup-table scoring
     returns it); neither is copied. The leading columns are skipped in that layout, so that an
     exported graph, which has no strides, transposes twice in a row (a pair its runtime
-    cancels) rather than around a slice.
+    cancels) rather than around a slice. `chunk`: the chunk width [by layout, see above].
     """
     if scores.dim() != 2:
         raise ValueError(f"scores must be [batch, items], got shape {tuple(scores.shape)}")
     by_column = scores.t()
     if scores.stride(1) != 1 and by_column.stride(1) == 1:
-        values, ids = _top_k_down_columns(by_column[first:], k, chunk)
+        values, ids = _top_k_down_columns(by_column[first:], k, chunk or COLUMN_CHUNK)
         return values.t(), ids.t() + first
-    values, ids = _top_k_along_rows(scores[:, first:], k, chunk)
+    values, ids = _top_k_along_rows(scores[:, first:], k, chunk or CHUNK)
     return values, ids + first
 
 

@@ -9,6 +9,7 @@ import torch
 from backbones import SASRec, SASRecConfig
 from bench.batching import Examples
 from bench.metrics import pessimistic_ranks
+from bench.topk import top_k
 from bench.train import training_loss
 from compressors.ccode import CCodeConfig, CompositionalCodeTable
 from compressors.full import FullTable
@@ -82,6 +83,17 @@ def test_bench_dense_scoring(benchmark, tmall, batch):
     table, query = torch.randn(tmall.num_items, 128), torch.randn(batch, 128)
     scores = benchmark(torch.matmul, query, table.T)
     assert scores.shape == (batch, tmall.num_items)
+
+
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+def test_bench_top_k(benchmark, tmall, layout):
+    """Top-20 of 100 sessions over Tmall's items, in either layout scoring returns."""
+    scores = torch.randn(100, tmall.num_items)
+    if layout == "columns":
+        scores = scores.t().contiguous().t()  # lookup-table scoring's [N, B] seen as [B, N]
+    values, ids = benchmark(top_k, scores, 20, first=1)
+    expected = scores[:, 1:].topk(20)
+    assert torch.equal(values, expected.values) and torch.equal(ids, expected.indices + 1)
 
 
 @pytest.fixture(scope="module")
