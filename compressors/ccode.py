@@ -54,6 +54,10 @@ class CCodeConfig:
     # them throughout (the paper). 0: keep the codes of the initialisation (residual k-means of
     # the teacher table) from the start.
     freeze_codes_after: int | None = None
+    # With freeze_codes_after 0, the codes kept: the encoder's argmax after it is fitted to the
+    # residual k-means assignments ("encoder"), or those assignments themselves ("kmeans"),
+    # which reconstruct the teacher's table a little better. Both are made unique.
+    initial_codes: Literal["encoder", "kmeans"] = "encoder"
 
     def __post_init__(self) -> None:
         if self.M < 1:
@@ -73,6 +77,12 @@ class CCodeConfig:
         if self.freeze_codes_after is not None and self.freeze_codes_after < 0:
             raise ValueError(f"--freeze-codes-after must be >= 0 or none, got "
                              f"{self.freeze_codes_after}")
+        if self.initial_codes not in ("encoder", "kmeans"):
+            raise ValueError(f"--initial-codes must be encoder or kmeans, got "
+                             f"{self.initial_codes!r}")
+        if self.initial_codes == "kmeans" and self.freeze_codes_after != 0:
+            raise ValueError("--initial-codes kmeans keeps the codes of the initialisation: it "
+                             "needs --freeze-codes-after 0")
         if self.eval_table not in ("compressed", "mixed"):
             raise ValueError(f"--eval-table must be compressed or mixed, got {self.eval_table!r}")
 
@@ -177,6 +187,8 @@ class CompositionalCodeTable(Compressor):
             assignments.append(assignment)
         self._fit_encoder(torch.stack(assignments, 1))
         self.codes.copy_(self.code_distribution().argmax(-1))
+        if self.config.initial_codes == "kmeans":
+            self.codes[1:] = torch.stack(assignments, 1)
 
     @torch.enable_grad()
     def _fit_encoder(self, codes: torch.Tensor, steps: int = 300, batch: int = 8192) -> None:
@@ -307,9 +319,11 @@ class CompositionalCodeTable(Compressor):
 
     @torch.no_grad()
     def _deployable_codes(self) -> tuple[torch.Tensor, int]:
-        """The encoder's argmax codes made unique (Section 4.1), and how many had to move."""
+        """The encoder's argmax codes (or the k-means ones kept, `initial_codes`) made unique
+        (Section 4.1), and how many had to move; the encoder's confidence decides who moves."""
         log_alpha = self.code_distribution()
-        codes = log_alpha.argmax(-1)
+        kept = self.config.initial_codes == "kmeans"
+        codes = self.codes.clone() if kept else log_alpha.argmax(-1)
         codes[0] = 0
         unique, fixed = make_codes_unique(codes.numpy(), log_alpha.numpy(), self.K)
         return torch.from_numpy(unique), fixed

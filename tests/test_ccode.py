@@ -296,6 +296,33 @@ def test_codes_frozen_from_the_start_stay_frozen_for_distillation(learned):
         CCodeConfig(freeze_codes_after=-1)
 
 
+def test_initial_kmeans_codes_are_kept_and_reconstruct_at_least_as_well(teacher_table):
+    """`--initial-codes kmeans`: the residual k-means assignments themselves are deployed (made
+    unique), not the encoder's imitation of them."""
+    def deployed(initial_codes: str) -> CompositionalCodeTable:
+        torch.manual_seed(0)
+        table = compressors.build("ccode", CCodeConfig(M=3, K=16, freeze_codes_after=0,
+                                                       initial_codes=initial_codes),
+                                  num_items=NUM_ITEMS, dim=DIM)
+        table.init_from_table(teacher_table)
+        assignments = table.codes.clone()
+        table.start_epoch(1)  # codes frozen from the start
+        return table, assignments
+
+    kept, assignments = deployed("kmeans")
+    imitated, _ = deployed("encoder")
+    moved = (kept.codes[1:] != assignments[1:]).any(1)
+    assert moved.sum() == kept.collisions.item()  # only collisions moved
+    assert len(torch.unique(kept.codes[1:], dim=0)) == NUM_ITEMS - 1
+
+    def error(table):
+        with torch.no_grad():
+            return ((table.weight()[1:] - teacher_table[1:]) ** 2).sum(1).mean()
+    assert error(kept) <= error(imitated)
+    with pytest.raises(ValueError, match="needs --freeze-codes-after 0"):
+        CCodeConfig(initial_codes="kmeans")
+
+
 def test_an_optional_option_takes_none_or_its_type():
     from bench.config import coerce_option
     from bench.errors import ConfigError
