@@ -38,8 +38,8 @@ def at_paper_settings(record: Record) -> bool:
     general = {**TRAINING_DEFAULTS, "dim": preset_for(dataset).get("dim", config["dim"])}
     if any(config.get(name) != value for name, value in general.items()):
         return False
-    preset = backbone_preset(dataset, config["backbone"])
-    return all(config["backbone_options"].get(k) == v for k, v in preset.items())
+    # exactly the preset: no preset value changed, no other backbone option given
+    return config["backbone_options"] == backbone_preset(dataset, config["backbone"])
 
 
 def ablation_of(config: dict[str, Any]) -> str | None:

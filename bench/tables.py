@@ -21,6 +21,15 @@ TRAINING_DEFAULTS = {name: f.default for name, f in RunConfig.__dataclass_fields
 _ABLATIONS = (("contrastive", "w/o-c"), ("bidirectional", "w/o-b"), ("soft", "w/o-s"))
 
 
+def backbone_departures(config: dict[str, Any]) -> dict[str, Any]:
+    """The backbone options of a run config that are not the dataset's preset: a preset value
+    changed, or an option the preset does not set (the command line records only the preset
+    and what was given, so such an option was chosen on purpose)."""
+    preset = backbone_preset(config["data"], config["backbone"])
+    return {k: v for k, v in config.get("backbone_options", {}).items()
+            if k not in preset or preset[k] != v}
+
+
 def variant(config: dict[str, Any]) -> str:
     """What sets a run apart beyond data, backbone and compressor, in a few words: the
     compressor's non-default options, a byte budget, distillation and its ablations, the legacy
@@ -43,10 +52,8 @@ def variant(config: dict[str, Any]) -> str:
         parts.append("eval mixed (legacy)")
     if config.get("refit"):
         parts.append("refit")
-    preset = backbone_preset(config["data"], config["backbone"])
     parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-              for k, v in sorted(config.get("backbone_options", {}).items())
-              if k in preset and v != preset[k]]
+              for k, v in sorted(backbone_departures(config).items())]
     if config.get("dropout_epochs") is not None:
         parts.append(f"dropout in {config['dropout_epochs']} epoch(s)")
     return ", ".join(parts) or "-"

@@ -58,6 +58,10 @@ def test_only_honest_runs_at_the_papers_settings_qualify():
         "M": 4, "K": 32, "eval_table": "mixed"}))
     assert not at_paper_settings(_record(20, 20, backbone_options={"layers": 2, "heads": 1,
                                                                    "dropout": 0.5}))
+    # an option the preset does not set is a departure too (the released code's skip x 4)
+    assert not at_paper_settings(_record(20, 20, backbone_options={
+        "layers": 1, "heads": 1, "dropout": 0.5, "ffn_residual": 4.0}))
+    assert not at_paper_settings(_record(20, 20, dropout_epochs=1))
 
 
 def test_table3_takes_the_best_validation_config_not_the_best_test_one():

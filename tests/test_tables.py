@@ -38,6 +38,8 @@ KD = {"contrastive": True, "soft": True, "bidirectional": True, "beta": 0.01, "g
     ({"backbone_options": {"layers": 1, "heads": 1, "dropout": 0.5}}, "-"),  # Tmall's preset
     ({"backbone_options": {"layers": 1, "heads": 1, "dropout": 0.0}}, "dropout=0"),
     ({"dropout_epochs": 1}, "dropout in 1 epoch(s)"),
+    ({"backbone_options": {"layers": 1, "heads": 1, "dropout": 0.5, "ffn_residual": 4.0}},
+     "ffn_residual=4"),
 ])
 def test_variant_names_what_sets_a_run_apart(config, expected):
     assert variant(_record(0, 1.0, **config)["config"]) == expected
