@@ -203,7 +203,7 @@ def export_command(record: Path, fmt: str, workdir: Path, out: Path | None, top_
     import torch
 
     from bench.deploy import DeployedRecommender, load_trained
-    from bench.export import SUFFIX, artefact_tensors, example_inputs, export, load
+    from bench.export import SUFFIX, agreement, artefact_tensors, example_inputs, export, load
 
     _, _, model = load_trained(record, workdir)
     path = out or workdir / "artefacts" / f"{record.stem}{SUFFIX[fmt]}"
@@ -211,10 +211,9 @@ def export_command(record: Path, fmt: str, workdir: Path, out: Path | None, top_
     export(deployed, fmt, path, max_batch=max_batch)
     inputs = example_inputs(deployed.num_items, batch=3, length=7)
     with torch.no_grad():
-        got, expected = load(fmt, path)(*inputs), deployed(*inputs)
-    difference = float((got[0] - expected[0]).abs().max())
-    same = bool((got[1].long() == expected[1]).all())
-    click.echo(f"{path}: {path.stat().st_size} bytes; max |score - eager| {difference:.2e}; "
-               f"top-{top_k} identical: {same}")
+        check = agreement(load(fmt, path)(*inputs), deployed(*inputs), top_k)
+    click.echo(f"{path}: {path.stat().st_size} bytes; max |score - eager| "
+               f"{check['max_abs_score_difference']:.2e}; top-{top_k} identical: "
+               f"{check[f'top{top_k}_identical']}")
     for array in artefact_tensors(fmt, path)[:5]:
         click.echo(f"  {array.name}  {array.shape if array.shape else ''}  {array.nbytes} bytes")

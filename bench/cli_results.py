@@ -9,6 +9,7 @@ import click
 
 from bench.cli_options import data_root_option, results_option, workdir_option
 
+
 @click.command("table")
 @click.argument("which", type=click.Choice(["runs", "summary", "cases", "3", "4", "ablation", "5"]))
 @results_option

@@ -132,6 +132,15 @@ def load(fmt: str, path: Path) -> Runner:
     return lambda item_seq, lengths: tuple(method.execute([item_seq, lengths]))
 
 
+def agreement(got: tuple, expected: tuple[torch.Tensor, torch.Tensor], k: int
+              ) -> dict[str, float | bool]:
+    """How an artefact's (scores, items) compare with eager's on the same sessions: the largest
+    score difference and whether the top-k items are identical."""
+    scores, items = (torch.as_tensor(x) for x in got)
+    return {"max_abs_score_difference": float((scores - expected[0]).abs().max()),
+            f"top{k}_identical": bool(torch.equal(items.long(), expected[1]))}
+
+
 def onnx_session(path: str, optimized_copy: str | None = None):
     """An ONNX Runtime session on one thread with constant folding off.
 

@@ -24,8 +24,8 @@ from bench.batching import Examples
 from bench.config import RunConfig
 from bench.cpu import configure_cpu
 from bench.deploy import STAGES, DeployedRecommender
-from bench.export import (FORMATS, SUFFIX, artefact_tensors, export, holds_dense_table, load,
-                          missing_runtime)
+from bench.export import (FORMATS, SUFFIX, agreement, artefact_tensors, export, holds_dense_table,
+                          load, missing_runtime)
 from bench.records import now_iso, provenance, write_json
 from bench.sessions import SessionDataset
 
@@ -150,12 +150,6 @@ def round_robin(measures: Sequence[Measure], inputs: Sequence[Inputs], repeats: 
     return [np.asarray(seconds) for seconds in out]
 
 
-def _agreement(got: Inputs, expected: Inputs, k: int) -> dict[str, Any]:
-    scores, items = (torch.as_tensor(x) for x in got)
-    return {"max_abs_score_difference": float((scores - expected[0]).abs().max()),
-            f"top{k}_identical": bool(torch.equal(items.long(), expected[1]))}
-
-
 @dataclass
 class Prepared:
     """A candidate ready to time: its record entry, its eager model and every runtime's call."""
@@ -198,7 +192,7 @@ def _export_runtime(candidate: Candidate, eager: DeployedRecommender, fmt: str,
                max_batch=max_batch)
         run = load(fmt, path)
         first = {batch: batches[0] for batch, batches in inputs.items()}
-        agreement = {str(b): _agreement(run(*x), eager(*x), top_k) for b, x in first.items()}
+        checks = {str(b): agreement(run(*x), eager(*x), top_k) for b, x in first.items()}
     except Exception as exc:  # an export a runtime cannot take is a result, not a crash
         first_line = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()[0][:300]
         return {"failed": f"{type(exc).__name__}: {first_line}"}, None
@@ -210,7 +204,7 @@ def _export_runtime(candidate: Candidate, eager: DeployedRecommender, fmt: str,
                       "bytes": stored[0].nbytes},
                      "may_hold_dense_table": holds_dense_table(fmt, path, eager.num_items,
                                                                eager.dim)},
-        "agreement_with_eager": agreement, "batches": {}}, run
+        "agreement_with_eager": checks, "batches": {}}, run
 
 
 @torch.no_grad()

@@ -385,6 +385,16 @@ def test_ccode_codes_freeze_mid_training_and_the_history_says_when(tiny_syntheti
     assert table.deployed and torch.equal(table.codes, frozen)
 
 
+def test_export_command_writes_an_artefact_that_agrees_with_eager(cli_run):
+    record_path = records_under(cli_run["results"])[0]
+    out = cli_run["root"] / "exported.ptl"
+    proc = run_cli(["export", str(record_path), "--format", "torchscript", "--workdir",
+                    str(cli_run["work"]), "--out", str(out)], cwd=cli_run["root"])
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and f"{out}: {out.stat().st_size} bytes" in proc.stdout
+    assert "top-20 identical: True" in proc.stdout
+
+
 def test_analyse_reproduces_the_recorded_test_and_breaks_it_down(cli_run):
     record_path = records_under(cli_run["results"])[0]
     record = json.loads(record_path.read_text())
