@@ -84,11 +84,14 @@ def table3_model(record: Record) -> str | None:
 def best_on_validation(records: Iterable[Record]) -> list[Record]:
     """The seeds of the configuration with the best mean validation score at its selected
     epochs (each run's own selection metric); empty if there are none."""
-    def score(runs: list[Record]) -> float:
-        return float(np.mean([r["validation_at_selected"][r["config"]["select_metric"]]
-                              for r in runs]))
     groups = seed_groups(records)
-    return max(groups, key=score) if groups else []
+    return max(groups, key=_validation_score) if groups else []
+
+
+def _validation_score(runs: list[Record]) -> float:
+    """The seeds' mean validation score at their selected epochs (each run's own metric)."""
+    return float(np.mean([r["validation_at_selected"][r["config"]["select_metric"]]
+                          for r in runs]))
 
 
 def _cells(records: Iterable[Record], row_of: Callable[[Record], Any]
@@ -177,35 +180,66 @@ def table4(records: Iterable[Record], fmt: str = "github") -> str:
             + "\n\n" + _sources(cells, lambda codes: f"M={codes[0]} K={codes[1]}"))
 
 
+def ablation_families(records: Iterable[Record]
+                      ) -> list[tuple[str, list[Record], dict[str, list[Record]]]]:
+    """Fig. 3's groups: (dataset, a Stu-base's seeds, ablation name -> the winning runs among
+    the students distilled from that Stu-base).
+
+    A student is compared only with the pretrained student it was distilled from (its record's
+    `pretrained` key), never with another Stu-base that happens to score better. Every Stu-base
+    that has distilled students forms a group, the best on validation first; a dataset with no
+    distilled student shows its best Stu-base alone.
+    """
+    placed = []
+    for record in records:
+        config = record["config"]
+        if (at_paper_settings(record) and config["backbone"] == "sasrec"
+                and config["compressor"] == "ccode"
+                and _codes(config) == STUDENT_CODES.get(record["dataset"]["name"])):
+            name = ablation_of(config)
+            if name is not None:
+                placed.append((name, record))
+    bases = seed_groups(r for name, r in placed if name == "Stu-base")
+    family_of = {r["key"]: i for i, runs in enumerate(bases) for r in runs}
+    students: dict[int, dict[str, list[Record]]] = {}
+    for name, record in placed:
+        family = family_of.get((record.get("pretrained") or {}).get("key"))
+        if name != "Stu-base" and family is not None:
+            students.setdefault(family, {}).setdefault(name, []).append(record)
+    families = []
+    for dataset in DATASETS:
+        own = [i for i, runs in enumerate(bases) if runs[0]["dataset"]["name"] == dataset]
+        distilled = [i for i in own if i in students]
+        shown = sorted(distilled or own, key=lambda i: -_validation_score(bases[i]))
+        for i in shown if distilled else shown[:1]:
+            named = {name: best_on_validation(runs) for name, runs in students.get(i, {}).items()}
+            families.append((dataset, bases[i], named))
+    return families
+
+
 def ablation_table(records: Iterable[Record], fmt: str = "github") -> str:
     """Fig. 3 as a table: the student at the paper's codebook shape, trained without
-    distillation, with each part of it removed, and in full; the gain of the full student
-    over Stu-base beside the paper's (its text gives only that)."""
-    def row_of(record: Record) -> str | None:
-        config = record["config"]
-        if (config["backbone"] != "sasrec" or config["compressor"] != "ccode"
-                or _codes(config) != STUDENT_CODES.get(record["dataset"]["name"])):
-            return None
-        return ablation_of(config)
-
-    cells = _cells(records, row_of)
-    rows = []
-    for dataset in DATASETS:
-        base = cells.get(("Stu-base", dataset))
+    distillation, with each part of it removed, and in full; the gain over the Stu-base each
+    was distilled from, and for the full student the paper's (its text gives only that)."""
+    rows, cells = [], {}
+    for dataset, base, students in ablation_families(records):
+        family = {"Stu-base": base, **students}
         for name in ABLATIONS:
-            runs = cells.get((name, dataset))
+            runs = family.get(name)
             if not runs:
                 continue
+            cells[((base[0]["key"], name), dataset)] = runs
             gains = []
             for metric in ("HR@10", "NDCG@10"):
                 ours = (100 * (_mean(runs, metric) / _mean(base, metric) - 1)
-                        if base and name != "Stu-base" else None)
+                        if name != "Stu-base" else None)
                 paper = FIG3_GAIN_PERCENT[dataset][metric] if name == "Student" else None
                 gains.append(_beside(ours, paper) if ours is not None or paper else "-")
-            rows.append([dataset, name, *(_mean(runs, m) for m in ABLATION_METRICS), *gains])
-    return ("Ablation (the paper's Fig. 3): test metrics in percent; gain over Stu-base in "
-            "percent, ours (the paper's)\n\n"
-            + tabulate(rows, headers=["data", "student", *ABLATION_METRICS,
+            rows.append([dataset, base[0]["key"], name,
+                         *(_mean(runs, m) for m in ABLATION_METRICS), *gains])
+    return ("Ablation (the paper's Fig. 3): test metrics in percent; each student's gain over "
+            "the Stu-base it was distilled from, in percent, ours (the paper's)\n\n"
+            + tabulate(rows, headers=["data", "Stu-base", "student", *ABLATION_METRICS,
                                       "HR@10 gain %", "NDCG@10 gain %"],
                        floatfmt=".2f", tablefmt=fmt)
-            + "\n\n" + _sources(cells, str))
+            + "\n\n" + _sources(cells, lambda row: f"{row[1]} (from {row[0]})"))

@@ -94,14 +94,40 @@ def test_ablation_names(distill, expected):
     assert ablation_of({"distill": distill}) == expected
 
 
+def _distilled(base: dict, test: float, validation: float, **distill) -> dict:
+    """A student distilled from the pretrained student `base` (its Stu-base)."""
+    record = _student(test, validation, compressor_options=base["config"]["compressor_options"],
+                      distill={**KD, **distill})
+    record["pretrained"] = {"key": base["key"]}
+    return record
+
+
 def test_ablation_gain_of_the_student_over_stu_base_beside_the_papers():
-    records = [_student(20.0, 10.0), _student(22.0, 12.0, distill=KD),
-               _student(21.0, 11.0, distill={**KD, "soft": False}),
+    base = _student(20.0, 10.0)
+    records = [base, _distilled(base, 22.0, 12.0), _distilled(base, 21.0, 11.0, soft=False),
                _student(99.0, 99.0, compressor_options={"M": 2, "K": 32}, distill=KD)]
     text = ablation_table(records)
     student = next(line for line in text.splitlines() if "| Student " in line)
     assert "10.00 (10.55)" in student and "10.00 (10.20)" in student
     assert "| Stu-w/o-s " in text and "99.00" not in text
+
+
+def test_ablation_compares_each_student_with_the_stu_base_it_was_distilled_from():
+    # a better Stu-base (other codes) with no students of its own must not become the
+    # reference of students distilled from another one
+    encoder_codes = _student(20.0, 10.0, compressor_options={"M": 4, "K": 32})
+    kmeans_codes = _student(25.0, 14.0, compressor_options={"M": 4, "K": 32,
+                                                            "initial_codes": "kmeans"})
+    records = [encoder_codes, kmeans_codes, _distilled(encoder_codes, 22.0, 12.0),
+               _distilled(encoder_codes, 21.0, 11.0, eta=0.0)]
+    text = ablation_table(records)
+    rows = {cells[3]: cells for cells in
+            ([c.strip() for c in line.split("|")] for line in text.splitlines()
+             if line.startswith("| tmall"))}
+    assert set(rows) == {"Stu-base", "Stu-w/o-m", "Student"}
+    assert {cells[2] for cells in rows.values()} == {encoder_codes["key"]}
+    assert rows["Stu-base"][6] == "20.00" and rows["Student"][-3] == "10.00 (10.55)"
+    assert rows["Stu-w/o-m"][-3] == "5.00"
 
 
 def test_table4_rows_by_codebook_shape_with_both_ratios():
@@ -116,7 +142,8 @@ def test_table4_rows_by_codebook_shape_with_both_ratios():
 def test_table_commands_read_the_run_records(tmp_path):
     runs = tmp_path / "results" / "runs"
     runs.mkdir(parents=True)
-    for record in (_record(26.0, 20.0), _student(17.0, 12.0), _student(18.0, 13.0, distill=KD)):
+    base = _student(17.0, 12.0)
+    for record in (_record(26.0, 20.0), base, _distilled(base, 18.0, 13.0)):
         (runs / f"{record['key']}.json").write_text(json.dumps(record))
     for which, expected in (("3", "26.00 (27.86)"), ("4", "| Student "), ("ablation", "5.88")):
         done = run_cli(["table", which, "--results", str(tmp_path / "results")], tmp_path)
