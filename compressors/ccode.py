@@ -58,6 +58,11 @@ class CCodeConfig:
     # residual k-means assignments ("encoder"), or those assignments themselves ("kmeans"),
     # which reconstruct the teacher's table a little better. Both are made unique.
     initial_codes: Literal["encoder", "kmeans"] = "encoder"
+    # With initial_codes kmeans, the last R codebooks take seeded random codes (each codeword
+    # given to as many items as the others) instead of residual k-means. Similar items share
+    # their k-means codes, so the compressed table confuses them; random codebooks keep them
+    # apart, which a repeat click (the label is already in the session) needs.
+    random_codebooks: int = 0
 
     def __post_init__(self) -> None:
         if self.M < 1:
@@ -83,6 +88,12 @@ class CCodeConfig:
         if self.initial_codes == "kmeans" and self.freeze_codes_after != 0:
             raise ValueError("--initial-codes kmeans keeps the codes of the initialisation: it "
                              "needs --freeze-codes-after 0")
+        if not 0 <= self.random_codebooks <= self.M:
+            raise ValueError(f"--random-codebooks must be in [0, M={self.M}], got "
+                             f"{self.random_codebooks}")
+        if self.random_codebooks and self.initial_codes != "kmeans":
+            raise ValueError("--random-codebooks replaces k-means codes that are kept: it needs "
+                             "--initial-codes kmeans")
         if self.eval_table not in ("compressed", "mixed"):
             raise ValueError(f"--eval-table must be compressed or mixed, got {self.eval_table!r}")
 
@@ -167,7 +178,9 @@ class CompositionalCodeTable(Compressor):
 
         Codebooks start from residual k-means of the table (codebook i clusters what codebooks
         1..i-1 left unexplained), and the encoder is fitted to reproduce those assignments, so
-        end-to-end learning starts from a good quantisation instead of noise.
+        end-to-end learning starts from a good quantisation instead of noise. The last
+        `random_codebooks` codebooks assign balanced random codes instead, their codewords the
+        mean residual of their items.
         """
         if table.shape != (self.num_items, self.dim):
             raise ValueError(f"teacher table is {tuple(table.shape)}, expected "
@@ -180,8 +193,13 @@ class CompositionalCodeTable(Compressor):
         self.teacher_input[1:] = x
         residual = table[1:].clone()
         assignments = []
+        semantic = self.M - self.config.random_codebooks
         for i in range(self.M):
-            centroids, assignment = kmeans(residual, self.K, iterations=15, seed=i)
+            if i < semantic:
+                centroids, assignment = kmeans(residual, self.K, iterations=15, seed=i)
+            else:
+                assignment = balanced_random_codes(len(residual), self.K, seed=i)
+                centroids = cluster_means(residual, assignment, self.K)
             self.codebooks[i] = centroids
             residual -= centroids[assignment]
             assignments.append(assignment)
@@ -588,11 +606,22 @@ def kmeans(x: torch.Tensor, k: int, iterations: int, seed: int) -> tuple[torch.T
     centroids = x[torch.randperm(len(x), generator=g)[:k]].clone()
     for _ in range(iterations):
         labels = torch.cdist(x, centroids).argmin(1)
-        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
-        counts = torch.bincount(labels, minlength=k).unsqueeze(1)
-        empty = counts.squeeze(1) == 0
-        centroids = torch.where(empty.unsqueeze(1), centroids, sums / counts.clamp(min=1))
+        empty = torch.bincount(labels, minlength=k) == 0
+        centroids = torch.where(empty.unsqueeze(1), centroids, cluster_means(x, labels, k))
     return centroids, torch.cdist(x, centroids).argmin(1)
+
+
+def balanced_random_codes(n: int, k: int, seed: int) -> torch.Tensor:
+    """A seeded random codeword in [0, k) for each of n items, every codeword used n/k times
+    (to within one)."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.arange(n) % k)[torch.randperm(n, generator=g)]
+
+
+def cluster_means(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """The mean row of `x` in each of the k clusters of `labels` (zero for an empty one)."""
+    sums = torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, labels, x)
+    return sums / torch.bincount(labels, minlength=k).clamp(min=1).unsqueeze(1).to(x.dtype)
 
 
 def make_codes_unique(codes: np.ndarray, log_alpha: np.ndarray, K: int) -> tuple[np.ndarray, int]:

@@ -323,6 +323,31 @@ def test_initial_kmeans_codes_are_kept_and_reconstruct_at_least_as_well(teacher_
         CCodeConfig(initial_codes="kmeans")
 
 
+def test_random_codebooks_replace_the_last_kmeans_codebooks_with_balanced_random_codes(
+        teacher_table):
+    """`--random-codebooks R`: the first M-R codebooks keep their residual k-means codes (the
+    same as without the option), the last R are random, each codeword used equally often."""
+    def initial_codes(random_codebooks: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        table = compressors.build("ccode", CCodeConfig(
+            M=3, K=16, freeze_codes_after=0, initial_codes="kmeans",
+            random_codebooks=random_codebooks), num_items=NUM_ITEMS, dim=DIM)
+        table.init_from_table(teacher_table)
+        return table.codes[1:].clone()
+
+    kmeans_only, mixed = initial_codes(0), initial_codes(1)
+    assert torch.equal(mixed[:, :2], kmeans_only[:, :2])
+    counts = torch.bincount(mixed[:, 2], minlength=16)
+    assert counts.max() - counts.min() <= 1
+    # random, not the k-means clusters again: items sharing a k-means codeword spread out
+    same_cluster = kmeans_only[:, 2] == kmeans_only[1, 2]
+    assert len(torch.unique(mixed[same_cluster, 2])) > 4
+    with pytest.raises(ValueError, match="needs --initial-codes kmeans"):
+        CCodeConfig(freeze_codes_after=0, random_codebooks=1)
+    with pytest.raises(ValueError, match=r"--random-codebooks must be in \[0, M=4\]"):
+        CCodeConfig(freeze_codes_after=0, initial_codes="kmeans", random_codebooks=5)
+
+
 def test_an_optional_option_takes_none_or_its_type():
     from bench.config import coerce_option
     from bench.errors import ConfigError
