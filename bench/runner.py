@@ -39,8 +39,9 @@ def start_from_teacher(model: Backbone, config: RunConfig, teacher: Teacher, num
         f"{' (table and encoder)' if copied else ' (table)'}")
 
 
-LEGACY_LABEL = ("legacy: best epoch per metric chosen on the test set (the paper's protocol); "
-                "optimistic, not comparable with validation-selected results")
+LEGACY_LABEL = ("legacy: trained on every training session, best epoch per metric chosen on "
+                "the test set (the paper's protocol); optimistic, not comparable with "
+                "validation-selected results")
 
 
 @dataclass
@@ -178,9 +179,9 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
         "dataset": {
             "name": dataset.name, "checksum": dataset.checksum, "num_items": dataset.num_items,
             "train_sessions": len(dataset.train), "fit_examples": len(prepared.fit),
-            "validation": {"mode": prepared.split.mode, "fraction": prepared.split.fraction,
-                           "sessions": len(prepared.split.validation),
-                           "examples": len(prepared.validation)},
+            "validation": None if legacy else {
+                "mode": prepared.split.mode, "fraction": prepared.split.fraction,
+                "sessions": len(prepared.split.validation), "examples": len(prepared.validation)},
             "test_examples": len(prepared.test),
             "hot_items": int(prepared.hot_items.sum()),
         },
@@ -192,7 +193,7 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
             "label": LEGACY_LABEL if legacy else
             "best validation epoch; test evaluated once, at that epoch",
         },
-        "validation_at_selected": trained.selected["validation"],
+        "validation_at_selected": trained.selected.get("validation"),
         "test": test,
         "test_epochs": test_epochs,
         "test_by_case": None if legacy else metrics_by_case(

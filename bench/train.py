@@ -52,9 +52,11 @@ class Prepared:
 
 def prepare(config: RunConfig, data: SessionDataset, refit: bool = False) -> Prepared:
     """Split and index `data`; with `refit`, train on every training session (validation kept
-    only for the record: the epoch count was already chosen on it)."""
+    only for the record: the epoch count was already chosen on it). The legacy protocol
+    (`select_on="test"`) also trains on every training session, as the paper did: it holds
+    nothing out, and its validation split, then part of training, is never evaluated."""
     split = split_validation(data.train, config.val_fraction, config.val_split, config.seed)
-    if refit:
+    if refit or config.select_on == "test":
         split = dataclasses.replace(split, fit=data.train)
     fit = Examples.from_sessions(split.fit)
     validation = Examples.from_sessions(split.validation)
@@ -293,9 +295,8 @@ class Trainer:
             entry: dict[str, Any] = {
                 "epoch": epoch, "train_loss": loss, "train_seconds": seconds,
                 "pairs_per_second": len(self.prepared.fit) / seconds, **info}
-            self._evaluate_into(entry, "validation", self.prepared.validation)
-            if legacy:
-                self._evaluate_into(entry, "test", self.prepared.test)
+            self._evaluate_into(entry, "test" if legacy else "validation",
+                                self.prepared.test if legacy else self.prepared.validation)
             entry["eval_seconds"] = time.perf_counter() - eval_start
             state.history.append(entry)
             watched = entry["test" if legacy else "validation"][cfg.select_metric]

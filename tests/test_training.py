@@ -305,6 +305,17 @@ def test_select_on_test_is_labelled_legacy_with_per_metric_epochs(tmp_path):
     selection = record["selection"]
     assert selection["on"] == "test"
     assert "legacy" in selection["label"] and selection["label"] == LEGACY_LABEL
+    # as the paper: every training session is trained on, nothing held out or evaluated
+    data = record["dataset"]
+    assert data["validation"] is None and record["validation_at_selected"] is None
+    assert all("validation" not in e for e in record["history"])
+    honest = run_cli(["run", *TINY_RUN, "--results", str(tmp_path / "honest"),
+                      "--workdir", str(tmp_path / "work")], cwd=tmp_path)
+    assert honest.returncode == 0, honest.stderr
+    [held_out] = [json.loads(p.read_text()) for p in records_under(tmp_path / "honest")]
+    split = held_out["dataset"]
+    assert data["fit_examples"] > split["fit_examples"]
+    assert data["fit_examples"] == split["fit_examples"] + split["validation"]["examples"]
     epochs = record["test_epochs"]
     assert set(epochs) == METRICS
     for metric, epoch in epochs.items():
