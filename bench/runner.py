@@ -162,6 +162,10 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
     else:
         ranks = evaluate_ranks(model, prepared.test, config.max_len)
         test, test_epochs = metrics_from_ranks(ranks), None
+    with model.compressor.compressed_scoring() as legacy_table:
+        # a legacy scoring (ccode's mixed table): what the same model scores deployed, beside
+        test_compressed = (evaluate(model, prepared.test, config.max_len) if legacy_table
+                           else None)
     model_file = save_model(workdir, key, model)
     beside = {}
     for name, other in trained.beside.items():
@@ -196,6 +200,8 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
         "validation_at_selected": trained.selected.get("validation"),
         "test": test,
         "test_epochs": test_epochs,
+        # with a legacy scoring table: the selected model scored with its compressed table alone
+        "test_compressed_table": test_compressed,
         "test_by_case": None if legacy else metrics_by_case(
             ranks, test_case_groups(prepared, config.max_len)),
         "teacher": teacher.summary() if teacher is not None else None,

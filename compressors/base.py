@@ -180,6 +180,13 @@ class Compressor(nn.Module):
     def deploy(self) -> None:
         """Switch to the deployed inference form before the final test (default: already is)."""
 
+    @contextmanager
+    def compressed_scoring(self) -> Iterator[bool]:
+        """Within this block, score with what is deployed alone, even where this table is set to
+        a legacy scoring that mixes in more (ccode's `--eval-table mixed`). Yields whether that
+        changes the scores, so a legacy run can record its deployed figures beside."""
+        yield False
+
     def undeploy(self) -> None:
         """Back to the training form after loading a deployed model, to train on (distillation
         after pretraining); default: the deployed form is the training form."""

@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import numpy as np
 import torch
@@ -294,6 +295,18 @@ class CompositionalCodeTable(Compressor):
     def _mixing(self) -> bool:
         """Whether the table is the mixup of Eq. 16 (training; or the legacy mixed evaluation)."""
         return self.config.eta > 0 and (self.training or self.config.eval_table == "mixed")
+
+    @contextmanager
+    def compressed_scoring(self) -> Iterator[bool]:
+        legacy = self.config
+        if legacy.eval_table != "mixed" or legacy.eta == 0:
+            yield False
+            return
+        self.config = dataclasses.replace(legacy, eval_table="compressed")
+        try:
+            yield True
+        finally:
+            self.config = legacy
 
     def set_mixup(self, eta: float) -> None:
         """Change the mixup weight of Eq. 16 (training only), e.g. to anneal it to 0."""

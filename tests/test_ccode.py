@@ -77,6 +77,15 @@ def test_mixup_is_used_in_training_only_unless_legacy_mode(teacher_table):
     torch.testing.assert_close(mixed.weight(), composite)  # deployed: compressed table alone
     mixed.config.eval_table = "mixed"
     torch.testing.assert_close(mixed.weight(), 0.8 * teacher_table + 0.2 * composite)
+    query = torch.randn(3, DIM)
+    legacy_scores = mixed.score(query)
+    with mixed.compressed_scoring() as changed:  # the deployed figures of a legacy run
+        assert changed
+        torch.testing.assert_close(mixed.score(query), query @ composite.T)
+    torch.testing.assert_close(mixed.score(query), legacy_scores)  # legacy scoring is back
+    mixed.config.eval_table = "compressed"
+    with mixed.compressed_scoring() as changed:
+        assert not changed
 
 
 def test_frozen_codes_are_unique_and_stored_as_uint8(learned):

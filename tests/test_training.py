@@ -326,6 +326,26 @@ def test_select_on_test_is_labelled_legacy_with_per_metric_epochs(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_legacy_mixed_table_run_records_its_compressed_table_figures_beside(tmp_path):
+    """The paper's student protocol (test selection, the teacher's table mixed into scoring):
+    the record also holds what the same model scores with its compressed table alone."""
+    results = tmp_path / "results"
+    proc = run_cli(["run", "--compressor", "ccode", "--M", "3", "--K", "16", "--eta", "0.8",
+                    "--eval-table", "mixed", "--select-on", "test", "--epochs", "1", "--dim",
+                    "16", "--threads", "1", "--no-progress", "--results", str(results),
+                    "--workdir", str(tmp_path / "work")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "(compressed table alone)" in proc.stdout
+    record = json.loads(next(p for p in records_under(results) if "ccode" in p.name).read_text())
+    alone, mixed = record["test_compressed_table"], record["test"]
+    assert set(alone) == set(mixed) and alone != mixed
+    # the teacher's table mixed in scores far better than the codes alone can
+    assert mixed["HR@10"] > alone["HR@10"]
+    teacher = json.loads(next(p for p in records_under(results) if "full" in p.name).read_text())
+    assert teacher["test_compressed_table"] is None
+
+
+@pytest.mark.slow
 def test_validation_selected_record_has_no_test_epochs(cli_run):
     assert cli_run["first"].returncode == 0, cli_run["first"].stderr
     [record] = [json.loads(p.read_text()) for p in records_under(cli_run["results"])]
