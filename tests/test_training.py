@@ -295,7 +295,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
 # -- the legacy protocol ---------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_select_on_test_is_labelled_legacy_with_per_metric_epochs(tmp_path):
+def test_select_on_test_is_labelled_legacy_with_per_metric_epochs(tmp_path, cli_run):
     results = tmp_path / "results"
     proc = run_cli(["run", *TINY_RUN, "--select-on", "test", "--results", str(results),
                     "--workdir", str(tmp_path / "work")], cwd=tmp_path)
@@ -309,10 +309,8 @@ def test_select_on_test_is_labelled_legacy_with_per_metric_epochs(tmp_path):
     data = record["dataset"]
     assert data["validation"] is None and record["validation_at_selected"] is None
     assert all("validation" not in e for e in record["history"])
-    honest = run_cli(["run", *TINY_RUN, "--results", str(tmp_path / "honest"),
-                      "--workdir", str(tmp_path / "work")], cwd=tmp_path)
-    assert honest.returncode == 0, honest.stderr
-    [held_out] = [json.loads(p.read_text()) for p in records_under(tmp_path / "honest")]
+    assert cli_run["first"].returncode == 0, cli_run["first"].stderr  # the same run, honest
+    [held_out] = [json.loads(p.read_text()) for p in records_under(cli_run["results"])]
     split = held_out["dataset"]
     assert data["fit_examples"] > split["fit_examples"]
     assert data["fit_examples"] == split["fit_examples"] + split["validation"]["examples"]
