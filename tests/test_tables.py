@@ -57,6 +57,17 @@ def test_seeds_of_one_config_become_one_row_with_mean_and_std():
     assert len(run_rows(records)) == 4
 
 
+def test_a_legacy_scored_run_shows_its_compressed_table_figures_in_a_row_beside():
+    legacy = _record(0, 25.0, compressor_options={"eta": 0.8, "eval_table": "mixed"})
+    legacy["test_compressed_table"] = {m: 15.0 for m in RUN_METRICS}
+    rows = run_rows([legacy, _record(0, 18.0)])
+    assert len(rows) == 3
+    mixed, alone = (next(r for r in rows if r[3].startswith("eta=0.8") and r[6] == v)
+                    for v in (25.0, 15.0))
+    assert alone[3] == "eta=0.8, eval mixed (legacy): compressed table alone"
+    assert mixed[-3] == 91.3 and alone[-3] == "-"  # the bytes recorded are the mixed model's
+
+
 def test_another_dataset_version_is_never_averaged_in():
     other = copy.deepcopy(_record(1, 50.0))
     other["dataset"]["checksum"] = "d"
