@@ -33,7 +33,8 @@ def backbone_departures(config: dict[str, Any]) -> dict[str, Any]:
 def variant(config: dict[str, Any]) -> str:
     """What sets a run apart beyond data, backbone and compressor, in a few words: the
     compressor's non-default options, a byte budget, distillation and its ablations, the legacy
-    mixed evaluation, backbone options off the dataset's preset, dropout cut short."""
+    mixed evaluation or selection on test, backbone options off the dataset's preset, dropout
+    cut short."""
     parts = [f"{k}={v}" for k, v in sorted(config["compressor_options"].items())
              if k != "eval_table"]
     parts += [f"{name}={config[name]:g}" for name, default in TRAINING_DEFAULTS.items()
@@ -52,6 +53,8 @@ def variant(config: dict[str, Any]) -> str:
         parts.append("eval mixed (legacy)")
     if config.get("refit"):
         parts.append("refit")
+    if config.get("select_on") == "test":
+        parts.append("paper protocol (legacy)")
     parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
               for k, v in sorted(backbone_departures(config).items())]
     if config.get("dropout_epochs") is not None:

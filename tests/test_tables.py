@@ -34,6 +34,7 @@ KD = {"contrastive": True, "soft": True, "bidirectional": True, "beta": 0.01, "g
     ({"distill": {**KD, "eta_schedule": "linear"}}, "KD eta linear"),
     ({"compressor_options": {"eta": 0.8, "eval_table": "mixed"}}, "eta=0.8, eval mixed (legacy)"),
     ({"refit": True}, "refit"),
+    ({"select_on": "test"}, "paper protocol (legacy)"),
     ({"l2": 0.0}, "l2=0"),
     ({"backbone_options": {"layers": 1, "heads": 1, "dropout": 0.5}}, "-"),  # Tmall's preset
     ({"backbone_options": {"layers": 1, "heads": 1, "dropout": 0.0}}, "dropout=0"),
