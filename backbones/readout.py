@@ -28,11 +28,13 @@ class SoftAttentionReadout(nn.Module):
     as in those papers.
     """
 
-    def __init__(self, dim: int, query_dim: int | None = None) -> None:
+    def __init__(self, dim: int, query_dim: int | None = None, key_tanh: bool = False) -> None:
         super().__init__()
         self.w1 = nn.Linear(query_dim or dim, dim, bias=False)
         self.w2 = nn.Linear(dim, dim, bias=True)  # its bias is c
         self.f = nn.Linear(dim, 1, bias=False)
+        # W2 tanh(x_t) in the gate instead of W2 x_t: the paper's released EODRec code
+        self.key_tanh = key_tanh
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Readout of padded hidden states [B, L, D] over the positions where `mask` is true."""
@@ -47,7 +49,8 @@ class SoftAttentionReadout(nn.Module):
         """
         if query is None:
             query = session_mean(tokens, session_of, num_sessions)  # x_s*
-        gate = torch.sigmoid(self.w1(query).index_select(0, session_of) + self.w2(tokens))
+        keys = torch.tanh(tokens) if self.key_tanh else tokens
+        gate = torch.sigmoid(self.w1(query).index_select(0, session_of) + self.w2(keys))
         alpha = self.f(gate)  # [N, 1]
         return tokens.new_zeros(num_sessions, tokens.shape[-1]).index_add(0, session_of,
                                                                            alpha * tokens)

@@ -26,6 +26,8 @@ class SASRecConfig:
     # the feed-forward block's skip connection is LayerNorm(ffn(x) + s x); the paper's released
     # EODRec code has s = 4 (SASRec and OD-Rec's code: 1)
     ffn_residual: float = 1.0
+    # the readout's gate sees tanh(x_t) (W2 tanh(x_t), Eq. 3 has W2 x_t), as in the released code
+    readout_tanh: bool = False
     weight_init: Literal["uniform", "uniform-all", "torch"] = "uniform"
     init_range: float = 0.1
 
@@ -100,7 +102,7 @@ class SASRec(Backbone):
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, config.heads, inner, config.dropout, config.ffn_residual)
             for _ in range(config.layers))
-        self.readout = SoftAttentionReadout(dim)
+        self.readout = SoftAttentionReadout(dim, key_tanh=config.readout_tanh)
         self._initialise(config)
 
     def _initialise(self, config: SASRecConfig) -> None:

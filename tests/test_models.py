@@ -162,6 +162,24 @@ def test_ffn_residual_scales_the_feed_forward_skip_connection():
         SASRecConfig(ffn_residual=0.0)
 
 
+def test_key_tanh_readout_gates_on_tanh_of_each_position_and_sums_the_positions_themselves():
+    """The released code's readout: alpha_t = f^T sigmoid(W1 x_s* + W2 tanh(x_t) + c), the
+    session vector still sum_t alpha_t x_t, and x_s* the mean of the untransformed x_t."""
+    torch.manual_seed(0)
+    readout = SoftAttentionReadout(DIM, key_tanh=True)
+    tokens, session_of = 3 * torch.randn(5, DIM), torch.tensor([0, 0, 0, 1, 1])
+    query = torch.stack([tokens[:3].mean(0), tokens[3:].mean(0)])
+    gate = torch.sigmoid(readout.w1(query)[session_of] + readout.w2(torch.tanh(tokens)))
+    alpha = readout.f(gate)
+    expected = torch.stack([(alpha * tokens)[:3].sum(0), (alpha * tokens)[3:].sum(0)])
+    torch.testing.assert_close(readout.packed(tokens, session_of, 2), expected)
+    plain = SoftAttentionReadout(DIM)
+    plain.load_state_dict(readout.state_dict())  # same weights: only the key differs
+    assert not torch.allclose(plain.packed(tokens, session_of, 2), expected)
+    assert SASRec(FullTable(NUM_ITEMS, DIM),
+                  SASRecConfig(readout_tanh=True), max_len=10).readout.key_tanh
+
+
 def test_uniform_init_draws_encoder_weights_from_the_paper_range():
     torch.manual_seed(0)
     model = SASRec(FullTable(NUM_ITEMS, DIM), SASRecConfig(weight_init="uniform", init_range=0.1), 10)
