@@ -294,14 +294,18 @@ class CompositionalCodeTable(Compressor):
 
     def _mixing(self) -> bool:
         """Whether the table is the mixup of Eq. 16 (training; or the legacy mixed evaluation)."""
-        return self.config.eta > 0 and (self.training or self.config.eval_table == "mixed")
+        return self.config.eta > 0 and (self.training or self._evaluates_mixed())
+
+    def _evaluates_mixed(self) -> bool:
+        """The legacy evaluation: scored with the teacher's table mixed in (eta > 0 to mix)."""
+        return self.config.eval_table == "mixed" and self.config.eta > 0
 
     @contextmanager
     def compressed_scoring(self) -> Iterator[bool]:
-        legacy = self.config
-        if legacy.eval_table != "mixed" or legacy.eta == 0:
+        if not self._evaluates_mixed():
             yield False
             return
+        legacy = self.config
         self.config = dataclasses.replace(legacy, eval_table="compressed")
         try:
             yield True
@@ -385,7 +389,7 @@ class CompositionalCodeTable(Compressor):
         """Codes (smallest unsigned type) and codebooks only; the encoder and teacher stay behind."""
         if not self.deployed:
             raise ValueError("ccode has no inference form before deploy(): its codes are not fixed")
-        if self.config.eval_table == "mixed" and self.config.eta > 0:
+        if self._evaluates_mixed():
             raise ValueError("the legacy mixed evaluation needs the teacher table: not deployable")
         codes = self.codes.numpy().astype(smallest_unsigned_dtype(self.K - 1))
         return CodeLookupForm(torch.from_numpy(codes), self.codebooks.detach().clone(), exportable)
@@ -407,7 +411,7 @@ class CompositionalCodeTable(Compressor):
             notes.append(f"K={self.K} needs {tensors[0].dtype} codes (uint8 holds K <= 256)")
         codebook_bytes = tensors[1].nbytes
         code_bits = self.num_items * self.M * math.ceil(math.log2(self.K))
-        if self.config.eval_table == "mixed" and self.config.eta > 0:
+        if self._evaluates_mixed():
             # the legacy evaluation scores with the teacher's table mixed in: it must be stored
             tensors += (StoredTensor("teacher_table", (self.num_items, self.dim), "float32"),)
             notes.append("legacy mixed evaluation: the teacher table is part of the model")
