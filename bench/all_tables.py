@@ -29,8 +29,13 @@ def case_analyses(results_dir: Path, runs: list[dict[str, Any]]) -> list[dict[st
     return list(by_key.values())
 
 
+def bench_records(results_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """The benchmark records of `kind` (latency, train, score) under RESULTS/bench."""
+    return [load_record(p) for p in sorted(Path(results_dir, "bench").glob(f"{kind}-*.json"))]
+
+
 def latency_records(results_dir: Path) -> list[dict[str, Any]]:
-    return [load_record(p) for p in sorted(Path(results_dir, "bench").glob("latency-*.json"))]
+    return bench_records(results_dir, "latency")
 
 
 def latency_variants(records: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
@@ -50,7 +55,8 @@ def render_all(results_dir: Path) -> dict[str, str]:
     runs = list(iter_records(results_dir))
     tables: dict[str, Callable[[], str]] = {
         "runs.md": lambda: runs_table(runs), "summary.md": lambda: summary_table(runs),
-        "table3.md": lambda: table3(runs), "table4.md": lambda: table4(runs),
+        "table3.md": lambda: table3(runs, train_benchmarks=bench_records(results_dir, "train")),
+        "table4.md": lambda: table4(runs),
         "ablation.md": lambda: ablation_table(runs)}
     tables["cases.md"] = lambda: cases_table(case_analyses(results_dir, runs))
     codes = analyses(results_dir, "codes")

@@ -85,6 +85,33 @@ def test_od_rec_is_sttd_near_the_papers_ratio_of_30():
     assert "24.00 (25.22)" in _row(table3([near, far]), "OD-Rec")
 
 
+def _train_benchmark(run: dict, seconds: float, *, threads: int = 1, date: str = "2026-01-01",
+                     relative: float | None = 1.19) -> dict:
+    measurements = {"seconds_per_epoch": seconds}
+    if relative is not None:
+        measurements["cost_vs_teacher"] = relative
+    return {"benchmark": "train", "dataset": run["dataset"]["name"], "config": run["config"],
+            "measurements": measurements, "date": date,
+            "provenance": {"machine": {"torch_threads": threads}}}
+
+
+def test_table3_takes_the_training_cost_from_a_one_thread_benchmark_of_the_same_training():
+    narm = _record(24.0, 20.0, backbone="narm")
+    other_width = _record(24.0, 20.0, backbone="narm", dim=64)
+    benchmarks = [_train_benchmark(narm, 911.0), _train_benchmark(narm, 300.0, threads=2),
+                  _train_benchmark(narm, 905.0, date="2025-01-01"),
+                  _train_benchmark(other_width, 50.0)]
+    def costs(text: str, model: str) -> list[str]:  # the last two cells: s/epoch per dataset
+        return [cell.strip() for cell in _row(text, model).split("|")[-3:-1]]
+
+    assert costs(table3([narm], train_benchmarks=benchmarks), "NARM") == ["911 (1.19x)", "-"]
+    # no benchmark of that training: the run's own wall time, starred
+    assert costs(table3([narm]), "NARM") == ["100*", "-"]
+    student = _student(17.0, 12.0, distill=KD)
+    undistilled = _train_benchmark(_student(17.0, 12.0), 400.0)
+    assert "100*" in _row(table3([student], train_benchmarks=[undistilled]), "Student")
+
+
 @pytest.mark.parametrize("distill, expected", [
     (None, "Stu-base"), (KD, "Student"), ({**KD, "contrastive": False}, "Stu-w/o-c"),
     ({**KD, "bidirectional": False}, "Stu-w/o-b"), ({**KD, "soft": False}, "Stu-w/o-s"),
