@@ -16,11 +16,10 @@ Two states:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -29,8 +28,12 @@ from torch.nn import functional as F
 
 from compressors import registry
 from compressors.budget import largest_meeting
-from compressors.base import (Compressor, InferenceForm, StorageReport, StoredTensor,
-                              dense_scores, smallest_unsigned_dtype)
+from compressors.base import (Compressor, StorageReport, StoredTensor, dense_scores,
+                              smallest_unsigned_dtype)
+from compressors.code_learning import (CodeEncoder, StraightThroughCodes, balanced_random_codes,
+                                       cluster_means, gumbel_softmax_sample, kmeans,
+                                       make_codes_unique)
+from compressors.codewords import CodeLookupForm, codeword_rows, codeword_sum, lookup_table_scores
 
 
 @dataclass
@@ -116,27 +119,6 @@ def ccode_budget(config: CCodeConfig, num_items: int, dim: int, ratio: float) ->
 def eq11_ratio(num_items: int, dim: int, M: int, K: int) -> float:
     """rate = |V| N / (M K N + M |V|)   (Eq. 11)."""
     return num_items * dim / (M * K * dim + M * num_items)
-
-
-class CodeEncoder(nn.Module):
-    """alpha_v^i = softmax(softplus(theta'_i^T h_v + b'_i)), h_v = tanh(theta^T X_v + b)  (Eq. 15).
-
-    Returns log alpha, [N, M, K].
-    """
-
-    def __init__(self, dim: int, M: int, K: int) -> None:
-        super().__init__()
-        self.M, self.K = M, K
-        hidden = max(M * K // 2, 1)
-        self.hidden = nn.Linear(dim, hidden)
-        self.heads = nn.Linear(hidden, M * K)
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """softplus(theta'^T h_v + b'): log alpha up to a per-codebook constant, [N, M, K]."""
-        return F.softplus(self.heads(torch.tanh(self.hidden(x)))).view(-1, self.M, self.K)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.logits(x), dim=-1)
 
 
 class CompositionalCodeTable(Compressor):
@@ -421,264 +403,6 @@ class CompositionalCodeTable(Compressor):
             num_items=self.num_items, dim=self.dim,
             paper_ratio=eq11_ratio(self.num_items, self.dim, self.M, self.K),
             notes=tuple(notes), packed_bytes=math.ceil(code_bits / 8) + codebook_bytes)
-
-
-def lookup_table_scores(query: torch.Tensor, flat_codebooks: torch.Tensor,
-                        by_item: torch.Tensor, by_codebook: torch.Tensor) -> torch.Tensor:
-    """Exact scores [B, N] of every item from per-session lookup tables.
-
-    LUT[b, i, k] = q_b . E_i(k) and score[b, v] = sum_i LUT[b, i, C_v^i]: M small gathers per
-    item instead of a dim-long dot product. `by_item` [N, M] and `by_codebook` [M, N] are the
-    codes offset into `flat_codebooks` [M K, dim]. Where no gradient is needed this is
-    `code_lookup_scores`; training sums through `codeword_sum`, whose backward is cheaper than
-    `embedding_bag`'s own.
-    """
-    lut_t = flat_codebooks @ query.t()  # [M K, B]
-    if not (torch.is_grad_enabled() and lut_t.requires_grad):
-        return code_lookup_scores(lut_t, by_codebook, by_item)
-    by_item_scores = codeword_sum(lut_t, by_item, by_codebook)
-    by_item_scores[:1].zero_()
-    return by_item_scores.t()
-
-
-def code_lookup_scores(lut_t: torch.Tensor, by_codebook: torch.Tensor,
-                       by_item: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Scores [B, N] from the transposed lookup tables `lut_t` [M K, B] and the codes offset
-    into them, [M, N] (`by_item`, the same [N, M], is derived when not given).
-
-    One session: M one-dimensional `index_select`s, the fastest gather on CPU. Several:
-    `embedding_bag` sums, for every item, M rows of `lut_t`, and the result is returned as a
-    transposed view [B, N] (a copy would cost more than the scoring; `bench.topk` reads it as
-    it is). Row 0, the padding item, scores 0.
-    """
-    if lut_t.shape[1] == 1:
-        lut = lut_t.reshape(-1)
-        scores = lut.index_select(0, by_codebook[0])
-        for i in range(1, by_codebook.shape[0]):
-            scores.add_(lut.index_select(0, by_codebook[i]))
-        scores[:1].zero_()
-        return scores.unsqueeze(0)
-    if by_item is None:
-        by_item = by_codebook.t().contiguous()
-    by_item_scores = F.embedding_bag(by_item, lut_t, mode="sum")
-    by_item_scores[:1].zero_()
-    return by_item_scores.t()
-
-
-def codeword_rows(ids: torch.Tensor, index: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-    """The vectors of items `ids` from their codes offset into `flat` (`index`, ids.shape +
-    (M,)): the sum of their codewords, zero for the padding id 0."""
-    rows = F.embedding(index, flat).sum(-2)
-    return rows * (ids > 0).unsqueeze(-1).to(rows.dtype)
-
-
-class _CodewordSum(torch.autograd.Function):
-    """An `embedding_bag` sum whose backward is M `index_add_`s: embedding_bag's own backward
-    sorts the indices and is several times slower on CPU."""
-
-    @staticmethod
-    def forward(ctx, flat: torch.Tensor, by_item: torch.Tensor, by_codebook: torch.Tensor
-                ) -> torch.Tensor:
-        ctx.save_for_backward(by_codebook)
-        ctx.rows = flat.shape[0]
-        return F.embedding_bag(by_item, flat, mode="sum")
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (by_codebook,) = ctx.saved_tensors
-        return _scatter_to_codewords(grad, by_codebook, ctx.rows), None, None
-
-
-def _scatter_to_codewords(grad: torch.Tensor, by_codebook: torch.Tensor, rows: int
-                          ) -> torch.Tensor:
-    """The gradient of a codeword sum for the flat codewords [rows, columns]: item v's
-    gradient added to each of its codewords, one `index_add_` per codebook (M is a handful)."""
-    grad = grad.contiguous()
-    grad_flat = grad.new_zeros(rows, grad.shape[1])
-    for index in by_codebook:
-        grad_flat.index_add_(0, index, grad)
-    return grad_flat
-
-
-def codeword_sum(flat: torch.Tensor, by_item: torch.Tensor, by_codebook: torch.Tensor
-                 ) -> torch.Tensor:
-    """out[v] = sum_i flat[by_item[v, i]], [N, columns]: codes [N, M] offset into `flat`, and
-    the same [M, N] (for the backward)."""
-    return _CodewordSum.apply(flat, by_item, by_codebook)
-
-
-def gumbel_softmax_sample(logits: torch.Tensor, tau: float, scale: float = 1.0
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax((logits + scale G) / tau) with G ~ Gumbel(0, 1) (Eq. 14 at scale 1), and its
-    argmax (the code).
-
-    The noise is -log(-log U) from uniforms: `F.gumbel_softmax` draws it through `exponential_`,
-    about 5x slower on CPU, and training draws N x M x K of it every step. In-place steps keep
-    the passes over that tensor few.
-    """
-    if scale == 0:
-        perturbed = logits / tau
-    else:
-        neg_noise = torch.empty_like(logits).uniform_(torch.finfo(logits.dtype).tiny, 1.0)
-        neg_noise.log_().neg_().log_()  # log(-log U) = -G
-        perturbed = torch.sub(logits, neg_noise, alpha=scale).mul_(1.0 / tau)
-    index = perturbed.detach().max(-1).indices
-    return perturbed.softmax(-1), index
-
-
-class StraightThroughCodes(torch.autograd.Function):
-    """Hard straight-through composition of the table from every item's current `codes` [N, M],
-    of which the items `rows` (None: all) were just sampled as the argmax of `soft` [S, M, K].
-
-    The forward sums the chosen codewords (an embedding_bag; row 0, the padding item, is zero);
-    the backward hands the one-hot codes' gradient on to `soft` (one matrix product) and the
-    table's gradient to the codebooks (M scatters). With every row sampled this equals
-    `einsum("nmk,mkd->nd", hard - soft.detach() + soft, codebooks)` without building the
-    one-hot codes or multiplying by them.
-    """
-
-    @staticmethod
-    def forward(ctx, soft: torch.Tensor, rows: torch.Tensor | None, codes: torch.Tensor,
-                codebooks: torch.Tensor) -> torch.Tensor:
-        M, K, _ = codebooks.shape
-        by_item = codes + torch.arange(M, device=codes.device) * K
-        ctx.save_for_backward(by_item, codebooks, *(() if rows is None else (rows,)))
-        table = F.embedding_bag(by_item, codebooks.reshape(M * K, -1), mode="sum")
-        table[0].zero_()
-        return table
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        by_item, codebooks, *rows = ctx.saved_tensors
-        M, K, D = codebooks.shape
-        sampled = grad.index_select(0, rows[0]) if rows else grad
-        grad_soft = (sampled @ codebooks.reshape(M * K, D).t()).view(-1, M, K)
-        if not rows:
-            grad_soft[0].zero_()
-        # the padding row is zero in the forward, so its gradient reaches no codeword
-        grad_flat = _scatter_to_codewords(grad[1:], by_item[1:].t(), M * K)
-        return grad_soft, None, None, grad_flat.view(M, K, D)
-
-
-@functools.cache
-def _scripted_code_lookup_scores() -> Any:
-    """`code_lookup_scores` scripted, so that a traced TorchScript export keeps its branch on
-    the batch size (a trace alone would bake in the branch of the example batch). Scripted on
-    first use: `torch.jit.script` is for the TorchScript export only."""
-    return torch.jit.script(code_lookup_scores)
-
-
-class CodeLookupForm(InferenceForm):
-    """A deployed ccode table: e_v = sum_i E_i(C_v^i) (Eq. 10) and lookup-table scoring.
-
-    Holds the codes as stored on the device (uint8 for K <= 256), codebook-major [M, N] so that
-    scoring reads each codebook's codes in one run, and the codebooks; never the
-    [num_items, dim] table. Scoring: LUT[b, i, k] = q_b . E_i(k), score[b, v] =
-    sum_i LUT[b, i, C_v^i]. Indexing needs wider integers than uint8: the eager form widens the
-    codes once, when it is built (as a phone app would at load), the `exportable` form on every
-    call, so that the artefact holds only uint8. Eager and TorchScript score with
-    `code_lookup_scores` (`embedding_bag`, or 1-D gathers for one session). ONNX and ExecuTorch
-    have no `embedding_bag`: there the exported graph sums M per-codebook gathers of int32
-    codes (int32 rather than int64: ONNX Runtime casts and gathers them faster).
-    """
-
-    def __init__(self, codes: torch.Tensor, codebooks: torch.Tensor, exportable: bool) -> None:
-        super().__init__(None)
-        self.M, self.K, self.dim = codebooks.shape
-        self.num_items = codes.shape[0]
-        self.exportable = exportable
-        self.register_buffer("codes", codes.t().contiguous())  # [M, N], as stored
-        self.codebooks = nn.Parameter(codebooks, requires_grad=False)
-        self.register_buffer("offsets", torch.arange(self.M).unsqueeze(1) * self.K)  # [M, 1]
-        if not exportable:  # widened at load, not saved
-            by_codebook = self.codes.long() + self.offsets
-            self.register_buffer("by_codebook", by_codebook, persistent=False)
-            self.register_buffer("by_item", by_codebook.t().contiguous(), persistent=False)
-
-    def _flat(self) -> torch.Tensor:
-        return self.codebooks.reshape(self.M * self.K, self.dim)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        index = self.codes[:, ids].long() + self.offsets.view((self.M,) + (1,) * ids.dim())
-        return codeword_rows(ids, index.movedim(0, -1), self._flat())
-
-    def score(self, query: torch.Tensor) -> torch.Tensor:
-        if not self.exportable:
-            return code_lookup_scores(self._flat() @ query.t(), self.by_codebook, self.by_item)
-        if torch.jit.is_tracing():  # TorchScript: the eager scorer, widened on every call
-            return _scripted_code_lookup_scores()(self._flat() @ query.t(),
-                                                  self.codes.long() + self.offsets, None)
-        luts = torch.matmul(self.codebooks, query.t())  # [M, K, B]
-        codes = self.codes.to(torch.int32)  # widened on every call
-        by_item_scores = F.embedding(codes[0], luts[0])
-        for i in range(1, self.M):
-            by_item_scores = by_item_scores + F.embedding(codes[i], luts[i])
-        by_item_scores[0] = 0.0  # the padding row is the zero vector
-        return by_item_scores.t()  # a view [B, N]; bench.topk reads it without a copy
-
-
-def kmeans(x: torch.Tensor, k: int, iterations: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain Lloyd's k-means with k-means++-style seeding by distance; returns (centroids, labels)."""
-    g = torch.Generator().manual_seed(seed)
-    centroids = x[torch.randperm(len(x), generator=g)[:k]].clone()
-    for _ in range(iterations):
-        labels = torch.cdist(x, centroids).argmin(1)
-        empty = torch.bincount(labels, minlength=k) == 0
-        centroids = torch.where(empty.unsqueeze(1), centroids, cluster_means(x, labels, k))
-    return centroids, torch.cdist(x, centroids).argmin(1)
-
-
-def balanced_random_codes(n: int, k: int, seed: int) -> torch.Tensor:
-    """A seeded random codeword in [0, k) for each of n items, every codeword used n/k times
-    (to within one)."""
-    g = torch.Generator().manual_seed(seed)
-    return (torch.arange(n) % k)[torch.randperm(n, generator=g)]
-
-
-def cluster_means(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """The mean row of `x` in each of the k clusters of `labels` (zero for an empty one)."""
-    sums = torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, labels, x)
-    return sums / torch.bincount(labels, minlength=k).clamp(min=1).unsqueeze(1).to(x.dtype)
-
-
-def make_codes_unique(codes: np.ndarray, log_alpha: np.ndarray, K: int) -> tuple[np.ndarray, int]:
-    """Give every real item (row >= 1) a distinct code, changing as little as possible.
-
-    Items that share a code get identical scores, and pessimistic ties punish that, so Section
-    4.1's unique codes are enforced: within each group of identical codes the most confident item
-    keeps it, the others move to the free code that changes one codebook and loses the least
-    encoder log-probability (or, if all of those are taken, to the first free code).
-    """
-    codes = codes.copy()
-    M = codes.shape[1]
-    weights = K ** np.arange(M - 1, -1, -1, dtype=np.int64)
-    keys = codes[1:] @ weights
-    confidence = np.take_along_axis(log_alpha[1:], codes[1:, :, None], 2).sum((1, 2))
-    order = np.lexsort((-confidence, keys))  # by code, most confident first
-    duplicate = np.zeros(len(keys), dtype=bool)
-    duplicate[order[1:]] = keys[order[1:]] == keys[order[:-1]]
-    taken = set(keys.tolist())
-    moved = np.flatnonzero(duplicate)
-    for row in moved[np.argsort(-confidence[moved])]:
-        item = row + 1
-        code = codes[item]
-        # the change in log-probability of moving codebook i to codeword k, best first
-        gain = log_alpha[item] - log_alpha[item][np.arange(M), code][:, None]
-        gain[np.arange(M), code] = -np.inf
-        new_key = None
-        for flat in np.argsort(-gain, axis=None, kind="stable")[:M * (K - 1)]:
-            i, k = divmod(int(flat), K)
-            key = int(keys[row] + (k - code[i]) * weights[i])
-            if key not in taken:
-                new_key, codes[item, i] = key, k
-                break
-        if new_key is None:  # every single change is taken: search the whole code space
-            free = next(c for c in range(K ** M) if c not in taken)
-            codes[item] = (free // weights) % K
-            new_key = free
-        taken.add(new_key)
-        keys[row] = new_key
-    return codes, len(moved)
 
 
 @registry.register("ccode", config=CCodeConfig, budget=ccode_budget,

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import compressors
-from compressors.ccode import CCodeConfig, CompositionalCodeTable, eq11_ratio, make_codes_unique
+from compressors.ccode import CCodeConfig, CompositionalCodeTable, eq11_ratio
+from compressors.code_learning import StraightThroughCodes, gumbel_softmax_sample, make_codes_unique
 
 NUM_ITEMS, DIM = 801, 16
 
@@ -175,8 +176,6 @@ def test_colliding_codes_move_to_the_nearest_free_code():
 
 
 def test_straight_through_codes_match_the_one_hot_product():
-    from compressors.ccode import StraightThroughCodes
-
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(50, 3, 8, generator=g, requires_grad=True)
     codebooks = torch.randn(3, 8, 6, generator=g, requires_grad=True)
@@ -198,8 +197,6 @@ def test_straight_through_codes_match_the_one_hot_product():
 
 
 def test_gumbel_samples_follow_the_code_distribution():
-    from compressors.ccode import gumbel_softmax_sample
-
     torch.manual_seed(0)
     probs = torch.tensor([0.6, 0.3, 0.1])
     log_alpha = probs.log().expand(20000, 1, 3).contiguous()
@@ -211,8 +208,6 @@ def test_gumbel_samples_follow_the_code_distribution():
 
 
 def test_straight_through_codes_of_a_sample_of_items():
-    from compressors.ccode import StraightThroughCodes
-
     g = torch.Generator().manual_seed(4)
     codes = torch.randint(0, 8, (50, 3), generator=g)
     rows = torch.tensor([3, 17, 40])
@@ -270,8 +265,6 @@ def test_evaluation_before_deploy_scores_with_the_codes_deploy_freezes():
 
 
 def test_without_gumbel_noise_training_uses_the_argmax_codes():
-    from compressors.ccode import gumbel_softmax_sample
-
     logits = torch.randn(200, 3, 8)
     soft, index = gumbel_softmax_sample(logits, 0.3, scale=0.0)
     assert torch.equal(index, logits.argmax(-1))
