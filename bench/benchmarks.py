@@ -61,15 +61,10 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
                                                      config, prepared.data.num_items)
         measurements["cost_vs_teacher"] = (measurements["median_step_seconds"]
                                            / measurements["teacher"]["median_step_seconds"])
-    result = {"benchmark": "train", "config": config.to_dict(), "dataset": prepared.data.name,
-              "measurements": measurements, "provenance": provenance(threads),
-              "date": now_iso()}
-    name = Path(config.data).name
-    path = (Path(results_dir) / "bench" /
-            f"train-{name}-{config.backbone}-{config.compressor}{_options_tag(config)}"
-            f"{'-kd' if config.distill else ''}-d{config.dim}-{config.precision}-t{threads}.json")
-    write_json(path, result)
-    return result, path
+    tag = (f"{config.backbone}-{config.compressor}{_options_tag(config)}"
+           f"{'-kd' if config.distill else ''}-d{config.dim}-{config.precision}")
+    return _write_record("train", config, prepared.data.name, measurements, threads, tag,
+                         results_dir)
 
 
 def reference_teacher(config: RunConfig) -> RunConfig:
@@ -177,12 +172,19 @@ def benchmark_scoring(config: RunConfig, *, data_root: str | None, threads: int,
             "top20_identical": bool(torch.equal(exact[:, 1:].topk(20).indices,
                                                 approx[:, 1:].topk(20).indices)),
         }
-    result = {"benchmark": "score", "config": config.to_dict(), "dataset": data.name,
-              "model_file": str(model_file) if model_file else None, "repeats": repeats,
+    return _write_record("score", config, data.name, measurements, threads,
+                         f"{config.compressor}{_options_tag(config)}", results_dir,
+                         model_file=str(model_file) if model_file else None, repeats=repeats)
+
+
+def _write_record(kind: str, config: RunConfig, dataset: str, measurements: dict[str, Any],
+                  threads: int, tag: str, results_dir: Path, **extra: Any
+                  ) -> tuple[dict[str, Any], Path]:
+    """Store a benchmark's record as RESULTS/bench/{kind}-{data}-{tag}-t{threads}.json."""
+    result = {"benchmark": kind, "config": config.to_dict(), "dataset": dataset, **extra,
               "measurements": measurements, "provenance": provenance(threads), "date": now_iso()}
-    path = (Path(results_dir) / "bench" /
-            f"score-{Path(config.data).name}-{config.compressor}{_options_tag(config)}"
-            f"-t{threads}.json")
+    path = (Path(results_dir) / "bench"
+            / f"{kind}-{Path(config.data).name}-{tag}-t{threads}.json")
     write_json(path, result)
     return result, path
 

@@ -175,20 +175,28 @@ def test_colliding_codes_move_to_the_nearest_free_code():
     assert [tuple(c) for c in unique[1:]] == [(1, 2), (3, 2), (1, 3)]
 
 
-def test_straight_through_codes_match_the_one_hot_product():
+@pytest.mark.parametrize("sampled", [None, [3, 17, 40]], ids=["every item", "a sample"])
+def test_straight_through_codes_match_the_one_hot_product(sampled):
+    """Forward and gradients equal the one-hot product with the straight-through estimator on
+    the sampled items (every item when None); row 0, the padding item, stays zero."""
     g = torch.Generator().manual_seed(3)
-    logits = torch.randn(50, 3, 8, generator=g, requires_grad=True)
+    codes = torch.randint(0, 8, (50, 3), generator=g)
+    rows = None if sampled is None else torch.tensor(sampled)
+    logits = torch.randn(len(codes) if rows is None else len(rows), 3, 8, generator=g,
+                         requires_grad=True)
     codebooks = torch.randn(3, 8, 6, generator=g, requires_grad=True)
     upstream = torch.randn(50, 6, generator=g)
     soft = logits.softmax(-1)
-    index = soft.argmax(-1)
-    ours = StraightThroughCodes.apply(soft, None, index, codebooks)  # row 0: the padding item
+    codes[slice(None) if rows is None else rows] = soft.argmax(-1)
+    ours = StraightThroughCodes.apply(soft, rows, codes, codebooks)
     (ours * upstream).sum().backward()
     ours_grads = logits.grad.clone(), codebooks.grad.clone()
     logits.grad, codebooks.grad = None, None
     soft = logits.softmax(-1)
-    hard = torch.nn.functional.one_hot(index, 8).float()
-    reference = torch.einsum("nmk,mkd->nd", hard - soft.detach() + soft, codebooks)
+    hard = torch.nn.functional.one_hot(codes, 8).float()
+    hard = (hard - soft.detach() + soft if rows is None
+            else hard.index_put((rows,), hard[rows] - soft.detach() + soft))
+    reference = torch.einsum("nmk,mkd->nd", hard, codebooks)
     reference = reference * (torch.arange(50) > 0).float().unsqueeze(1)
     (reference * upstream).sum().backward()
     torch.testing.assert_close(ours, reference)
@@ -205,30 +213,6 @@ def test_gumbel_samples_follow_the_code_distribution():
     picks = picks.flatten()
     frequency = torch.bincount(picks, minlength=3).float() / len(picks)
     torch.testing.assert_close(frequency, probs, atol=0.015, rtol=0)
-
-
-def test_straight_through_codes_of_a_sample_of_items():
-    g = torch.Generator().manual_seed(4)
-    codes = torch.randint(0, 8, (50, 3), generator=g)
-    rows = torch.tensor([3, 17, 40])
-    logits = torch.randn(3, 3, 8, generator=g, requires_grad=True)
-    codebooks = torch.randn(3, 8, 6, generator=g, requires_grad=True)
-    upstream = torch.randn(50, 6, generator=g)
-    soft = logits.softmax(-1)
-    codes[rows] = soft.argmax(-1)
-    ours = StraightThroughCodes.apply(soft, rows, codes, codebooks)
-    (ours * upstream).sum().backward()
-    ours_grads = logits.grad.clone(), codebooks.grad.clone()
-    logits.grad, codebooks.grad = None, None
-    soft = logits.softmax(-1)
-    hard = torch.nn.functional.one_hot(codes, 8).float()
-    hard = hard.index_put((rows,), hard[rows] - soft.detach() + soft)
-    reference = torch.einsum("nmk,mkd->nd", hard, codebooks)
-    reference = reference * (torch.arange(50) > 0).float().unsqueeze(1)
-    (reference * upstream).sum().backward()
-    torch.testing.assert_close(ours, reference)
-    torch.testing.assert_close(ours_grads[0], logits.grad)
-    torch.testing.assert_close(ours_grads[1], codebooks.grad)
 
 
 def test_sampled_code_learning_resamples_only_a_fraction_of_items():
