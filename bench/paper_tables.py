@@ -120,7 +120,8 @@ def _seconds_per_epoch(runs: list[Record]) -> float:
     return float(np.median([r["timing"]["train_seconds_per_epoch_median"] for r in runs]))
 
 
-# What sets the cost of a training epoch: a training benchmark of the same stands for a run
+# The config fields that set what a training epoch costs: a training benchmark that matches a
+# run on all of them (and on distilling or not) timed that run's training
 COST_FIELDS = ("backbone", "compressor", "compressor_options", "backbone_options", "dim",
                "batch_size", "max_len", "precision")
 
