@@ -139,7 +139,7 @@ def training_cost(runs: list[Record], train_benchmarks: Iterable[Record]) -> str
     process; else the runs' own median epoch, starred (wall clock, on a machine that may have
     been shared with other runs)."""
     matching = [b for b in train_benchmarks if _times_the_same_training(b, runs[0])
-                and b["provenance"]["machine"].get("torch_threads") == 1]
+                and b.get("provenance", {}).get("machine", {}).get("torch_threads") == 1]
     if not matching:
         return f"{_seconds_per_epoch(runs):.0f}*"
     measured = max(matching, key=lambda b: b["date"])["measurements"]
