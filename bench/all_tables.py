@@ -16,9 +16,13 @@ from bench.records import atomic_write_bytes, iter_records, load_record
 from bench.tables import cases_table, codes_table, fig6_table, runs_table, summary_table, table5
 
 
+def _records_in(results_dir: Path, folder: str, kind: str) -> list[dict[str, Any]]:
+    return [load_record(p) for p in sorted(Path(results_dir, folder).glob(f"{kind}-*.json"))]
+
+
 def analyses(results_dir: Path, kind: str) -> list[dict[str, Any]]:
     """The analysis records of `kind` (cases, codes) under RESULTS/analysis."""
-    return [load_record(p) for p in sorted(Path(results_dir, "analysis").glob(f"{kind}-*.json"))]
+    return _records_in(results_dir, "analysis", kind)
 
 
 def case_analyses(results_dir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -31,11 +35,16 @@ def case_analyses(results_dir: Path, runs: list[dict[str, Any]]) -> list[dict[st
 
 def bench_records(results_dir: Path, kind: str) -> list[dict[str, Any]]:
     """The benchmark records of `kind` (latency, train, score) under RESULTS/bench."""
-    return [load_record(p) for p in sorted(Path(results_dir, "bench").glob(f"{kind}-*.json"))]
+    return _records_in(results_dir, "bench", kind)
 
 
 def latency_records(results_dir: Path) -> list[dict[str, Any]]:
     return bench_records(results_dir, "latency")
+
+
+def table3_with_costs(results_dir: Path, runs: list[dict[str, Any]]) -> str:
+    """Table 3 from the run records, its training costs from RESULTS/bench's train records."""
+    return table3(runs, train_benchmarks=bench_records(results_dir, "train"))
 
 
 def latency_variants(records: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
@@ -55,7 +64,7 @@ def render_all(results_dir: Path) -> dict[str, str]:
     runs = list(iter_records(results_dir))
     tables: dict[str, Callable[[], str]] = {
         "runs.md": lambda: runs_table(runs), "summary.md": lambda: summary_table(runs),
-        "table3.md": lambda: table3(runs, train_benchmarks=bench_records(results_dir, "train")),
+        "table3.md": lambda: table3_with_costs(results_dir, runs),
         "table4.md": lambda: table4(runs),
         "ablation.md": lambda: ablation_table(runs)}
     tables["cases.md"] = lambda: cases_table(case_analyses(results_dir, runs))

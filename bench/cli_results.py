@@ -28,15 +28,13 @@ def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
     metrics by kind of case, from the records and RESULTS/analysis), the paper's `3` (every
     method), `4` (ccode by M and K) and `ablation` (Fig. 3), ours beside the paper's, or `5`
     (the paper's Table 5 from the latency records under RESULTS/bench)."""
-    from bench.all_tables import bench_records, case_analyses, latency_records
-    from bench.paper_tables import ablation_table, table3, table4
+    from bench.all_tables import case_analyses, latency_records, table3_with_costs
+    from bench.paper_tables import ablation_table, table4
     from bench.records import atomic_write_bytes, iter_records
     from bench.tables import cases_table, runs_table, summary_table, table5
 
-    def table3_with_costs(records: list[dict]) -> str:
-        return table3(records, train_benchmarks=bench_records(results_dir, "train"))
-
-    paper_tables = {"3": table3_with_costs, "4": table4, "ablation": ablation_table}
+    paper_tables = {"3": lambda runs: table3_with_costs(results_dir, runs), "4": table4,
+                    "ablation": ablation_table}
 
     if which == "cases":
         text = cases_table(case_analyses(results_dir, list(iter_records(results_dir))))

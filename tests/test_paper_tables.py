@@ -169,10 +169,14 @@ def test_table4_rows_by_codebook_shape_with_both_ratios():
 def test_table_commands_read_the_run_records(tmp_path):
     runs = tmp_path / "results" / "runs"
     runs.mkdir(parents=True)
-    base = _student(17.0, 12.0)
-    for record in (_record(26.0, 20.0), base, _distilled(base, 18.0, 13.0)):
+    base, teacher = _student(17.0, 12.0), _record(26.0, 20.0)
+    for record in (teacher, base, _distilled(base, 18.0, 13.0)):
         (runs / f"{record['key']}.json").write_text(json.dumps(record))
-    for which, expected in (("3", "26.00 (27.86)"), ("4", "| Student "), ("ablation", "5.88")):
+    (tmp_path / "results" / "bench").mkdir()
+    (tmp_path / "results" / "bench" / "train-tmall-sasrec-full.json").write_text(
+        json.dumps(_train_benchmark(teacher, 459.0, relative=None)))
+    for which, expected in (("3", "26.00 (27.86)"), ("3", "| 459 "), ("4", "| Student "),
+                            ("ablation", "5.88")):
         done = run_cli(["table", which, "--results", str(tmp_path / "results")], tmp_path)
         assert done.returncode == 0, done.stderr
         assert expected in done.stdout, done.stdout
