@@ -96,10 +96,14 @@ def runs_table(records: Iterable[dict[str, Any]], fmt: str = "github") -> str:
 
 
 def seed_groups(records: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Records grouped by everything but the seed (same config, same data), in table order."""
+    """Records grouped by everything but the seed (same config, same data), in table order.
+
+    An unset field (None) counts as absent, as in `RunConfig.key`: records written before a
+    config field existed group with later ones that leave it unset.
+    """
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in sorted(records, key=_order):
-        config = {k: v for k, v in r["config"].items() if k != "seed"}
+        config = {k: v for k, v in r["config"].items() if k != "seed" and v is not None}
         key = (r["dataset"]["checksum"], json.dumps(config, sort_keys=True))
         groups.setdefault(key, []).append(r)
     return list(groups.values())

@@ -69,6 +69,14 @@ def test_a_legacy_scored_run_shows_its_compressed_table_figures_in_a_row_beside(
     assert mixed[-3] == 91.3 and alone[-3] == "-"  # the bytes recorded are the mixed model's
 
 
+def test_a_setting_recorded_unset_is_the_same_as_one_not_recorded():
+    """A record written before a config field existed lacks it; one written after holds its
+    default, None. They are seeds of one config (as their run keys already treat them)."""
+    older, newer = _record(0, 20.0), _record(1, 22.0, dropout_epochs=None)
+    assert len(seed_summary_rows([older, newer])) == 1
+    assert len(seed_summary_rows([older, _record(1, 22.0, dropout_epochs=1)])) == 2
+
+
 def test_another_dataset_version_is_never_averaged_in():
     other = copy.deepcopy(_record(1, 50.0))
     other["dataset"]["checksum"] = "d"
