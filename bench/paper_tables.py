@@ -220,10 +220,13 @@ def ablation_families(records: Iterable[Record]
     """Fig. 3's groups: (dataset, a Stu-base's seeds, ablation name -> the winning runs among
     the students distilled from that Stu-base).
 
-    A student is compared only with the pretrained student it was distilled from (its record's
-    `pretrained` key), never with another Stu-base that happens to score better. Every Stu-base
-    that has distilled students forms a group, the best on validation first; a dataset with no
-    distilled student shows its best Stu-base alone.
+    A student is compared only with the training of the pretrained student it was distilled
+    from (its record's `pretrained` snapshot: key and test metrics), never with another Stu-base
+    that happens to score better, nor with a later rerun of the same settings, whose record
+    replaces the earlier one under the same key. Students of a training whose record is gone
+    keep it as their own records saw it (`_earlier_training`). Every Stu-base that has distilled
+    students forms a group, recorded trainings first, the best on validation first; a dataset
+    with no distilled student shows its best Stu-base alone.
     """
     placed = []
     for record in records:
@@ -235,46 +238,81 @@ def ablation_families(records: Iterable[Record]
             if name is not None:
                 placed.append((name, record))
     bases = seed_groups(r for name, r in placed if name == "Stu-base")
-    family_of = {r["key"]: i for i, runs in enumerate(bases) for r in runs}
     students: dict[int, dict[str, list[Record]]] = {}
     for name, record in placed:
-        family = family_of.get((record.get("pretrained") or {}).get("key"))
-        if name != "Stu-base" and family is not None:
+        snapshot = record.get("pretrained") or {}
+        if name == "Stu-base" or not snapshot:
+            continue
+        family = next((i for i, runs in enumerate(bases)
+                       if any(_distilled_from(snapshot, base) for base in runs)), None)
+        if family is None and "test" in snapshot:
+            bases.append([_earlier_training(snapshot, record)])
+            family = len(bases) - 1
+        if family is not None:
             students.setdefault(family, {}).setdefault(name, []).append(record)
     families = []
     for dataset in DATASETS:
         own = [i for i, runs in enumerate(bases) if runs[0]["dataset"]["name"] == dataset]
         distilled = [i for i in own if i in students]
-        shown = sorted(distilled or own, key=lambda i: -_validation_score(bases[i]))
+        shown = sorted(distilled or own, key=lambda i: _family_order(bases[i]))
         for i in shown if distilled else shown[:1]:
             named = {name: best_on_validation(runs) for name, runs in students.get(i, {}).items()}
             families.append((dataset, bases[i], named))
     return families
 
 
+def _distilled_from(snapshot: dict[str, Any], base: Record) -> bool:
+    """Whether a student's `pretrained` snapshot is this training of its Stu-base: the same key
+    and the same test metrics (a snapshot without them matches by key)."""
+    return snapshot["key"] == base["key"] and snapshot.get("test", base["test"]) == base["test"]
+
+
+def _earlier_training(snapshot: dict[str, Any], student: Record) -> Record:
+    """A Stu-base whose record a rerun has replaced, as its student's record saw it: key and
+    test metrics only (no validation score, timing or seed of its own)."""
+    return {"key": snapshot["key"], "test": snapshot["test"], "dataset": student["dataset"],
+            "earlier_training": True}
+
+
+def _is_earlier(runs: list[Record]) -> bool:
+    return bool(runs[0].get("earlier_training"))
+
+
+def _family_order(base: list[Record]) -> tuple[bool, float]:
+    """Recorded Stu-bases first, the best on validation first; then earlier trainings."""
+    return (True, 0.0) if _is_earlier(base) else (False, -_validation_score(base))
+
+
 def ablation_table(records: Iterable[Record], fmt: str = "github") -> str:
     """Fig. 3 as a table: the student at the paper's codebook shape, trained without
     distillation, with each part of it removed, and in full; the gain over the Stu-base each
     was distilled from, and for the full student the paper's (its text gives only that)."""
-    rows, cells = [], {}
+    rows, cells, earlier = [], {}, []
     for dataset, base, students in ablation_families(records):
         family = {"Stu-base": base, **students}
+        label = base[0]["key"] + (" (earlier training)" if _is_earlier(base) else "")
         for name in ABLATIONS:
             runs = family.get(name)
             if not runs:
                 continue
-            cells[((base[0]["key"], name), dataset)] = runs
+            if _is_earlier(runs):
+                earlier.append(f"- {dataset} Stu-base {label}: as the students distilled from it "
+                               f"recorded it; record {base[0]['key']} now holds a later "
+                               "training of the same settings")
+            else:
+                cells[((label, name), dataset)] = runs
             gains = []
             for metric in ("HR@10", "NDCG@10"):
                 ours = (100 * (_mean(runs, metric) / _mean(base, metric) - 1)
                         if name != "Stu-base" else None)
                 paper = FIG3_GAIN_PERCENT[dataset][metric] if name == "Student" else None
                 gains.append(_beside(ours, paper) if ours is not None or paper else "-")
-            rows.append([dataset, base[0]["key"], name,
+            rows.append([dataset, label, name,
                          *(_mean(runs, m) for m in ABLATION_METRICS), *gains])
     return ("Ablation (the paper's Fig. 3): test metrics in percent; each student's gain over "
             "the Stu-base it was distilled from, in percent, ours (the paper's)\n\n"
             + tabulate(rows, headers=["data", "Stu-base", "student", *ABLATION_METRICS,
                                       "HR@10 gain %", "NDCG@10 gain %"],
                        floatfmt=".2f", tablefmt=fmt)
-            + "\n\n" + _sources(cells, lambda row: f"{row[1]} (from {row[0]})"))
+            + "\n\n" + "\n".join([_sources(cells, lambda row: f"{row[1]} (from {row[0]})"),
+                                   *earlier]))

@@ -125,7 +125,7 @@ def _distilled(base: dict, test: float, validation: float, **distill) -> dict:
     """A student distilled from the pretrained student `base` (its Stu-base)."""
     record = _student(test, validation, compressor_options=base["config"]["compressor_options"],
                       distill={**KD, **distill})
-    record["pretrained"] = {"key": base["key"]}
+    record["pretrained"] = {"key": base["key"], "test": dict(base["test"])}
     return record
 
 
@@ -155,6 +155,28 @@ def test_ablation_compares_each_student_with_the_stu_base_it_was_distilled_from(
     assert {cells[2] for cells in rows.values()} == {encoder_codes["key"]}
     assert rows["Stu-base"][6] == "20.00" and rows["Student"][-3] == "10.00 (10.55)"
     assert rows["Stu-w/o-m"][-3] == "5.00"
+
+
+def test_ablation_keeps_students_with_the_training_they_were_distilled_from():
+    # a rerun of the Stu-base's settings (a fresh machine remakes its weights) replaces its
+    # record under the same key; students distilled from the earlier training keep the metrics
+    # their records took of it, and the later students are compared with the rerun
+    earlier = _student(20.0, 10.0)
+    old_students = [_distilled(earlier, 22.0, 12.0), _distilled(earlier, 21.0, 11.0, eta=0.0)]
+    rerun = {**_student(25.0, 10.0), "key": earlier["key"]}
+    records = [rerun, *old_students, _distilled(rerun, 26.0, 12.0, soft=False)]
+    text = ablation_table(records)
+    rows = [[c.strip() for c in line.split("|")] for line in text.splitlines()
+            if line.startswith("| tmall")]
+    by_name = {(cells[2], cells[3]): cells for cells in rows}
+    later, before = earlier["key"], f"{earlier['key']} (earlier training)"
+    assert set(by_name) == {(later, "Stu-base"), (later, "Stu-w/o-s"), (before, "Stu-base"),
+                            (before, "Stu-w/o-m"), (before, "Student")}
+    assert by_name[(later, "Stu-base")][6] == "25.00" and by_name[(before, "Stu-base")][6] == "20.00"
+    assert by_name[(later, "Stu-w/o-s")][-3] == "4.00"
+    assert by_name[(before, "Student")][-3] == "10.00 (10.55)"
+    assert [cells[2] for cells in rows][0] == later  # the recorded training first
+    assert "as the students distilled from it recorded it" in text
 
 
 def test_table4_rows_by_codebook_shape_with_both_ratios():
