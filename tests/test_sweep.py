@@ -50,11 +50,15 @@ def test_a_malformed_spec_is_one_clear_error(tmp_path, text, message):
         load_spec(_spec(tmp_path, text))
 
 
-def test_the_shipped_specs_load_and_name_their_runs():
+def test_the_shipped_specs_load_and_every_run_is_a_valid_config():
     for path in SPECS.glob("*.toml"):
         spec = load_spec(path)
         assert spec.name == path.stem and spec.jobs()
+        for job in spec.jobs():  # options known, values possible: what --dry-run checks
+            run_config_of(list(job))
     assert len(load_spec(SPECS / "baselines.toml").jobs()) == 8
+    legacy = run_config_of(list(load_spec(SPECS / "legacy-tmall.toml").jobs()[0]))
+    assert legacy.select_on == "test" and legacy.compressor_options["eval_table"] == "mixed"
 
 
 def test_dry_run_checks_every_run_before_anything_starts(tmp_path):
