@@ -1,9 +1,10 @@
-"""Every table the suite renders, regenerated from the stored records by one call.
+"""Every table and figure the suite renders, regenerated from the stored records by one call.
 
 What `ecbench tables` writes under RESULTS/tables: the run table and its seed summary, the
 paper's Tables 3, 4 and 5 (each runtime, batch size and cache state recorded) and Fig. 3 (as
-a table), the case analyses and the code statistics with Fig. 6 per analysed ccode run. All of
-them are pure functions of the records under RESULTS, so they can be rebuilt at any time.
+a table), the case analyses and the code statistics with Fig. 6 per analysed ccode run; and
+under RESULTS/figures the paper's Fig. 3, 4 and 6 as SVG (`bench.figures`). All of them are
+pure functions of the records under RESULTS, so they can be rebuilt at any time.
 """
 
 from __future__ import annotations
@@ -79,12 +80,24 @@ def render_all(results_dir: Path) -> dict[str, str]:
     return {name: render() for name, render in tables.items()}
 
 
-def write_all(results_dir: Path, out_dir: Path | None = None) -> list[Path]:
-    """Render every table and write it (markdown) under `out_dir` (RESULTS/tables)."""
+def render_all_figures(results_dir: Path) -> dict[str, str]:
+    """File name -> SVG text, for every figure the records support."""
+    from bench.figures import render_figures
+
+    return render_figures(list(iter_records(results_dir)), analyses(results_dir, "codes"))
+
+
+def write_all(results_dir: Path, out_dir: Path | None = None,
+              figures_dir: Path | None = None) -> list[Path]:
+    """Render every table (markdown) under `out_dir` (RESULTS/tables) and every figure (SVG)
+    under `figures_dir` (RESULTS/figures)."""
     out_dir = Path(out_dir or Path(results_dir) / "tables")
+    figures_dir = Path(figures_dir or Path(results_dir) / "figures")
     written = []
     for name, text in render_all(results_dir).items():
-        path = out_dir / name
-        atomic_write_bytes(path, (text + "\n").encode())
-        written.append(path)
+        written.append(out_dir / name)
+        atomic_write_bytes(written[-1], (text + "\n").encode())
+    for name, svg in render_all_figures(results_dir).items():
+        written.append(figures_dir / name)
+        atomic_write_bytes(written[-1], svg.encode())
     return written

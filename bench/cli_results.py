@@ -55,12 +55,15 @@ def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
 @results_option
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="where the tables go [RESULTS/tables]")
-def tables_command(results_dir: Path, out: Path | None) -> None:
-    """Regenerate every table from the records under RESULTS: runs, seed summary, the paper's
-    Tables 3, 4 and 5 (each runtime, batch and cache recorded), Fig. 3 and Fig. 6, analyses."""
+@click.option("--figures", type=click.Path(path_type=Path), default=None,
+              help="where the figures go [RESULTS/figures]")
+def tables_command(results_dir: Path, out: Path | None, figures: Path | None) -> None:
+    """Regenerate every table and figure from the records under RESULTS: runs, seed summary,
+    the paper's Tables 3, 4 and 5 (each runtime, batch and cache recorded), Fig. 3 and Fig. 6,
+    analyses; and Fig. 3, 4 and 6 as SVG."""
     from bench.all_tables import write_all
 
-    for path in write_all(results_dir, out):
+    for path in write_all(results_dir, out, figures):
         click.echo(f"written: {path}")
 
 

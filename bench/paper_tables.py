@@ -10,6 +10,7 @@ test score; its seeds are averaged. The paper selected on test, so its numbers a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -188,15 +189,21 @@ def table3(records: Iterable[Record], fmt: str = "github",
             + "\n\n" + _sources(cells, str))
 
 
+def _table4_codes(record: Record) -> tuple[int, int] | None:
+    config = record["config"]
+    if config["backbone"] != "sasrec" or config["compressor"] != "ccode":
+        return None
+    return _codes(config) if ablation_of(config) in ("Stu-base", "Student") else None
+
+
+def table4_cells(records: Iterable[Record]) -> dict[tuple[tuple[int, int], str], list[Record]]:
+    """((M, K), dataset) -> the winning ccode runs (Stu-base or Student) of that shape."""
+    return _cells(records, _table4_codes)
+
+
 def table4(records: Iterable[Record], fmt: str = "github") -> str:
     """Table 4: ccode students by (M, K), their Eq. 11 and byte ratios, ours (paper's)."""
-    def row_of(record: Record) -> tuple[int, int] | None:
-        config = record["config"]
-        if config["backbone"] != "sasrec" or config["compressor"] != "ccode":
-            return None
-        return _codes(config) if ablation_of(config) in ("Stu-base", "Student") else None
-
-    cells = _cells(records, row_of)
+    cells = table4_cells(records)
     rows = []
     for (codes, dataset), runs in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         paper = TABLE4.get(dataset, {}).get(codes)
@@ -283,32 +290,61 @@ def _family_order(base: list[Record]) -> tuple[bool, float]:
     return (True, 0.0) if _is_earlier(base) else (False, -_validation_score(base))
 
 
+@dataclass
+class AblationRow:
+    """A row of Fig. 3: a student (or its Stu-base) and the Stu-base it was distilled from."""
+
+    dataset: str
+    base_label: str  # the Stu-base's key, marked where a rerun has replaced its record
+    name: str  # Stu-base, Stu-w/o-c, ..., Student
+    runs: list[Record]
+    base: list[Record]
+
+    def mean(self, metric: str) -> float:
+        return _mean(self.runs, metric)
+
+    def gain(self, metric: str) -> float | None:
+        """Percent over the Stu-base; None for the Stu-base itself."""
+        if self.name == "Stu-base":
+            return None
+        return 100 * (self.mean(metric) / _mean(self.base, metric) - 1)
+
+    @property
+    def earlier_training(self) -> bool:
+        """Whether its Stu-base is a training whose record a rerun has replaced."""
+        return _is_earlier(self.base)
+
+
+def ablation_rows(records: Iterable[Record]) -> list[AblationRow]:
+    """Fig. 3's rows, family by family (`ablation_families`), in the paper's order."""
+    rows = []
+    for dataset, base, students in ablation_families(records):
+        family = {"Stu-base": base, **students}
+        label = base[0]["key"] + (" (earlier training)" if _is_earlier(base) else "")
+        rows += [AblationRow(dataset, label, name, family[name], base)
+                 for name in ABLATIONS if family.get(name)]
+    return rows
+
+
 def ablation_table(records: Iterable[Record], fmt: str = "github") -> str:
     """Fig. 3 as a table: the student at the paper's codebook shape, trained without
     distillation, with each part of it removed, and in full; the gain over the Stu-base each
     was distilled from, and for the full student the paper's (its text gives only that)."""
     rows, cells, earlier = [], {}, []
-    for dataset, base, students in ablation_families(records):
-        family = {"Stu-base": base, **students}
-        label = base[0]["key"] + (" (earlier training)" if _is_earlier(base) else "")
-        for name in ABLATIONS:
-            runs = family.get(name)
-            if not runs:
-                continue
-            if _is_earlier(runs):
-                earlier.append(f"- {dataset} Stu-base {label}: as the students distilled from it "
-                               f"recorded it; record {base[0]['key']} now holds a later "
-                               "training of the same settings")
-            else:
-                cells[((label, name), dataset)] = runs
-            gains = []
-            for metric in ("HR@10", "NDCG@10"):
-                ours = (100 * (_mean(runs, metric) / _mean(base, metric) - 1)
-                        if name != "Stu-base" else None)
-                paper = FIG3_GAIN_PERCENT[dataset][metric] if name == "Student" else None
-                gains.append(_beside(ours, paper) if ours is not None or paper else "-")
-            rows.append([dataset, label, name,
-                         *(_mean(runs, m) for m in ABLATION_METRICS), *gains])
+    for row in ablation_rows(records):
+        if row.earlier_training and row.name == "Stu-base":
+            earlier.append(f"- {row.dataset} Stu-base {row.base_label}: as the students "
+                           f"distilled from it recorded it; record {row.base[0]['key']} now "
+                           "holds a later training of the same settings")
+        else:
+            cells[((row.base_label, row.name), row.dataset)] = row.runs
+        gains = []
+        for metric in ("HR@10", "NDCG@10"):
+            paper = FIG3_GAIN_PERCENT[row.dataset][metric] if row.name == "Student" else None
+            ours = row.gain(metric)
+            gains.append(_beside(ours, paper) if ours is not None or paper else "-")
+        rows.append([row.dataset, row.base_label, row.name,
+                     *(row.mean(m) for m in ABLATION_METRICS), *gains])
     return ("Ablation (the paper's Fig. 3): test metrics in percent; each student's gain over "
             "the Stu-base it was distilled from, in percent, ours (the paper's)\n\n"
             + tabulate(rows, headers=["data", "Stu-base", "student", *ABLATION_METRICS,

@@ -8,6 +8,7 @@ import json
 import pytest
 from helpers import run_cli
 
+from bench.figures import fig3
 from bench.paper_tables import ablation_of, ablation_table, at_paper_settings, table3, table4
 from bench.tables import RUN_METRICS
 
@@ -177,6 +178,7 @@ def test_ablation_keeps_students_with_the_training_they_were_distilled_from():
     assert by_name[(before, "Student")][-3] == "10.00 (10.55)"
     assert [cells[2] for cells in rows][0] == later  # the recorded training first
     assert "as the students distilled from it recorded it" in text
+    assert "<title>Student (earlier) HR@10: 22.00%</title>" in fig3(records)["fig3-tmall.svg"]
 
 
 def test_table4_rows_by_codebook_shape_with_both_ratios():
@@ -226,3 +228,10 @@ def test_one_command_regenerates_every_table_from_the_records(tmp_path):
     assert "26.00 (27.86)" in written["table3.md"]
     assert "the paper's range: 1090-1480" in written["codes.md"]
     assert all(p.parent == results / "tables" for p in (results / "tables").iterdir())
+    # the figures, from the same records: Fig. 3's bars, Fig. 4's points, Fig. 6's cells
+    assert {p.name for p in (results / "figures").iterdir()} == {
+        "fig3-tmall.svg", "fig4-tmall-hr10.svg", "fig4-tmall-ndcg10.svg", "fig6-tmall-k.svg"}
+    assert "<title>Stu-base HR@10: 17.00%</title>" in written["fig3-tmall.svg"]
+    assert "<title>M=4, K 32: 17.00</title>" in written[
+        "fig4-tmall-hr10.svg"]
+    assert written["fig6-tmall-k.svg"].count("<title>codebook") == 4 * 32
