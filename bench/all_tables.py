@@ -27,11 +27,22 @@ def analyses(results_dir: Path, kind: str) -> list[dict[str, Any]]:
 
 
 def case_analyses(results_dir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every run's metrics by case: from its record, or from its (later) case analysis."""
+    """Every run's metrics by case: from its case analysis where that analysed this very
+    training (its test metrics are the record's), else from the record itself. A rerun of the
+    same settings replaces a record under the same key; an analysis of the earlier training
+    then no longer describes it and is left out."""
+    records = {r["key"]: r for r in runs}
     by_key = {r["key"]: {**r, "dataset": r["dataset"]["name"]} for r in runs
               if r.get("test_by_case")}
-    by_key.update({a["key"]: a for a in analyses(results_dir, "cases")})
+    for analysis in analyses(results_dir, "cases"):
+        record = records.get(analysis["key"])
+        if record is None or _same_metrics(analysis["test"], record["test"]):
+            by_key[analysis["key"]] = analysis
     return list(by_key.values())
+
+
+def _same_metrics(a: dict[str, float], b: dict[str, float], tolerance: float = 1e-6) -> bool:
+    return a.keys() == b.keys() and all(abs(a[m] - b[m]) <= tolerance for m in a)
 
 
 def bench_records(results_dir: Path, kind: str) -> list[dict[str, Any]]:

@@ -110,8 +110,9 @@ def _top(series: dict[str, Sequence[float | None]]) -> float:
 def bar_chart(title: str, categories: Sequence[str], series: dict[str, Sequence[float | None]],
               ylabel: str, unit: str = "") -> str:
     """Grouped bars: one group per category, one bar per series (None: no bar)."""
-    width = max(480, 90 * len(categories) * max(1, len(series)) // 2 + 260)
-    canvas = Canvas(width, 360)
+    # a slot per category wide enough for its bars and for the longest label (~7 px a letter)
+    slot_width = max(45 * max(1, len(series)), 7 * max(map(len, categories), default=0) + 16)
+    canvas = Canvas(max(480, _Axes.LEFT + _Axes.RIGHT + slot_width * len(categories)), 360)
     axes = _Axes(canvas, _top(series), ylabel, title)
     slot = (axes.x1 - axes.x0) / max(1, len(categories))
     bar = slot * 0.8 / max(1, len(series))

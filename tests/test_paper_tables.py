@@ -206,6 +206,23 @@ def test_table_commands_read_the_run_records(tmp_path):
         assert expected in done.stdout, done.stdout
 
 
+def test_a_case_analysis_of_an_earlier_training_gives_way_to_the_rerun_record(tmp_path):
+    from bench.all_tables import case_analyses
+
+    results = tmp_path / "results"
+    (results / "analysis").mkdir(parents=True)
+    rerun, kept = _record(26.0, 20.0), _record(25.0, 19.0)
+    rerun["test_by_case"] = {"repeat": {"HR@10": 50.0}}
+    for record, test in ((rerun, 26.5), (kept, 25.0)):  # the first analysed another training
+        analysis = {"analysis": "cases", "key": record["key"], "dataset": "tmall",
+                    "test": {m: test for m in RUN_METRICS},
+                    "test_by_case": {"repeat": {"HR@10": 1.0}}}
+        (results / "analysis" / f"cases-{record['key']}.json").write_text(json.dumps(analysis))
+    chosen = {c["key"]: c for c in case_analyses(results, [rerun, kept])}
+    assert chosen[rerun["key"]]["test_by_case"]["repeat"]["HR@10"] == 50.0  # the record's own
+    assert chosen[kept["key"]].get("analysis") == "cases"  # the analysis of this training
+
+
 def test_one_command_regenerates_every_table_from_the_records(tmp_path):
     from bench.all_tables import write_all
 
