@@ -71,9 +71,10 @@ def latency_variants(records: list[dict[str, Any]]) -> list[tuple[str, int, str]
     return sorted(found)
 
 
-def render_all(results_dir: Path) -> dict[str, str]:
-    """File name -> table text, for every table the records support."""
-    runs = list(iter_records(results_dir))
+def render_all(results_dir: Path, runs: list[dict[str, Any]] | None = None) -> dict[str, str]:
+    """File name -> table text, for every table the records support (`runs`: the run
+    records, if already read)."""
+    runs = list(iter_records(results_dir)) if runs is None else runs
     tables: dict[str, Callable[[], str]] = {
         "runs.md": lambda: runs_table(runs), "summary.md": lambda: summary_table(runs),
         "table3.md": lambda: table3_with_costs(results_dir, runs),
@@ -91,11 +92,13 @@ def render_all(results_dir: Path) -> dict[str, str]:
     return {name: render() for name, render in tables.items()}
 
 
-def render_all_figures(results_dir: Path) -> dict[str, str]:
+def render_all_figures(results_dir: Path, runs: list[dict[str, Any]] | None = None
+                       ) -> dict[str, str]:
     """File name -> SVG text, for every figure the records support."""
     from bench.figures import render_figures
 
-    return render_figures(list(iter_records(results_dir)), analyses(results_dir, "codes"))
+    runs = list(iter_records(results_dir)) if runs is None else runs
+    return render_figures(runs, analyses(results_dir, "codes"))
 
 
 def write_all(results_dir: Path, out_dir: Path | None = None,
@@ -104,11 +107,11 @@ def write_all(results_dir: Path, out_dir: Path | None = None,
     under `figures_dir` (RESULTS/figures)."""
     out_dir = Path(out_dir or Path(results_dir) / "tables")
     figures_dir = Path(figures_dir or Path(results_dir) / "figures")
-    written = []
-    for name, text in render_all(results_dir).items():
+    runs, written = list(iter_records(results_dir)), []
+    for name, text in render_all(results_dir, runs).items():
         written.append(out_dir / name)
         atomic_write_bytes(written[-1], (text + "\n").encode())
-    for name, svg in render_all_figures(results_dir).items():
+    for name, svg in render_all_figures(results_dir, runs).items():
         written.append(figures_dir / name)
         atomic_write_bytes(written[-1], svg.encode())
     return written

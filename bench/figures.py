@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from bench.paper_tables import DATASETS, ablation_rows, table4_cells
+from bench.paper_tables import DATASETS, ablation_rows, mean_test, table4_cells
 from bench.svg import bar_chart, heatmap, line_chart
 from bench.tables import variant
 
@@ -52,15 +52,12 @@ def fig4(records: Iterable[Record]) -> dict[str, str]:
         ks = sorted({k for _, k in shapes})
         ms = sorted({m for m, _ in shapes})
         for metric in FIG_METRICS:
-            series = {f"M={m}": [_mean_test(shapes.get((m, k)), metric) for k in ks] for m in ms}
+            series = {f"M={m}": [mean_test(shapes[m, k], metric) if (m, k) in shapes else None
+                                  for k in ks] for m in ms}
             figures[f"fig4-{dataset}-{_slug(metric)}.svg"] = line_chart(
                 f"Fig. 4 M and K, {dataset}: test {metric} by K, vectors per codebook",
                 [str(k) for k in ks], series, f"{metric} (%)", "K")
     return figures
-
-
-def _mean_test(runs: list[Record] | None, metric: str) -> float | None:
-    return sum(r["test"][metric] for r in runs) / len(runs) if runs else None
 
 
 def fig6(code_analyses: Iterable[Record]) -> dict[str, str]:

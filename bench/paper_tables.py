@@ -108,7 +108,8 @@ def _cells(records: Iterable[Record], row_of: Callable[[Record], Any]
     return {key: best_on_validation(runs) for key, runs in candidates.items()}
 
 
-def _mean(runs: list[Record], metric: str) -> float:
+def mean_test(runs: list[Record], metric: str) -> float:
+    """The runs' (seeds') mean test `metric`."""
     return float(np.mean([r["test"][metric] for r in runs]))
 
 
@@ -173,7 +174,7 @@ def table3(records: Iterable[Record], fmt: str = "github",
         row: list[Any] = [model]
         for dataset in DATASETS:
             runs = cells.get((model, dataset))
-            row += [_beside(_mean(runs, m) if runs else None, paper[dataset][i])
+            row += [_beside(mean_test(runs, m) if runs else None, paper[dataset][i])
                     for i, m in enumerate(TABLE3_METRICS)]
         for dataset in DATASETS:
             runs = cells.get((model, dataset))
@@ -210,7 +211,7 @@ def table4(records: Iterable[Record], fmt: str = "github") -> str:
         storage = runs[0]["size"]["item_storage"]
         rows.append([dataset, *codes, _beside(storage["paper_ratio"], paper and paper[0]),
                      storage["byte_ratio"], ablation_of(runs[0]["config"]),
-                     *(_beside(_mean(runs, m), paper and paper[1 + i])
+                     *(_beside(mean_test(runs, m), paper and paper[1 + i])
                        for i, m in enumerate(TABLE3_METRICS))])
     covered = {d: sum(1 for (_, dataset) in cells if dataset == d) for d in DATASETS}
     coverage = "; ".join(f"{d}: {covered[d]} of the paper's {len(TABLE4[d])} (M, K)"
@@ -301,13 +302,13 @@ class AblationRow:
     base: list[Record]
 
     def mean(self, metric: str) -> float:
-        return _mean(self.runs, metric)
+        return mean_test(self.runs, metric)
 
     def gain(self, metric: str) -> float | None:
         """Percent over the Stu-base; None for the Stu-base itself."""
         if self.name == "Stu-base":
             return None
-        return 100 * (self.mean(metric) / _mean(self.base, metric) - 1)
+        return 100 * (self.mean(metric) / mean_test(self.base, metric) - 1)
 
     @property
     def earlier_training(self) -> bool:
