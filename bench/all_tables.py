@@ -9,6 +9,7 @@ pure functions of the records under RESULTS, so they can be rebuilt at any time.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,23 +22,40 @@ def _records_in(results_dir: Path, folder: str, kind: str) -> list[dict[str, Any
     return [load_record(p) for p in sorted(Path(results_dir, folder).glob(f"{kind}-*.json"))]
 
 
-def analyses(results_dir: Path, kind: str) -> list[dict[str, Any]]:
-    """The analysis records of `kind` (cases, codes) under RESULTS/analysis."""
-    return _records_in(results_dir, "analysis", kind)
+def analyses(results_dir: Path, kind: str, runs: list[dict[str, Any]] | None = None
+             ) -> list[dict[str, Any]]:
+    """The analysis records of `kind` (cases, codes) under RESULTS/analysis; given the run
+    records, only those that describe the training each record now holds (see `describes`)."""
+    found = _records_in(results_dir, "analysis", kind)
+    if runs is None:
+        return found
+    records = {r["key"]: r for r in runs}
+    return [a for a in found if a["key"] not in records or describes(a, records[a["key"]])]
+
+
+def describes(analysis: dict[str, Any], record: dict[str, Any]) -> bool:
+    """Whether `analysis` analysed the training `record` holds. Records are keyed by config,
+    so a rerun of the same settings replaces the record, and an analysis of the earlier
+    training no longer describes it. An analysis names the training it analysed (its end
+    and test metrics); an older one that does not is checked by the test metrics it
+    reproduced, if any, and by having been made after the training ended."""
+    analysed = analysis.get("analysed")
+    if analysed is not None:
+        return (analysed["finished"] == record.get("finished")
+                and _same_metrics(analysed["test"], record["test"]))
+    if "test" in analysis and not _same_metrics(analysis["test"], record["test"]):
+        return False
+    if "finished" not in record or "date" not in analysis:
+        return True
+    return datetime.fromisoformat(analysis["date"]) >= datetime.fromisoformat(record["finished"])
 
 
 def case_analyses(results_dir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every run's metrics by case: from its case analysis where that analysed this very
-    training (its test metrics are the record's), else from the record itself. A rerun of the
-    same settings replaces a record under the same key; an analysis of the earlier training
-    then no longer describes it and is left out."""
-    records = {r["key"]: r for r in runs}
+    training, else from the record itself."""
     by_key = {r["key"]: {**r, "dataset": r["dataset"]["name"]} for r in runs
               if r.get("test_by_case")}
-    for analysis in analyses(results_dir, "cases"):
-        record = records.get(analysis["key"])
-        if record is None or _same_metrics(analysis["test"], record["test"]):
-            by_key[analysis["key"]] = analysis
+    by_key.update({a["key"]: a for a in analyses(results_dir, "cases", runs)})
     return list(by_key.values())
 
 
@@ -81,7 +99,7 @@ def render_all(results_dir: Path, runs: list[dict[str, Any]] | None = None) -> d
         "table4.md": lambda: table4(runs),
         "ablation.md": lambda: ablation_table(runs)}
     tables["cases.md"] = lambda: cases_table(case_analyses(results_dir, runs))
-    codes = analyses(results_dir, "codes")
+    codes = analyses(results_dir, "codes", runs)
     if codes:
         tables["codes.md"] = lambda: "\n\n".join([codes_table(codes)]
                                                  + [fig6_table(a) for a in codes])
@@ -98,7 +116,7 @@ def render_all_figures(results_dir: Path, runs: list[dict[str, Any]] | None = No
     from bench.figures import render_figures
 
     runs = list(iter_records(results_dir)) if runs is None else runs
-    return render_figures(runs, analyses(results_dir, "codes"))
+    return render_figures(runs, analyses(results_dir, "codes", runs))
 
 
 def write_all(results_dir: Path, out_dir: Path | None = None,

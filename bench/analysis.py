@@ -108,10 +108,13 @@ def rank_recorded(record_path: Path, *, data_root: str | None, workdir: Path, th
 
 def write_analysis(kind: str, run: RecordedRanking, findings: dict[str, Any],
                    results_dir: Path, threads: int) -> tuple[dict[str, Any], Path]:
-    """`findings` about `run`, with what it analysed and its provenance, written to
+    """`findings` about `run`, with what it analysed (the record, and which training of it:
+    its end and test metrics, as a rerun replaces a record) and its provenance, written to
     RESULTS/analysis/<kind>-<record>.json."""
+    analysed = {"finished": run.record["finished"], "test": run.record["test"]}
     result = {"analysis": kind, "record": str(run.record_path), "key": run.record["key"],
-              "config": run.record["config"], "dataset": run.prepared.data.name, **findings,
+              "analysed": analysed, "config": run.record["config"],
+              "dataset": run.prepared.data.name, **findings,
               "provenance": provenance(threads), "date": now_iso()}
     path = Path(results_dir) / "analysis" / f"{kind}-{run.record_path.stem}.json"
     write_json(path, result)

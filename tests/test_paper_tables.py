@@ -223,6 +223,28 @@ def test_a_case_analysis_of_an_earlier_training_gives_way_to_the_rerun_record(tm
     assert chosen[kept["key"]].get("analysis") == "cases"  # the analysis of this training
 
 
+def test_a_code_analysis_of_an_earlier_training_is_left_out(tmp_path):
+    from bench.all_tables import analyses
+
+    results = tmp_path / "results"
+    (results / "analysis").mkdir(parents=True)
+    rerun, named, older, current = (_student(17.0 + i, 12.0) for i in range(4))
+    for record in (rerun, named, older, current):
+        record["finished"] = "2026-11-30T04:20:56+00:00"
+    written = {  # key -> what the analysis says of the training it analysed
+        rerun["key"]: {"analysed": {"finished": "2026-11-28T15:36:42+00:00",
+                                    "test": rerun["test"]}},
+        named["key"]: {"analysed": {"finished": named["finished"], "test": named["test"]}},
+        older["key"]: {"date": "2026-11-28T19:04:23+00:00"},  # made before the rerun ended
+        current["key"]: {"date": "2026-11-30T05:49:21+00:00"}}
+    for key, fields in written.items():
+        analysis = {"analysis": "codes", "key": key, "dataset": "tmall", **fields}
+        (results / "analysis" / f"codes-{key}.json").write_text(json.dumps(analysis))
+    kept = {a["key"] for a in analyses(results, "codes", [rerun, named, older, current])}
+    assert kept == {named["key"], current["key"]}
+    assert len(analyses(results, "codes")) == 4  # without the records, nothing to check
+
+
 def test_one_command_regenerates_every_table_from_the_records(tmp_path):
     from bench.all_tables import write_all
 

@@ -433,6 +433,7 @@ def test_analyse_reproduces_the_recorded_test_and_breaks_it_down(cli_run):
     written = cli_run["results"] / "analysis" / f"cases-{record_path.stem}.json"
     analysis = json.loads(written.read_text())
     assert analysis["test"] == record["test"]
+    assert analysis["analysed"] == {"finished": record["finished"], "test": record["test"]}
     assert analysis["test_by_case"] == record["test_by_case"]
     assert "repeat" in proc.stdout and "cold_label" in proc.stdout
     # what outranks the missed labels: every missed case counted in exactly one of repeat/new
