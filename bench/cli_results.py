@@ -11,7 +11,8 @@ from bench.cli_options import data_root_option, results_option, workdir_option
 
 
 @click.command("table")
-@click.argument("which", type=click.Choice(["runs", "summary", "cases", "3", "4", "ablation", "5"]))
+@click.argument("which", type=click.Choice(["runs", "summary", "cases", "3", "4", "ablation",
+                                                  "protocol", "5"]))
 @results_option
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="also write the table (markdown) to this file")
@@ -26,15 +27,17 @@ def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
     """Render a table from the records under RESULTS: `runs` (test metrics in percent, a row
     per run), `summary` (runs that differ only in their seed as mean ± std), `cases` (test
     metrics by kind of case, from the records and RESULTS/analysis), the paper's `3` (every
-    method), `4` (ccode by M and K) and `ablation` (Fig. 3), ours beside the paper's, or `5`
+    method), `4` (ccode by M and K) and `ablation` (Fig. 3), ours beside the paper's,
+    `protocol` (the teacher, Stu-base and student under the paper's protocol and ours), or `5`
     (the paper's Table 5 from the latency records under RESULTS/bench)."""
     from bench.all_tables import case_analyses, latency_records, table3_with_costs
     from bench.paper_tables import ablation_table, table4
+    from bench.protocol_table import protocol_table
     from bench.records import atomic_write_bytes, iter_records
     from bench.tables import cases_table, runs_table, summary_table, table5
 
     paper_tables = {"3": lambda runs: table3_with_costs(results_dir, runs), "4": table4,
-                    "ablation": ablation_table}
+                    "ablation": ablation_table, "protocol": protocol_table}
 
     if which == "cases":
         text = cases_table(case_analyses(results_dir, list(iter_records(results_dir))))

@@ -58,7 +58,7 @@ def ablation_of(config: dict[str, Any]) -> str | None:
     return f"Stu-w/o-{off[0]}" if len(off) == 1 else None
 
 
-def _codes(config: dict[str, Any]) -> tuple[int, int]:
+def ccode_shape(config: dict[str, Any]) -> tuple[int, int]:
     from compressors.ccode import CCodeConfig
     options = config["compressor_options"]
     return options.get("M", CCodeConfig.M), options.get("K", CCodeConfig.K)
@@ -66,7 +66,7 @@ def _codes(config: dict[str, Any]) -> tuple[int, int]:
 
 def table3_model(record: Record) -> str | None:
     """The row of Table 3 a record can fill, if any."""
-    config, dataset = record["config"], record["dataset"]["name"]
+    config = record["config"]
     backbone, compressor = config["backbone"], config["compressor"]
     if compressor == "full":
         return {"gru4rec": "GRU4Rec", "narm": "NARM", "stamp": "STAMP", "srgnn": "SR-GNN",
@@ -77,9 +77,17 @@ def table3_model(record: Record) -> str | None:
         ratio = record["size"]["item_storage"]["paper_ratio"]
         close = TABLE3_RATIO / RATIO_TOLERANCE <= ratio <= TABLE3_RATIO * RATIO_TOLERANCE
         return "OD-Rec" if close else None
-    if compressor == "ccode" and _codes(config) == STUDENT_CODES.get(dataset):
-        return "Student" if ablation_of(config) == "Student" else None
-    return None
+    return "Student" if student_ablation(record) == "Student" else None
+
+
+def student_ablation(record: Record) -> str | None:
+    """`ablation_of` a SASRec ccode run with the paper's student codes for its dataset."""
+    config = record["config"]
+    if (config["backbone"], config["compressor"]) != ("sasrec", "ccode"):
+        return None
+    if ccode_shape(config) != STUDENT_CODES.get(record["dataset"]["name"]):
+        return None
+    return ablation_of(config)
 
 
 def best_on_validation(records: Iterable[Record]) -> list[Record]:
@@ -194,7 +202,7 @@ def _table4_codes(record: Record) -> tuple[int, int] | None:
     config = record["config"]
     if config["backbone"] != "sasrec" or config["compressor"] != "ccode":
         return None
-    return _codes(config) if ablation_of(config) in ("Stu-base", "Student") else None
+    return ccode_shape(config) if ablation_of(config) in ("Stu-base", "Student") else None
 
 
 def table4_cells(records: Iterable[Record]) -> dict[tuple[tuple[int, int], str], list[Record]]:
@@ -236,15 +244,8 @@ def ablation_families(records: Iterable[Record]
     students forms a group, recorded trainings first, the best on validation first; a dataset
     with no distilled student shows its best Stu-base alone.
     """
-    placed = []
-    for record in records:
-        config = record["config"]
-        if (at_paper_settings(record) and config["backbone"] == "sasrec"
-                and config["compressor"] == "ccode"
-                and _codes(config) == STUDENT_CODES.get(record["dataset"]["name"])):
-            name = ablation_of(config)
-            if name is not None:
-                placed.append((name, record))
+    placed = [(name, record) for record in records
+              if at_paper_settings(record) and (name := student_ablation(record)) is not None]
     bases = seed_groups(r for name, r in placed if name == "Stu-base")
     students: dict[int, dict[str, list[Record]]] = {}
     for name, record in placed:

@@ -206,6 +206,38 @@ def test_table_commands_read_the_run_records(tmp_path):
         assert expected in done.stdout, done.stdout
 
 
+def test_protocol_table_sets_legacy_scores_beside_one_deployed_model_and_the_papers():
+    from bench.protocol_table import protocol_rows
+
+    legacy = {"select_on": "test"}
+    mixed = {"eval_table": "mixed"}  # the default codes: M=4, K=32
+    base = _student(17.0, 12.0)
+    legacy_student = _student(26.0, 0.0, compressor_options=mixed, distill=KD, **legacy)
+    legacy_student["test_compressed_table"] = {m: 15.0 for m in RUN_METRICS}
+    older_mixed = _student(25.0, 11.0, compressor_options=mixed)  # no deployed scores recorded
+    records = [_record(26.6, 20.0), _record(27.9, 0.0, **legacy), base,
+               _distilled(base, 17.5, 12.5), legacy_student, older_mixed,
+               _student(99.0, 9.0, l2=0.0), _student(98.0, 9.0, compressor_options={"M": 2})]
+    rows = {(row[0], row[1], row[-1]): row for row in protocol_rows(records)}
+    tmall = [key for key in rows if key[0] == "tmall"]
+    assert [(model, key) for _, model, key in tmall] == [
+        ("Teacher", "-"), ("Teacher", records[1]["key"]), ("Teacher", records[0]["key"]),
+        ("Stu-base", "-"), ("Stu-base", older_mixed["key"]), ("Stu-base", base["key"]),
+        ("Student", "-"), ("Student", legacy_student["key"]), ("Student", records[3]["key"])]
+    student = rows["tmall", "Student", legacy_student["key"]]
+    assert student[2] == "legacy: best test epoch per metric, mixed table"
+    assert student[3] == "KD" and student[4:8] == [26.0, 26.0, 15.0, 15.0]
+    # a legacy teacher's scores are each metric's best epoch: no one deployed model
+    assert rows["tmall", "Teacher", records[1]["key"]][4:8] == [27.9, 27.9, None, None]
+    assert rows["tmall", "Teacher", records[0]["key"]][4:8] == [26.6, 26.6, 26.6, 26.6]
+    assert rows["tmall", "Stu-base", older_mixed["key"]][6:8] == [None, None]
+    assert rows["tmall", "Student", "-"][4:6] == [27.76, 19.67]  # Table 3
+    stu_base = rows["tmall", "Stu-base", "-"][4:6]  # implied by the student's Fig. 3 gain
+    assert stu_base == pytest.approx([27.76 / 1.1055, 19.67 / 1.1020])
+    assert [key[1] for key in rows if key[0] == "retailrocket"] == [
+        "Teacher", "Stu-base", "Student"]  # the paper's figures, no runs yet
+
+
 def test_a_case_analysis_of_an_earlier_training_gives_way_to_the_rerun_record(tmp_path):
     from bench.all_tables import case_analyses
 
@@ -262,8 +294,8 @@ def test_one_command_regenerates_every_table_from_the_records(tmp_path):
                           for g in ("repeat", "new")}}
     (results / "analysis" / "codes-k.json").write_text(json.dumps(codes))
     written = {p.name: p.read_text() for p in write_all(results)}
-    assert {"runs.md", "summary.md", "table3.md", "table4.md", "ablation.md", "cases.md",
-            "codes.md"} <= set(written)
+    assert {"runs.md", "summary.md", "table3.md", "table4.md", "ablation.md", "protocol.md",
+            "cases.md", "codes.md"} <= set(written)
     assert "26.00 (27.86)" in written["table3.md"]
     assert "the paper's range: 1090-1480" in written["codes.md"]
     assert all(p.parent == results / "tables" for p in (results / "tables").iterdir())
