@@ -309,7 +309,14 @@ class AblationRow:
         """Percent over the Stu-base; None for the Stu-base itself."""
         if self.name == "Stu-base":
             return None
-        return 100 * (self.mean(metric) / mean_test(self.base, metric) - 1)
+        return 100 * (self.mean(metric) / mean_test(self.paired_base(), metric) - 1)
+
+    def paired_base(self) -> list[Record]:
+        """The Stu-base runs these students were distilled from (the same seeds), so that a
+        gain compares like with like when the Stu-base has more seeds than a student."""
+        snapshots = [r["pretrained"] for r in self.runs if r.get("pretrained")]
+        paired = [b for b in self.base if any(_distilled_from(s, b) for s in snapshots)]
+        return paired or self.base
 
     @property
     def earlier_training(self) -> bool:
@@ -322,7 +329,8 @@ def ablation_rows(records: Iterable[Record]) -> list[AblationRow]:
     rows = []
     for dataset, base, students in ablation_families(records):
         family = {"Stu-base": base, **students}
-        label = base[0]["key"] + (" (earlier training)" if _is_earlier(base) else "")
+        label = base[0]["key"] + (" (earlier training)" if _is_earlier(base)
+                                  else f" ({len(base)} seeds)" if len(base) > 1 else "")
         rows += [AblationRow(dataset, label, name, family[name], base)
                  for name in ABLATIONS if family.get(name)]
     return rows

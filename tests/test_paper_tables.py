@@ -9,7 +9,8 @@ import pytest
 from helpers import run_cli
 
 from bench.figures import fig3
-from bench.paper_tables import ablation_of, ablation_table, at_paper_settings, table3, table4
+from bench.paper_tables import (ablation_of, ablation_rows, ablation_table, at_paper_settings,
+                                table3, table4)
 from bench.tables import RUN_METRICS
 
 KD = {"contrastive": True, "soft": True, "bidirectional": True, "beta": 0.01, "gamma": 0.3,
@@ -125,7 +126,7 @@ def test_ablation_names(distill, expected):
 def _distilled(base: dict, test: float, validation: float, **distill) -> dict:
     """A student distilled from the pretrained student `base` (its Stu-base)."""
     record = _student(test, validation, compressor_options=base["config"]["compressor_options"],
-                      distill={**KD, **distill})
+                      distill={**KD, **distill}, seed=base["seed"])
     record["pretrained"] = {"key": base["key"], "test": dict(base["test"])}
     return record
 
@@ -179,6 +180,17 @@ def test_ablation_keeps_students_with_the_training_they_were_distilled_from():
     assert [cells[2] for cells in rows][0] == later  # the recorded training first
     assert "as the students distilled from it recorded it" in text
     assert "<title>Student (earlier) HR@10: 22.00%</title>" in fig3(records)["fig3-tmall.svg"]
+
+
+def test_ablation_gain_over_the_stu_base_seeds_each_student_was_distilled_from():
+    # two seeds of one Stu-base form one family; a student's gain is over its own seeds' Stu-base
+    bases = [_student(20.0, 10.0, seed=0), _student(22.0, 10.0, seed=1)]
+    records = [*bases, _distilled(bases[1], 24.2, 12.0), _distilled(bases[0], 21.0, 11.0, soft=False)]
+    rows = {row.name: row for row in ablation_rows(records)}
+    assert rows["Stu-base"].mean("HR@10") == pytest.approx(21.0)
+    assert rows["Student"].gain("HR@10") == pytest.approx(10.0)
+    assert rows["Stu-w/o-s"].gain("HR@10") == pytest.approx(5.0)
+    assert rows["Student"].base_label == f"{bases[0]['key']} (2 seeds)"
 
 
 def test_table4_rows_by_codebook_shape_with_both_ratios():
