@@ -212,7 +212,7 @@ def test_table_commands_read_the_run_records(tmp_path):
     (tmp_path / "results" / "bench" / "train-tmall-sasrec-full.json").write_text(
         json.dumps(_train_benchmark(teacher, 459.0, relative=None)))
     for which, expected in (("3", "26.00 (27.86)"), ("3", "| 459 "), ("4", "| Student "),
-                            ("ablation", "5.88")):
+                            ("ablation", "5.88"), ("protocol", "| Stu-base | paper: ")):
         done = run_cli(["table", which, "--results", str(tmp_path / "results")], tmp_path)
         assert done.returncode == 0, done.stderr
         assert expected in done.stdout, done.stdout
