@@ -85,14 +85,15 @@ def run_rows(records: Iterable[dict[str, Any]]) -> list[list[Any]]:
         alone = r.get("test_compressed_table")
         if alone:  # a legacy-scored run: the same model, deployed (its bytes are not recorded)
             rows.append([*row[:3], f"{row[3]}: compressed table alone", *row[4:6],
-                         *(alone[m] for m in RUN_METRICS), "-", *row[-2:]])
+                         *(alone[m] for m in RUN_METRICS), None, *row[-2:]])
     return rows
 
 
 def runs_table(records: Iterable[dict[str, Any]], fmt: str = "github") -> str:
     headers = ["data", "backbone", "compressor", "variant", "seed", "selected on (epoch)",
                *RUN_METRICS, "byte ratio", "s/epoch", "commit"]
-    return tabulate(run_rows(records), headers=headers, floatfmt=".2f", tablefmt=fmt)
+    return tabulate(run_rows(records), headers=headers, floatfmt=".2f", tablefmt=fmt,
+                    missingval="-")
 
 
 def seed_groups(records: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:

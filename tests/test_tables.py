@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 
-from bench.tables import RUN_METRICS, run_rows, seed_summary_rows, variant
+from bench.tables import RUN_METRICS, run_rows, runs_table, seed_summary_rows, variant
 
 
 def _record(seed: int, ndcg: float, **config) -> dict:
@@ -66,7 +67,9 @@ def test_a_legacy_scored_run_shows_its_compressed_table_figures_in_a_row_beside(
     mixed, alone = (next(r for r in rows if r[3].startswith("eta=0.8") and r[6] == v)
                     for v in (25.0, 15.0))
     assert alone[3] == "eta=0.8, eval mixed (legacy): compressed table alone"
-    assert mixed[-3] == 91.3 and alone[-3] == "-"  # the bytes recorded are the mixed model's
+    assert mixed[-3] == 91.3 and alone[-3] is None  # the bytes recorded are the mixed model's
+    text = runs_table([legacy])  # a missing byte ratio must not turn the column into text
+    assert re.search(r"\|\s+91\.30 \|", text) and re.search(r"\|\s+-\s+\|", text)
 
 
 def test_a_setting_recorded_unset_is_the_same_as_one_not_recorded():
