@@ -24,15 +24,12 @@ def _records_in(results_dir: Path, folder: str, kind: str) -> list[dict[str, Any
     return [load_record(p) for p in sorted(Path(results_dir, folder).glob(f"{kind}-*.json"))]
 
 
-def analyses(results_dir: Path, kind: str, runs: list[dict[str, Any]] | None = None
-             ) -> list[dict[str, Any]]:
-    """The analysis records of `kind` (cases, codes) under RESULTS/analysis; given the run
-    records, only those that describe the training each record now holds (see `describes`)."""
-    found = _records_in(results_dir, "analysis", kind)
-    if runs is None:
-        return found
+def analyses(results_dir: Path, kind: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The analysis records of `kind` (cases, codes) under RESULTS/analysis that describe the
+    training each of the run records `runs` now holds (see `describes`)."""
     records = {r["key"]: r for r in runs}
-    return [a for a in found if a["key"] not in records or describes(a, records[a["key"]])]
+    return [a for a in _records_in(results_dir, "analysis", kind)
+            if a["key"] not in records or describes(a, records[a["key"]])]
 
 
 def describes(analysis: dict[str, Any], record: dict[str, Any]) -> bool:

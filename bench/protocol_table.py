@@ -77,7 +77,7 @@ def deployed_test(record: Record) -> dict[str, float] | None:
     return record["test"]
 
 
-def paper_figures(model: str, dataset: str) -> tuple[float, ...] | None:
+def paper_figures(model: str, dataset: str) -> tuple[float, ...]:
     """The paper's HR@10 and NDCG@10; for Stu-base, implied by Fig. 3's gain of the student."""
     def table3(row: str) -> tuple[float, ...]:
         return tuple(TABLE3[row][dataset][TABLE3_METRICS.index(m)] for m in METRICS)
