@@ -88,9 +88,10 @@ def latency_variants(records: list[dict[str, Any]]) -> list[tuple[str, int, str]
     return sorted(found)
 
 
-def render_all(results_dir: Path, runs: list[dict[str, Any]] | None = None) -> dict[str, str]:
+def render_all(results_dir: Path, runs: list[dict[str, Any]] | None = None,
+               codes: list[dict[str, Any]] | None = None) -> dict[str, str]:
     """File name -> table text, for every table the records support (`runs`: the run
-    records, if already read)."""
+    records, `codes`: their code analyses, if already read)."""
     runs = list(iter_records(results_dir)) if runs is None else runs
     tables: dict[str, Callable[[], str]] = {
         "runs.md": lambda: runs_table(runs), "summary.md": lambda: summary_table(runs),
@@ -98,7 +99,7 @@ def render_all(results_dir: Path, runs: list[dict[str, Any]] | None = None) -> d
         "table4.md": lambda: table4(runs),
         "ablation.md": lambda: ablation_table(runs), "protocol.md": lambda: protocol_table(runs)}
     tables["cases.md"] = lambda: cases_table(case_analyses(results_dir, runs))
-    codes = analyses(results_dir, "codes", runs)
+    codes = analyses(results_dir, "codes", runs) if codes is None else codes
     if codes:
         tables["codes.md"] = lambda: "\n\n".join([codes_table(codes)]
                                                  + [fig6_table(a) for a in codes])
@@ -109,13 +110,15 @@ def render_all(results_dir: Path, runs: list[dict[str, Any]] | None = None) -> d
     return {name: render() for name, render in tables.items()}
 
 
-def render_all_figures(results_dir: Path, runs: list[dict[str, Any]] | None = None
-                       ) -> dict[str, str]:
-    """File name -> SVG text, for every figure the records support."""
+def render_all_figures(results_dir: Path, runs: list[dict[str, Any]] | None = None,
+                       codes: list[dict[str, Any]] | None = None) -> dict[str, str]:
+    """File name -> SVG text, for every figure the records support (`runs`, `codes` as in
+    `render_all`)."""
     from bench.figures import render_figures
 
     runs = list(iter_records(results_dir)) if runs is None else runs
-    return render_figures(runs, analyses(results_dir, "codes", runs))
+    codes = analyses(results_dir, "codes", runs) if codes is None else codes
+    return render_figures(runs, codes)
 
 
 def write_all(results_dir: Path, out_dir: Path | None = None,
@@ -125,10 +128,11 @@ def write_all(results_dir: Path, out_dir: Path | None = None,
     out_dir = Path(out_dir or Path(results_dir) / "tables")
     figures_dir = Path(figures_dir or Path(results_dir) / "figures")
     runs, written = list(iter_records(results_dir)), []
-    for name, text in render_all(results_dir, runs).items():
+    codes = analyses(results_dir, "codes", runs)
+    for name, text in render_all(results_dir, runs, codes).items():
         written.append(out_dir / name)
         atomic_write_bytes(written[-1], (text + "\n").encode())
-    for name, svg in render_all_figures(results_dir, runs).items():
+    for name, svg in render_all_figures(results_dir, runs, codes).items():
         written.append(figures_dir / name)
         atomic_write_bytes(written[-1], svg.encode())
     return written

@@ -89,7 +89,8 @@ def paper_figures(model: str, dataset: str) -> tuple[float, ...]:
 
 
 def protocol_rows(records: Iterable[Record]) -> list[list[Any]]:
-    """A row per paper figure and per qualifying record, by dataset, model and protocol."""
+    """A row per paper figure and per qualifying record, by dataset, model and protocol (a
+    record's seed beside its variant, so that two seeds of one setting read apart)."""
     found: dict[tuple[str, str], list[Record]] = {}
     for record in records:
         model = protocol_model(record)
@@ -102,18 +103,18 @@ def protocol_rows(records: Iterable[Record]) -> list[list[Any]]:
             label = "paper (Stu-base implied by Fig. 3)" if model == "Stu-base" else "paper"
             scored = ("paper: best test epoch per metric"
                       + (", mixed table" if model != "Teacher" else ""))
-            rows.append([dataset, model, scored, label, *paper, None, None, "-"])
+            rows.append([dataset, model, scored, label, None, *paper, None, None, "-"])
             runs = sorted(found.get((dataset, model), []), key=_protocol_order)
             for r in runs:
                 deployed = deployed_test(r) or {}
-                rows.append([dataset, model, protocol(r["config"]), _variant(r),
+                rows.append([dataset, model, protocol(r["config"]), _variant(r), r["seed"],
                              *(r["test"][m] for m in METRICS),
                              *(deployed.get(m) for m in METRICS), r["key"]])
     return rows
 
 
 def protocol_table(records: Iterable[Record], fmt: str = "github") -> str:
-    headers = ["data", "model", "protocol", "variant", *METRICS,
+    headers = ["data", "model", "protocol", "variant", "seed", *METRICS,
                *(f"one model deployed {m}" for m in METRICS), "record"]
     return ("Protocol gap: test HR@10 and NDCG@10 in percent as each protocol scored them, and "
             "as one model a phone would run scores them (one epoch, its deployed table alone; "

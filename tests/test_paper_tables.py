@@ -238,13 +238,13 @@ def test_protocol_table_sets_legacy_scores_beside_one_deployed_model_and_the_pap
         ("Student", "-"), ("Student", legacy_student["key"]), ("Student", records[3]["key"])]
     student = rows["tmall", "Student", legacy_student["key"]]
     assert student[2] == "legacy: best test epoch per metric, mixed table"
-    assert student[3] == "KD" and student[4:8] == [26.0, 26.0, 15.0, 15.0]
+    assert student[3] == "KD" and student[5:9] == [26.0, 26.0, 15.0, 15.0]
     # a legacy teacher's scores are each metric's best epoch: no one deployed model
-    assert rows["tmall", "Teacher", records[1]["key"]][4:8] == [27.9, 27.9, None, None]
-    assert rows["tmall", "Teacher", records[0]["key"]][4:8] == [26.6, 26.6, 26.6, 26.6]
-    assert rows["tmall", "Stu-base", older_mixed["key"]][6:8] == [None, None]
-    assert rows["tmall", "Student", "-"][4:6] == [27.76, 19.67]  # Table 3
-    stu_base = rows["tmall", "Stu-base", "-"][4:6]  # implied by the student's Fig. 3 gain
+    assert rows["tmall", "Teacher", records[1]["key"]][5:9] == [27.9, 27.9, None, None]
+    assert rows["tmall", "Teacher", records[0]["key"]][5:9] == [26.6, 26.6, 26.6, 26.6]
+    assert rows["tmall", "Stu-base", older_mixed["key"]][7:9] == [None, None]
+    assert rows["tmall", "Student", "-"][5:7] == [27.76, 19.67]  # Table 3
+    stu_base = rows["tmall", "Stu-base", "-"][5:7]  # implied by the student's Fig. 3 gain
     assert stu_base == pytest.approx([27.76 / 1.1055, 19.67 / 1.1020])
     assert [key[1] for key in rows if key[0] == "retailrocket"] == [
         "Teacher", "Stu-base", "Student"]  # the paper's figures, no runs yet
