@@ -117,6 +117,15 @@ def preset_for(data: str) -> dict[str, Any]:
     return PAPER_PRESETS.get(name, {})
 
 
+# The distillation weights of Eq. 27 where a dataset's preset gives none: the paper's for Tmall.
+DISTILL_WEIGHTS: dict[str, float] = {"beta": 0.01, "gamma": 0.3, "eta": 0.8}
+
+
+def distill_weights(data: str) -> dict[str, float]:
+    """The distillation weights `--kd full` uses on `data` unless --beta, --gamma, --kd-eta say."""
+    return {**DISTILL_WEIGHTS, **preset_for(data).get("distill", {})}
+
+
 def backbone_preset(data: str, backbone: str) -> dict[str, Any]:
     """The preset options of `backbone` on `data` (empty where the paper gives none)."""
     return dict(preset_for(data).get("backbones", {}).get(backbone, {}))

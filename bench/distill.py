@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from backbones import Backbone
 from bench.batching import Batch, Examples
+from bench.config import DISTILL_WEIGHTS
 from bench.train import evaluate as evaluate_model
 
 EtaSchedule = Literal["none", "linear", "cosine"]
@@ -41,9 +42,10 @@ class DistillConfig:
     contrastive: bool = True  # False: the paper's Stu-w/o-c
     soft: bool = True  # False: Stu-w/o-s
     bidirectional: bool = True  # False: the teacher is frozen (Stu-w/o-b; OD-Rec's framework)
-    beta: float = 0.01  # weight of L_con (0.5 on RetailRocket)
-    gamma: float = 0.3  # weight of L_soft
-    eta: float = 0.8  # the student's mixup weight during distillation (0.7 on RetailRocket)
+    beta: float = DISTILL_WEIGHTS["beta"]  # weight of L_con (0.5 on RetailRocket)
+    gamma: float = DISTILL_WEIGHTS["gamma"]  # weight of L_soft
+    # the student's mixup weight during distillation (0.7 on RetailRocket)
+    eta: float = DISTILL_WEIGHTS["eta"]
     eta_schedule: EtaSchedule = "none"  # anneal eta to 0 over the epochs, or keep it
     temperature: float = 0.2  # tau of Eq. 20
     # the distillation's own maximum epochs (and eta schedule length); None: the run's --epochs.

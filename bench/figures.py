@@ -3,9 +3,9 @@
 - Fig. 3, the ablation: test HR@10 and NDCG@10 of Stu-base, each ablation and the full student,
   from the same rows as `ecbench table ablation`;
 - Fig. 4, the influence of M and K: one line per M over K, from Table 4's runs;
+- Fig. 5, the mixup weight eta, and the curves of beta and gamma its Section 6.6 describes
+  (`bench.sensitivity`);
 - Fig. 6, codeword usage: a heatmap (codebooks by codewords) per code analysis.
-
-Fig. 5 (the mixup weight eta) follows once eta sweeps are recorded.
 """
 
 from __future__ import annotations
@@ -76,4 +76,6 @@ def fig6(code_analyses: Iterable[Record]) -> dict[str, str]:
 
 def render_figures(runs: list[Record], code_analyses: list[Record]) -> dict[str, str]:
     """File name -> SVG text, for every figure the records support."""
-    return {**fig3(runs), **fig4(runs), **fig6(code_analyses)}
+    from bench.sensitivity import sensitivity_figures
+
+    return {**fig3(runs), **fig4(runs), **sensitivity_figures(runs), **fig6(code_analyses)}

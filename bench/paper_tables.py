@@ -94,10 +94,10 @@ def best_on_validation(records: Iterable[Record]) -> list[Record]:
     """The seeds of the configuration with the best mean validation score at its selected
     epochs (each run's own selection metric); empty if there are none."""
     groups = seed_groups(records)
-    return max(groups, key=_validation_score) if groups else []
+    return max(groups, key=validation_score) if groups else []
 
 
-def _validation_score(runs: list[Record]) -> float:
+def validation_score(runs: list[Record]) -> float:
     """The seeds' mean validation score at their selected epochs (each run's own metric)."""
     return float(np.mean([r["validation_at_selected"][r["config"]["select_metric"]]
                           for r in runs]))
@@ -289,7 +289,7 @@ def _is_earlier(runs: list[Record]) -> bool:
 
 def _family_order(base: list[Record]) -> tuple[bool, float]:
     """Recorded Stu-bases first, the best on validation first; then earlier trainings."""
-    return (True, 0.0) if _is_earlier(base) else (False, -_validation_score(base))
+    return (True, 0.0) if _is_earlier(base) else (False, -validation_score(base))
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 import numpy as np
 from tabulate import tabulate
 
-from bench.config import RunConfig, backbone_preset
+from bench.config import RunConfig, backbone_preset, distill_weights
 from bench.paper import FIG6_CODES, FIG6_USAGE_RANGE, TABLE5_SECONDS
 
 RUN_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@20")
@@ -49,6 +49,7 @@ def variant(config: dict[str, Any]) -> str:
         parts.append("KD" + (f" {' '.join(flags)}" if flags else "")
                      + (f" eta {distill['eta_schedule']}" if distill["eta_schedule"] != "none"
                         else ""))
+        parts += distill_departures(config["data"], distill)
     if config["compressor_options"].get("eval_table") == "mixed":
         parts.append("eval mixed (legacy)")
     if config.get("refit"):
@@ -60,6 +61,15 @@ def variant(config: dict[str, Any]) -> str:
     if config.get("dropout_epochs") is not None:
         parts.append(f"dropout in {config['dropout_epochs']} epoch(s)")
     return ", ".join(parts) or "-"
+
+
+def distill_departures(data: str, distill: dict[str, Any]) -> list[str]:
+    """The distillation weights off the dataset's defaults, as `beta=0.5` or `kd_eta=0.4`
+    (the compressor's own mixup is `eta`; an eta of 0 is already named: w/o-m)."""
+    defaults = distill_weights(data)
+    return [f"{'kd_eta' if name == 'eta' else name}={distill[name]:g}"
+            for name in sorted(defaults)
+            if distill[name] != defaults[name] and not (name == "eta" and distill[name] == 0)]
 
 
 def _order(r: dict[str, Any]) -> tuple:

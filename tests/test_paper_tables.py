@@ -2,49 +2,19 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import pytest
 from helpers import run_cli
+from paper_records import KD
+from paper_records import distilled as _distilled
+from paper_records import record as _record
+from paper_records import student as _student
 
 from bench.figures import fig3
 from bench.paper_tables import (ablation_of, ablation_rows, ablation_table, at_paper_settings,
                                 table3, table4)
 from bench.tables import RUN_METRICS
-
-KD = {"contrastive": True, "soft": True, "bidirectional": True, "beta": 0.01, "gamma": 0.3,
-      "eta": 0.8, "eta_schedule": "none", "temperature": 0.2, "epochs": None}
-_keys = itertools.count()
-
-
-def _record(test: float, validation: float, *, data: str = "tmall", seed: int = 0,
-            backbone: str = "sasrec", compressor: str = "full", paper_ratio: float = 1.0,
-            **config) -> dict:
-    base = {"data": data, "backbone": backbone, "compressor": compressor, "seed": seed,
-            "compressor_options": {}, "backbone_options": {}, "ratio": None, "distill": None,
-            "refit": None, "dim": {"tmall": 128, "retailrocket": 256}[data], "max_len": 50,
-            "batch_size": 100, "lr": 1e-3, "l2": 1e-5, "select_on": "validation",
-            "select_metric": "NDCG@10"}
-    if backbone == "sasrec":
-        base["backbone_options"] = ({"layers": 1, "heads": 1, "dropout": 0.5} if data == "tmall"
-                                    else {"layers": 1, "heads": 2, "dropout": 0.2})
-    base.update(config)
-    return {"key": f"k{next(_keys)}", "config": base, "seed": seed,
-            "dataset": {"name": data, "checksum": data},
-            "validation_at_selected": {"NDCG@10": validation},
-            "test": {m: test for m in RUN_METRICS},
-            "size": {"item_storage": {"byte_ratio": 91.3, "paper_ratio": paper_ratio}},
-            "timing": {"train_seconds_per_epoch_median": 100.0},
-            "selection": {"on": base["select_on"], "epoch": 1, "epochs_run": 2},
-            "provenance": {"git": {"commit": "0123456789"}}}
-
-
-def _student(test: float, validation: float, **config) -> dict:
-    config.setdefault("compressor_options", {"M": 4, "K": 32})
-    config.setdefault("paper_ratio", 29.1)
-    return _record(test, validation, compressor="ccode", **config)
-
 
 def _row(text: str, name: str) -> str:
     return next(line for line in text.splitlines() if line.startswith(f"| {name} "))
@@ -121,14 +91,6 @@ def test_table3_takes_the_training_cost_from_a_one_thread_benchmark_of_the_same_
 ])
 def test_ablation_names(distill, expected):
     assert ablation_of({"distill": distill}) == expected
-
-
-def _distilled(base: dict, test: float, validation: float, **distill) -> dict:
-    """A student distilled from the pretrained student `base` (its Stu-base)."""
-    record = _student(test, validation, compressor_options=base["config"]["compressor_options"],
-                      distill={**KD, **distill}, seed=base["seed"])
-    record["pretrained"] = {"key": base["key"], "test": dict(base["test"])}
-    return record
 
 
 def test_ablation_gain_of_the_student_over_stu_base_beside_the_papers():

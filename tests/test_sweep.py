@@ -61,6 +61,17 @@ def test_the_shipped_specs_load_and_every_run_is_a_valid_config():
     assert legacy.select_on == "test" and legacy.compressor_options["eval_table"] == "mixed"
 
 
+def test_the_weight_sweeps_reuse_the_ablation_student_at_the_defaults():
+    def configs(name: str) -> list:
+        return [run_config_of(list(job)) for job in load_spec(SPECS / f"{name}.toml").jobs()]
+
+    student = configs("ablation-tmall")[0]
+    assert student.distill["eta"] == 0.8 and student.distill["beta"] == 0.01
+    assert sum(c == student for c in configs("eta-tmall")) == 1
+    assert sum(c == student for c in configs("kd-weights-tmall")) == 1
+    assert {c.distill["eta"] for c in configs("eta-tmall")} == {i / 10 for i in range(1, 10)}
+
+
 def test_dry_run_checks_every_run_before_anything_starts(tmp_path):
     good = _spec(tmp_path, 'base = ["--epochs", "1"]\n[grid]\n"--seed" = [0, 1]\n')
     proc = run_cli(["sweep", str(good), "--dry-run", "--results", str(tmp_path / "r")], tmp_path)
