@@ -353,11 +353,13 @@ def ablation_table(records: Iterable[Record], fmt: str = "github") -> str:
             paper = FIG3_GAIN_PERCENT[row.dataset][metric] if row.name == "Student" else None
             ours = row.gain(metric)
             gains.append(_beside(ours, paper) if ours is not None or paper else "-")
-        rows.append([row.dataset, row.base_label, row.name,
+        seeds = ", ".join(str(r["seed"]) for r in row.runs if "seed" in r) or "-"
+        rows.append([row.dataset, row.base_label, row.name, seeds,
                      *(row.mean(m) for m in ABLATION_METRICS), *gains])
-    return ("Ablation (the paper's Fig. 3): test metrics in percent; each student's gain over "
-            "the Stu-base it was distilled from, in percent, ours (the paper's)\n\n"
-            + tabulate(rows, headers=["data", "Stu-base", "student", *ABLATION_METRICS,
+    return ("Ablation (the paper's Fig. 3): test metrics in percent, the mean over the seeds "
+            "listed; each student's gain over the Stu-base seeds it was distilled from, in "
+            "percent, ours (the paper's)\n\n"
+            + tabulate(rows, headers=["data", "Stu-base", "student", "seeds", *ABLATION_METRICS,
                                       "HR@10 gain %", "NDCG@10 gain %"],
                        floatfmt=".2f", tablefmt=fmt)
             + "\n\n" + "\n".join([_sources(cells, lambda row: f"{row[1]} (from {row[0]})"),

@@ -153,6 +153,9 @@ def test_ablation_gain_over_the_stu_base_seeds_each_student_was_distilled_from()
     assert rows["Student"].gain("HR@10") == pytest.approx(10.0)
     assert rows["Stu-w/o-s"].gain("HR@10") == pytest.approx(5.0)
     assert rows["Student"].base_label == f"{bases[0]['key']} (2 seeds)"
+    seeds = {line.split("|")[3].strip(): line.split("|")[4].strip()
+             for line in ablation_table(records).splitlines() if line.startswith("| tmall")}
+    assert seeds == {"Stu-base": "0, 1", "Student": "1", "Stu-w/o-s": "0"}  # what each mean is of
 
 
 def test_table4_rows_by_codebook_shape_with_both_ratios():
