@@ -12,6 +12,8 @@ paper's figures are test scores and give no numbers, so none stand beside ours.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Iterable
 
 from tabulate import tabulate
@@ -26,7 +28,7 @@ Record = dict[str, Any]
 WEIGHTS = {"eta": "the mixup weight eta (Fig. 5)", "beta": "the contrastive weight beta",
            "gamma": "the soft-target weight gamma"}
 CURVE_METRICS = ("HR@10", "NDCG@10")
-# dataset -> weight -> curve (what else the runs share) -> weight value -> the value's seeds
+# dataset -> weight -> curve label (what else the runs share) -> weight value -> its seeds
 Curves = dict[str, dict[str, dict[str, dict[float, list[Record]]]]]
 
 
@@ -37,9 +39,10 @@ def _at_default(config: dict[str, Any], weight: str) -> dict[str, Any]:
 
 
 def curve_of(record: Record, weight: str) -> str | None:
-    """The curve of `weight` that `record` is a point of: a distilled student at the paper's
-    settings and codes whose other weights are the dataset's defaults (the label says what else
-    sets the curve apart); None if it is none. An eta of 0 (Stu-w/o-m) is the eta curve's 0."""
+    """The curve of `weight` that `record` is a point of, or None: a distilled student at the
+    paper's settings and codes whose other weights are the dataset's defaults. A curve is every
+    setting but the seed and `weight`, as canonical JSON (`curve_label` names it). An eta of 0
+    (Stu-w/o-m) is the eta curve's 0."""
     config = record["config"]
     if (not config.get("distill") or student_ablation(record) is None
             or not at_paper_settings(record)):
@@ -50,24 +53,42 @@ def curve_of(record: Record, weight: str) -> str | None:
     at_default = _at_default(config, weight)
     if ablation_of(at_default) != "Student":
         return None
-    return variant(at_default)
+    return json.dumps({k: v for k, v in at_default.items() if k != "seed" and v is not None},
+                      sort_keys=True)
+
+
+def curve_label(curve: str) -> str:
+    """What sets a curve apart, in words: the run's variant and its distillation epochs."""
+    config = json.loads(curve)
+    epochs = config["distill"].get("epochs")
+    return variant(config) + (f", {epochs} distillation epochs" if epochs else "")
+
+
+def _labelled(curves: dict[str, dict[float, list[Record]]]) -> dict[str, dict[float, list[Record]]]:
+    """Curves by label; curves that differ only where the label does not look (say the
+    patience) are told apart by a short hash of their settings."""
+    labels = {curve: curve_label(curve) for curve in curves}
+    shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    return {labels[curve] + (f" [{hashlib.sha256(curve.encode()).hexdigest()[:6]}]"
+                             if labels[curve] in shared else ""): points
+            for curve, points in curves.items()}
 
 
 def sensitivity_curves(records: Iterable[Record]) -> Curves:
-    """Every curve with at least two weight values, by dataset and weight."""
+    """Every curve with at least two weight values, by dataset and weight, by label."""
     found: Curves = {}
     records = list(records)
     for weight in WEIGHTS:
         for record in records:
-            label = curve_of(record, weight)
-            if label is not None:
+            curve = curve_of(record, weight)
+            if curve is not None:
                 value = float(record["config"]["distill"][weight])
                 (found.setdefault(record["dataset"]["name"], {}).setdefault(weight, {})
-                 .setdefault(label, {}).setdefault(value, []).append(record))
-    return {dataset: kept for dataset, by_weight in found.items()
-            if (kept := {w: {label: points for label, points in curves.items() if len(points) > 1}
-                         for w, curves in by_weight.items()})
-            and any(kept.values())}
+                 .setdefault(curve, {}).setdefault(value, []).append(record))
+    kept = {dataset: {w: _labelled({c: points for c, points in curves.items() if len(points) > 1})
+                      for w, curves in by_weight.items()}
+            for dataset, by_weight in found.items()}
+    return {dataset: by_weight for dataset, by_weight in kept.items() if any(by_weight.values())}
 
 
 def sensitivity_rows(curves: Curves) -> list[list[Any]]:

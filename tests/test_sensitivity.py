@@ -8,7 +8,8 @@ import xml.etree.ElementTree as ET
 from helpers import run_cli
 from paper_records import KD, record, student
 
-from bench.sensitivity import curve_of, sensitivity_curves, sensitivity_figures, sensitivity_table
+from bench.sensitivity import (curve_label, curve_of, sensitivity_curves, sensitivity_figures,
+                               sensitivity_table)
 from bench.tables import variant
 
 LINEAR = {**KD, "eta_schedule": "linear"}
@@ -22,11 +23,12 @@ def _kd(test: float, validation: float, data: str = "tmall", seed: int = 0, **we
 
 
 def test_a_point_of_a_curve_varies_that_weight_alone():
-    default, eta = _kd(18.0, 13.0), _kd(17.0, 12.0, eta=0.5)
-    assert curve_of(default, "eta") == curve_of(eta, "eta") == CURVE
-    assert curve_of(default, "beta") == curve_of(default, "gamma") == CURVE
+    default, eta = _kd(18.0, 13.0), _kd(17.0, 12.0, eta=0.5, seed=1)
+    assert curve_of(default, "eta") == curve_of(eta, "eta")  # the seed is no setting
+    assert curve_label(curve_of(default, "eta")) == CURVE
+    assert curve_of(default, "beta") == curve_of(default, "gamma") == curve_of(default, "eta")
     assert curve_of(eta, "beta") is None  # eta is off its default
-    assert curve_of(_kd(18.0, 13.0, eta=0.0), "eta") == CURVE  # w/o-m is eta 0
+    assert curve_of(_kd(18.0, 13.0, eta=0.0), "eta") == curve_of(default, "eta")  # w/o-m
     assert curve_of(_kd(18.0, 13.0, eta=0.5, soft=False), "eta") is None  # an ablation
     assert curve_of(student(18.0, 13.0), "eta") is None  # no distillation
     assert curve_of(_kd(18.0, 13.0, eta=0.5) | {"config": {**eta["config"], "l2": 0.0}},
@@ -56,6 +58,20 @@ def test_curves_average_seeds_and_keep_other_settings_apart():
     # value, seeds, mean validation, mean test HR@10 and NDCG@10 (every metric is the same)
     assert default[2:3] + default[4:8] == ["0.8", "2", "14.00", "19.00", "19.00"]
     assert [row[2] for row in rows if row[1].startswith("beta")] == ["0.01", "0.5"]
+
+
+def test_settings_the_label_does_not_show_still_draw_their_own_curve():
+    # the distillation's own epochs are in the label; the patience is not
+    records = [_kd(18.0, 13.0), _kd(16.0, 11.0, eta=0.5),
+               _kd(17.0, 12.0, epochs=6), _kd(15.0, 10.0, eta=0.5, epochs=6),
+               _kd(30.0, 20.0), _kd(29.0, 19.0, eta=0.5)]
+    for r in records[4:]:
+        r["config"]["patience"] = 5
+    curves = sensitivity_curves(records)["tmall"]["eta"]
+    assert len(curves) == 3 and CURVE + ", 6 distillation epochs" in curves
+    told_apart = [label for label in curves if label.startswith(CURVE + " [")]
+    assert len(told_apart) == 2  # same label, different patience: a hash of the settings
+    assert sorted(v[0.8][0]["test"]["HR@10"] for v in curves.values()) == [17.0, 18.0, 30.0]
 
 
 def test_labels_name_a_weight_off_its_default():
