@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from typing import Any, Iterable
 
 from tabulate import tabulate
@@ -22,7 +23,7 @@ from bench.config import distill_weights
 from bench.paper_tables import (DATASETS, ablation_of, at_paper_settings, mean_test,
                                 student_ablation, validation_score)
 from bench.svg import line_chart
-from bench.tables import variant
+from bench.tables import settings_key, variant
 
 Record = dict[str, Any]
 WEIGHTS = {"eta": "the mixup weight eta (Fig. 5)", "beta": "the contrastive weight beta",
@@ -53,8 +54,7 @@ def curve_of(record: Record, weight: str) -> str | None:
     at_default = _at_default(config, weight)
     if ablation_of(at_default) != "Student":
         return None
-    return json.dumps({k: v for k, v in at_default.items() if k != "seed" and v is not None},
-                      sort_keys=True)
+    return settings_key(at_default)
 
 
 def curve_label(curve: str) -> str:
@@ -68,7 +68,7 @@ def _labelled(curves: dict[str, dict[float, list[Record]]]) -> dict[str, dict[fl
     """Curves by label; curves that differ only where the label does not look (say the
     patience) are told apart by a short hash of their settings."""
     labels = {curve: curve_label(curve) for curve in curves}
-    shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    shared = {label for label, count in Counter(labels.values()).items() if count > 1}
     return {labels[curve] + (f" [{hashlib.sha256(curve.encode()).hexdigest()[:6]}]"
                              if labels[curve] in shared else ""): points
             for curve, points in curves.items()}

@@ -106,17 +106,20 @@ def runs_table(records: Iterable[dict[str, Any]], fmt: str = "github") -> str:
                     missingval="-")
 
 
-def seed_groups(records: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Records grouped by everything but the seed (same config, same data), in table order.
+def settings_key(config: dict[str, Any]) -> str:
+    """A run config but its seed, as canonical JSON: what runs that differ only in their seed
+    share. An unset field (None) counts as absent, as in `RunConfig.key`: records written
+    before a config field existed match later ones that leave it unset."""
+    return json.dumps({k: v for k, v in config.items() if k != "seed" and v is not None},
+                      sort_keys=True)
 
-    An unset field (None) counts as absent, as in `RunConfig.key`: records written before a
-    config field existed group with later ones that leave it unset.
-    """
+
+def seed_groups(records: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Records grouped by everything but the seed (same `settings_key`, same data), in table
+    order."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in sorted(records, key=_order):
-        config = {k: v for k, v in r["config"].items() if k != "seed" and v is not None}
-        key = (r["dataset"]["checksum"], json.dumps(config, sort_keys=True))
-        groups.setdefault(key, []).append(r)
+        groups.setdefault((r["dataset"]["checksum"], settings_key(r["config"])), []).append(r)
     return list(groups.values())
 
 
