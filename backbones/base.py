@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from backbones.repeat import RepeatBonus
 from compressors import Compressor
 
 
@@ -12,12 +13,18 @@ class Backbone(nn.Module):
     """Maps padded sessions [B, L] (left-aligned, 0 = padding) to session vectors [B, dim].
 
     Scores always come from the compressor (`compressor.score`), so a compressed table changes
-    nothing but how items are stored.
+    nothing but how items are stored; a backbone with a repeat bonus (`enable_repeat_bonus`)
+    then adds it to the scores of the session's own items.
     """
 
     def __init__(self, compressor: Compressor) -> None:
         super().__init__()
         self.compressor = compressor
+        self.repeat: RepeatBonus | None = None
+
+    def enable_repeat_bonus(self, recencies: int) -> None:
+        """Score the session's own items up by a learned bonus (`backbones.repeat`)."""
+        self.repeat = RepeatBonus(recencies, self.dim)
 
     @property
     def dim(self) -> int:
@@ -36,7 +43,12 @@ class Backbone(nn.Module):
 
     def score(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Scores of every item (padding column included) for each session: [B, num_items]."""
-        return self.compressor.score(self.encode(item_seq, lengths))
+        return self.score_session(self.encode(item_seq, lengths), item_seq)
+
+    def score_session(self, session: torch.Tensor, item_seq: torch.Tensor) -> torch.Tensor:
+        """Scores [B, num_items] of session vectors [B, dim] encoded from `item_seq` [B, L]."""
+        scores = self.compressor.score(session)
+        return scores if self.repeat is None else self.repeat(scores, item_seq, session)
 
     def non_item_parameters(self) -> list[nn.Parameter]:
         """Parameters of the encoder itself (everything but the item table)."""

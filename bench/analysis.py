@@ -19,7 +19,8 @@ from backbones import Backbone
 from bench.batching import Examples
 from bench.config import RunConfig
 from bench.errors import ConfigError
-from bench.metrics import metrics_by_case, metrics_from_ranks, pessimistic_ranks
+from bench.metrics import (metrics_by_case, metrics_from_ranks, pessimistic_ranks,
+                           recency_ranks)
 from bench.records import now_iso, provenance, write_json
 from bench.topk import top_k
 from bench.train import Prepared, load_dataset, prepare, scored_batches
@@ -31,6 +32,15 @@ def test_case_groups(prepared: Prepared, max_len: int) -> dict[str, np.ndarray]:
     repeat = test.target_in_prefix(max_len)
     hot = prepared.hot_items[test.targets]
     return {"repeat": repeat, "new": ~repeat, "hot_label": hot, "cold_label": ~hot}
+
+
+def session_recency_ranks(examples: Examples, max_len: int, num_real_items: int,
+                          chunk: int = 4096) -> np.ndarray:
+    """`bench.metrics.recency_ranks` of every example over what a model sees of it (its last
+    `max_len` items), in chunks that bound the [chunk, L, L] comparison."""
+    return np.concatenate([
+        recency_ranks(batch.items.numpy(), batch.targets.numpy(), num_real_items)
+        for batch in examples.batches(chunk, max_len)]) if len(examples) else np.zeros(0)
 
 
 TOP = 10

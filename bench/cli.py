@@ -29,7 +29,8 @@ def summary_table(record: dict[str, Any]) -> str:
     if record.get("test_compressed_table"):
         rows.append([f"{name} (compressed table alone)"]
                     + [record["test_compressed_table"][m] for m in SUMMARY_METRICS])
-    rows.append(["popularity"] + [record["baselines"]["popularity"][m] for m in SUMMARY_METRICS])
+    rows += [[name] + [metrics[m] for m in SUMMARY_METRICS]
+             for name, metrics in record["baselines"].items()]
     table = tabulate(rows, headers=["test"] + list(SUMMARY_METRICS), floatfmt=".2f")
     sel = record["selection"]
     size = record["size"]["item_storage"]
@@ -77,6 +78,9 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
 @click.option("--dropout-epochs", type=int, default=None,
               help="dropout in the first N epochs only, then off, as the paper's released code "
                    "trains [every epoch]")
+@click.option("--repeat-bonus", is_flag=True,
+              help="add a learned bonus to the scores of the session's own items (repeat "
+                   "clicks; beyond the paper, see backbones/repeat.py)")
 @click.option("--select-metric", default="NDCG@10", show_default=True)
 @click.option("--select-on", type=click.Choice(["validation", "test"]), default="validation",
               show_default=True, help="test = the paper's legacy best-on-test protocol")

@@ -92,6 +92,7 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
         student_init=opts.get("student_init"), ratio=opts.get("ratio"),
         refit=opts.get("refit") or None,  # None keeps the keys of runs without it
         dropout_epochs=opts.get("dropout_epochs"),
+        repeat_bonus=opts.get("repeat_bonus") or None,
         distill=make_distill_options(opts, preset), pretrained=opts.get("pretrained"))
 
 

@@ -47,6 +47,9 @@ class RunConfig:
     # Dropout in the first N epochs only, then off (None = every epoch): how the paper's released
     # code trains, since it switches to eval mode for its first test and never back.
     dropout_epochs: int | None = None
+    # A learned bonus on the scores of the session's own items (backbones.repeat); beyond the
+    # paper, so None (off) keeps the keys of the runs without it.
+    repeat_bonus: bool | None = None
     # Distillation (bench.distill): the DistillConfig fields, or None for plain training.
     distill: dict[str, Any] | None = None
     pretrained: str | None = None  # the student to distil from; None = the same run undistilled

@@ -53,8 +53,9 @@ class DeployedRecommender(nn.Module):
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.encoder.encode(item_seq, lengths)
 
-    def score(self, query: torch.Tensor) -> torch.Tensor:
-        return self.items.score(query)
+    def score(self, query: torch.Tensor, item_seq: torch.Tensor) -> torch.Tensor:
+        """Every item's score for session vectors `query` encoded from `item_seq`."""
+        return self.encoder.score_session(query, item_seq)
 
     def top_k(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return top_k(scores, self.k, first=1)  # column 0 is padding, never recommended
@@ -62,7 +63,7 @@ class DeployedRecommender(nn.Module):
     def forward(self, item_seq: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         with self.items.call():
-            scores = self.score(self.encode(item_seq, lengths))
+            scores = self.score(self.encode(item_seq, lengths), item_seq)
         return self.top_k(scores)
 
 

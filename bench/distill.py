@@ -172,9 +172,9 @@ class DistillationObjective:
                 teacher.compressor.shared_weight(), student.compressor.shared_weight():
             with torch.set_grad_enabled(cfg.bidirectional and torch.is_grad_enabled()):
                 t_views = teacher.encode_views(batch.items, batch.lengths, self.hot_items)
-                t_scores = teacher.compressor.score(t_views[0])
+                t_scores = teacher.score_session(t_views[0], batch.items)
             s_views = student.encode_views(batch.items, batch.lengths, self.hot_items)
-            s_scores = student.compressor.score(s_views[0])
+            s_scores = student.score_session(s_views[0], batch.items)
         # one log-softmax over the real items per model serves L_rec and L_soft
         t_log_probs = F.log_softmax(t_scores.float()[:, 1:], 1)
         s_log_probs = F.log_softmax(s_scores.float()[:, 1:], 1)

@@ -85,7 +85,7 @@ def stage_seconds(deployed: DeployedRecommender, inputs: Inputs) -> tuple[float,
         t1 = time.perf_counter()
         query = deployed.encode(item_seq, lengths)
         t2 = time.perf_counter()
-        scores = deployed.score(query)
+        scores = deployed.score(query, item_seq)
         t3 = time.perf_counter()
         deployed.top_k(scores)
         t4 = time.perf_counter()

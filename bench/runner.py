@@ -16,7 +16,7 @@ import torch
 import compressors
 from backbones import Backbone
 from bench.config import RunConfig, build_part_config
-from bench.analysis import test_case_groups
+from bench.analysis import session_recency_ranks, test_case_groups
 from bench.distill import DistillationObjective, DistillationPair, DistillConfig
 from bench.errors import ConfigError
 from bench.metrics import metrics_by_case, metrics_from_ranks, popularity_ranks
@@ -207,8 +207,12 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
         "teacher": teacher.summary() if teacher is not None else None,
         **trained.record_extra,
         **({"beside": beside} if beside else {}),
-        "baselines": {"popularity": metrics_from_ranks(
-            popularity_ranks(prepared.popularity, prepared.test.targets))},
+        "baselines": {
+            "popularity": metrics_from_ranks(
+                popularity_ranks(prepared.popularity, prepared.test.targets)),
+            "session recency": metrics_from_ranks(session_recency_ranks(
+                prepared.test, config.max_len, dataset.num_items - 1)),
+        },
         "size": model_size(model),
         "timing": {
             "train_seconds_per_epoch_median": float(np.median(epochs_run)),

@@ -54,6 +54,8 @@ def variant(config: dict[str, Any]) -> str:
         parts.append("eval mixed (legacy)")
     if config.get("refit"):
         parts.append("refit")
+    if config.get("repeat_bonus"):
+        parts.append("repeat bonus")
     if config.get("select_on") == "test":
         parts.append("paper protocol (legacy)")
     parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"

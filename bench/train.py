@@ -95,9 +95,12 @@ def build_model(config: RunConfig, num_items: int) -> Backbone:
                                  f"backbone {config.backbone}")
     try:
         compressor = comp_entry.builder(comp_cfg, num_items=num_items, dim=config.dim)
-        return back_entry.builder(back_cfg, compressor=compressor, max_len=config.max_len)
+        model = back_entry.builder(back_cfg, compressor=compressor, max_len=config.max_len)
     except ValueError as exc:
         raise ConfigError(f"{config.backbone}/{config.compressor}: {exc}") from None
+    if config.repeat_bonus:
+        model.enable_repeat_bonus(config.max_len)
+    return model
 
 
 def scored_batches(model: Backbone, examples: Examples, max_len: int,

@@ -1,0 +1,188 @@
+"""Repeat-aware scoring (backbones.repeat) and the model-free session recency baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from backbones import SASRec, SASRecConfig
+from bench.analysis import session_recency_ranks
+from bench.batching import Examples
+from bench.config import RunConfig
+from bench.deploy import DeployedRecommender, deployable_model
+from bench.distill import DistillationObjective, DistillationPair, DistillConfig
+from bench.export import example_inputs, export, load, missing_runtime
+from bench.metrics import pessimistic_ranks, recency_ranks
+from bench.paper_tables import at_paper_settings
+from bench.tables import variant
+from bench.train import Trainer, build_model, prepare, training_loss
+from compressors.full import FullTable
+from paper_records import record
+
+NUM_ITEMS, DIM = 31, 8
+
+
+def padded(rows: list[list[int]], width: int | None = None) -> torch.Tensor:
+    width = width or max(map(len, rows))
+    return torch.tensor([r + [0] * (width - len(r)) for r in rows])
+
+
+@pytest.fixture
+def model() -> SASRec:
+    torch.manual_seed(0)
+    model = SASRec(FullTable(NUM_ITEMS, DIM), SASRecConfig(dropout=0.0), max_len=12)
+    model.enable_repeat_bonus(recencies=3)
+    return model.eval()
+
+
+def test_a_fresh_bonus_changes_no_score(model):
+    seq = padded([[1, 2, 3], [4], [5, 6, 5, 8, 9]])
+    with torch.no_grad():
+        plain = model.compressor.score(model.encode(seq, (seq > 0).sum(1)))
+        torch.testing.assert_close(model.score(seq, (seq > 0).sum(1)), plain, atol=0, rtol=0)
+
+
+def test_the_bonus_lands_on_the_sessions_items_by_recency(model):
+    seq = padded([[5, 7, 5], [9, 1, 2, 3, 4, 6]], width=8)
+    with torch.no_grad():
+        model.repeat.recency.copy_(torch.tensor([3.0, 2.0, 1.0]))
+        session = model.encode(seq, (seq > 0).sum(1))
+        added = model.score_session(session, seq) - model.compressor.score(session)
+    expected = torch.zeros(2, NUM_ITEMS)
+    expected[0, 5] = 3.0 + 1.0  # the last item (recency 0) and the first (recency 2)
+    expected[0, 7] = 2.0
+    # the second session's items beyond the last recency all share its bonus
+    expected[1, [6, 4, 3, 2, 1, 9]] = torch.tensor([3.0, 2.0, 1.0, 1.0, 1.0, 1.0])
+    torch.testing.assert_close(added, expected)
+    assert (added[:, 0] == 0).all()  # padding never gains
+
+
+def test_the_gate_reads_the_session_vector(model):
+    seq = padded([[5, 7], [2]])
+    with torch.no_grad():
+        model.repeat.gate.bias.fill_(0.5)
+        model.repeat.gate.weight.fill_(0.1)
+        session = model.encode(seq, (seq > 0).sum(1))
+        added = model.score_session(session, seq) - model.compressor.score(session)
+        gate = 0.5 + 0.1 * session.sum(1)
+    torch.testing.assert_close(added[0, 5], gate[0])
+    torch.testing.assert_close(added[1, 2], gate[1])
+
+
+def test_training_reaches_the_bonus_and_the_deployed_model_keeps_it(tiny_synthetic):
+    config = RunConfig(data="tiny", dim=16, epochs=1, repeat_bonus=True,
+                       backbone_options={"dropout": 0.2})
+    prepared = prepare(config, tiny_synthetic)
+    torch.manual_seed(0)
+    model = build_model(config, tiny_synthetic.num_items)
+    assert model.repeat is not None and model.repeat.recency.numel() == config.max_len
+    batch = next(prepared.fit.batches(64, config.max_len))
+    training_loss(model, batch).backward()
+    assert model.repeat.recency.grad.abs().sum() > 0
+    assert model.repeat.gate.weight.grad.abs().sum() > 0
+    # the encoder's parameters (and so the deployed bytes) count the bonus
+    assert any(p is model.repeat.recency for p in model.non_item_parameters())
+    with torch.no_grad():
+        model.repeat.recency.fill_(100.0)  # so large that the session's items lead
+    deployed = DeployedRecommender(model.eval(), k=3)
+    _, items = deployed(batch.items[:4], batch.lengths[:4])
+    for row, top in zip(batch.items[:4], items):
+        own = set(row[row > 0].tolist())
+        assert set(top.tolist()) <= own or own <= set(top.tolist())
+
+
+@pytest.mark.slow
+def test_on_real_repeat_clicks_the_bonus_lifts_validation(tmall_slice, tmp_path):
+    """Tmall's next clicks often return to the session: one epoch with the bonus beats one
+    without on validation, mostly through the repeat cases."""
+    scores = {}
+    for bonus in (None, True):
+        config = RunConfig(data="tmall-first-3000", dim=32, epochs=1, repeat_bonus=bonus,
+                           backbone_options={"layers": 1, "heads": 1, "dropout": 0.5})
+        torch.manual_seed(0)
+        model = build_model(config, tmall_slice.num_items)
+        state = Trainer(config, prepare(config, tmall_slice), model,
+                        tmp_path / f"{bonus}.pt").fit()
+        scores[bonus] = state.best_value
+    assert scores[True] > scores[None] + 2.0, scores
+
+
+def test_a_distillation_scores_teacher_and_student_with_their_bonus(tiny_synthetic):
+    config = RunConfig(data="tiny", dim=16, compressor="ccode",
+                       compressor_options={"M": 2, "K": 32}, repeat_bonus=True,
+                       backbone_options={"dropout": 0.2})
+    torch.manual_seed(0)
+    teacher = build_model(RunConfig(dim=16, repeat_bonus=True, backbone_options={"dropout": 0.2}),
+                          tiny_synthetic.num_items)
+    student = build_model(config, tiny_synthetic.num_items)
+    with torch.no_grad():
+        student.compressor.init_from_table(teacher.compressor.weight())
+    pair = DistillationPair(teacher, student, DistillConfig())
+    prepared = prepare(config, tiny_synthetic)
+    objective = DistillationObjective(pair, torch.from_numpy(prepared.hot_items), 2)
+    objective.start_epoch(1)
+    pair.train()
+    objective.loss(next(prepared.fit.batches(64, 50))).backward()
+    assert teacher.repeat.recency.grad.abs().sum() > 0  # bidirectional: the teacher learns too
+    assert student.repeat.recency.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_exported_model_with_the_bonus_equals_eager(fmt, tmp_path):
+    if missing_runtime(fmt):
+        pytest.skip(missing_runtime(fmt))
+    config = RunConfig(compressor="ccode", compressor_options={"M": 3, "K": 16}, dim=16,
+                       max_len=20, repeat_bonus=True, backbone_options={"layers": 1, "heads": 2})
+    model = deployable_model(config, 2001, None)
+    with torch.no_grad():
+        model.repeat.recency.copy_(torch.linspace(2.0, 0.0, 20))
+    deployed = DeployedRecommender(model, k=10, exportable=True)
+    run = load(fmt, export(deployed, fmt, tmp_path / f"repeat.{fmt}", max_batch=16))
+    for batch, length in ((1, 4), (5, 12)):
+        item_seq, lengths = example_inputs(2001, batch=batch, length=length)
+        item_seq[0, 1:3] = item_seq[0, 0]  # a repeated item
+        with torch.no_grad():
+            values, items = run(item_seq, lengths)
+            expected = deployed(item_seq, lengths)
+        torch.testing.assert_close(torch.as_tensor(values), expected[0], atol=1e-4, rtol=0)
+        assert torch.equal(torch.as_tensor(items).long(), expected[1])
+
+
+def test_runs_with_the_bonus_are_labelled_and_kept_out_of_the_paper_tables():
+    plain, bonus = record(26.0, 27.0), record(38.0, 30.0, repeat_bonus=True)
+    assert at_paper_settings(plain) and not at_paper_settings(bonus)
+    assert "repeat bonus" in variant(bonus["config"])
+    assert "repeat bonus" not in variant(plain["config"])
+
+
+# -- the session recency baseline -------------------------------------------------------------
+
+def brute_force_recency_rank(session: list[int], target: int, num_real_items: int) -> int:
+    """Score the session's distinct items by how recently they were clicked, all else 0."""
+    scores = torch.zeros(num_real_items + 1)
+    for age, item in enumerate(reversed(session)):
+        if item and scores[item] == 0:
+            scores[item] = len(session) + 1 - age
+    return int(pessimistic_ranks(scores[None], torch.tensor([target]))[0])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_recency_ranks_match_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    rows = [rng.integers(1, 8, size=rng.integers(1, 9)).tolist() for _ in range(200)]
+    targets = rng.integers(1, 10, size=200)
+    width = 8
+    seq = np.array([r + [0] * (width - len(r)) for r in rows])
+    got = recency_ranks(seq, targets, num_real_items=12)
+    expected = [brute_force_recency_rank(r, int(t), 12) for r, t in zip(rows, targets)]
+    assert got.tolist() == expected
+
+
+def test_session_recency_ranks_see_what_the_model_sees():
+    """Only the last `max_len` items count, and chunking changes nothing."""
+    items = np.array([3, 1, 2, 3, 4, 5, 6, 7, 2, 5])
+    examples = Examples(items, np.array([0, 0, 5]), np.array([5, 8, 10]), np.array([3, 1, 2]))
+    # at max_len 4, example 0 sees [1 2 3 4]: 3 is 2nd most recent; example 1 sees [4 5 6 7]
+    # -> 1 unseen, last; example 2: [5 6 7 2 5][-4:] = [6 7 2 5] -> 2 is 2nd
+    assert session_recency_ranks(examples, 4, 20, chunk=2).tolist() == [2, 20, 2]
