@@ -3,9 +3,10 @@
 What `ecbench tables` writes under RESULTS/tables: the run table and its seed summary, the
 paper's Tables 3, 4 and 5 (each runtime, batch size and cache state recorded), Fig. 3 and the
 hyperparameter analysis of Section 6.6 (as tables), the protocol gap between the paper's
-figures and ours, the case analyses and the code statistics with Fig. 6 per analysed ccode
-run; and under RESULTS/figures the paper's Fig. 3, 4, 5 and 6 as SVG (`bench.figures`). All
-of them are pure functions of the records under RESULTS, so they can be rebuilt at any time.
+figures and ours, the repeat bonus beside the session recency ranking (beyond the paper), the
+case analyses and the code statistics with Fig. 6 per analysed ccode run; and under
+RESULTS/figures the paper's Fig. 3, 4, 5 and 6 as SVG (`bench.figures`). All of them are pure
+functions of the records under RESULTS, so they can be rebuilt at any time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Callable
 
 from bench.paper_tables import ablation_table, table3, table4
 from bench.protocol_table import protocol_table
+from bench.repeat_table import repeat_table
 from bench.records import atomic_write_bytes, iter_records, load_record
 from bench.sensitivity import sensitivity_table
 from bench.tables import cases_table, codes_table, fig6_table, runs_table, summary_table, table5
@@ -99,7 +101,8 @@ def render_all(results_dir: Path, runs: list[dict[str, Any]] | None = None,
         "table3.md": lambda: table3_with_costs(results_dir, runs),
         "table4.md": lambda: table4(runs),
         "ablation.md": lambda: ablation_table(runs), "protocol.md": lambda: protocol_table(runs),
-        "sensitivity.md": lambda: sensitivity_table(runs)}
+        "sensitivity.md": lambda: sensitivity_table(runs),
+        "repeat.md": lambda: repeat_table(runs)}
     tables["cases.md"] = lambda: cases_table(case_analyses(results_dir, runs))
     codes = analyses(results_dir, "codes", runs) if codes is None else codes
     if codes:

@@ -12,7 +12,7 @@ from bench.cli_options import data_root_option, results_option, workdir_option
 
 @click.command("table")
 @click.argument("which", type=click.Choice(["runs", "summary", "cases", "3", "4", "ablation",
-                                                  "protocol", "sensitivity", "5"]))
+                                                  "protocol", "sensitivity", "repeat", "5"]))
 @results_option
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="also write the table (markdown) to this file")
@@ -29,18 +29,20 @@ def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
     metrics by kind of case, from the records and RESULTS/analysis), the paper's `3` (every
     method), `4` (ccode by M and K) and `ablation` (Fig. 3), ours beside the paper's,
     `protocol` (the teacher, Stu-base and student under the paper's protocol and ours),
-    `sensitivity` (the distilled student by each distillation weight: Fig. 5 and Section 6.6)
+    `sensitivity` (the distilled student by each distillation weight: Fig. 5 and Section 6.6),
+    `repeat` (models with and without the repeat bonus, beside the session recency ranking)
     or `5` (the paper's Table 5 from the latency records under RESULTS/bench)."""
     from bench.all_tables import case_analyses, latency_records, table3_with_costs
     from bench.paper_tables import ablation_table, table4
     from bench.protocol_table import protocol_table
     from bench.records import atomic_write_bytes, iter_records
+    from bench.repeat_table import repeat_table
     from bench.sensitivity import sensitivity_table
     from bench.tables import cases_table, runs_table, summary_table, table5
 
     paper_tables = {"3": lambda runs: table3_with_costs(results_dir, runs), "4": table4,
                     "ablation": ablation_table, "protocol": protocol_table,
-                    "sensitivity": sensitivity_table}
+                    "sensitivity": sensitivity_table, "repeat": repeat_table}
 
     if which == "cases":
         text = cases_table(case_analyses(results_dir, list(iter_records(results_dir))))

@@ -15,6 +15,7 @@ from bench.distill import DistillationObjective, DistillationPair, DistillConfig
 from bench.export import example_inputs, export, load, missing_runtime
 from bench.metrics import pessimistic_ranks, recency_ranks
 from bench.paper_tables import at_paper_settings
+from bench.repeat_table import repeat_table
 from bench.tables import variant
 from bench.train import Trainer, build_model, prepare, training_loss
 from compressors.full import FullTable
@@ -186,3 +187,20 @@ def test_session_recency_ranks_see_what_the_model_sees():
     # at max_len 4, example 0 sees [1 2 3 4]: 3 is 2nd most recent; example 1 sees [4 5 6 7]
     # -> 1 unseen, last; example 2: [5 6 7 2 5][-4:] = [6 7 2 5] -> 2 is 2nd
     assert session_recency_ranks(examples, 4, 20, chunk=2).tolist() == [2, 20, 2]
+
+
+def test_the_repeat_table_sets_each_model_beside_its_bonus_and_the_recency_ranking():
+    plain, bonus = record(26.0, 27.0), record(38.0, 30.0, repeat_bonus=True)
+    for r, repeat_hr in ((plain, 50.0), (bonus, 80.0)):
+        r["test_by_case"] = {"repeat": {"share": 45.0, "HR@10": repeat_hr},
+                             "new": {"share": 55.0, "HR@10": 7.0}}
+    plain["baselines"] = {"session recency": {"HR@10": 40.5, "NDCG@10": 23.7}}
+    narm = record(24.0, 25.0, backbone="narm")  # no run with the bonus: no row
+    legacy = record(45.0, 45.0, repeat_bonus=True, select_on="test")  # not the honest protocol
+    lines = repeat_table([plain, bonus, narm, legacy]).splitlines()
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines
+            if line.startswith("| tmall")]
+    assert rows == [
+        ["tmall", "session recency (no model)", "-", "-", "40.50", "23.70", "90.00", "0.00"],
+        ["tmall", "Teacher", "no", "1", "26.00", "26.00", "50.00", "7.00"],
+        ["tmall", "Teacher", "yes", "1", "38.00", "38.00", "80.00", "7.00"]]

@@ -197,6 +197,9 @@ def test_cli_run_writes_a_complete_record(cli_run, repo_root):
     assert by_case["hot_label"]["share"] + by_case["cold_label"]["share"] == pytest.approx(100.0)
     overall = sum(by_case[g]["share"] * by_case[g]["HR@10"] for g in ("repeat", "new")) / 100
     assert overall == pytest.approx(record["test"]["HR@10"])
+    # the session recency ranking hits repeat cases only, and ranks the rest last
+    recency = record["baselines"]["session recency"]
+    assert 0 < recency["HR@10"] <= by_case["repeat"]["share"]
     assert Path(record["model_file"]).is_file()
     assert not list((cli_run["work"] / "checkpoints").glob("*.pt"))  # removed once recorded
 
