@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from backbones.repeat import RepeatBonus
+from backbones.repeat import HEADS
 from compressors import Compressor
 
 
@@ -13,18 +13,20 @@ class Backbone(nn.Module):
     """Maps padded sessions [B, L] (left-aligned, 0 = padding) to session vectors [B, dim].
 
     Scores always come from the compressor (`compressor.score`), so a compressed table changes
-    nothing but how items are stored; a backbone with a repeat bonus (`enable_repeat_bonus`)
-    then adds it to the scores of the session's own items.
+    nothing but how items are stored; a backbone with a repeat head (`enable_repeat`) then
+    scores the session's own items apart.
     """
 
     def __init__(self, compressor: Compressor) -> None:
         super().__init__()
         self.compressor = compressor
-        self.repeat: RepeatBonus | None = None
+        self.repeat: nn.Module | None = None
 
-    def enable_repeat_bonus(self, recencies: int) -> None:
-        """Score the session's own items up by a learned bonus (`backbones.repeat`)."""
-        self.repeat = RepeatBonus(recencies, self.dim)
+    def enable_repeat(self, kind: str, recencies: int) -> None:
+        """Score the session's own items apart (`backbones.repeat`): `bonus` or `mixture`."""
+        if kind not in HEADS:
+            raise ValueError(f"unknown repeat head {kind!r}; choose from {', '.join(HEADS)}")
+        self.repeat = HEADS[kind](recencies, self.dim)
 
     @property
     def dim(self) -> int:

@@ -1,20 +1,47 @@
-"""Repeat-aware scoring: a learned bonus for the items the session already holds.
+"""Repeat-aware scoring: the items the session already holds, scored apart.
 
 On the paper's datasets a large share of next clicks go back to an item of the session itself
 (45% of Tmall's test cases, 38% of RetailRocket's), and ranking the session's own items by
 recency alone (`bench.metrics.recency_ranks`) beats every model of the paper's Table 3 on Tmall.
-A dot product with one session vector ranks those items poorly, so this adds to each item's
-score, for every position it holds in the session, a bonus learned per recency (last item, the
-one before, ...) plus a gate read from the session vector (how likely this session is to
-return at all). It is the repeat half of RepeatNet (Ren et al., AAAI 2019) as an additive term
-on the logits, so the full softmax and every compressor stay as they are. It stores no item
-table: max_len + dim + 1 floats, the same on a phone for every compressor.
+A dot product with one session vector ranks those items poorly. Two heads fix that on top of
+any backbone and any compressor, storing no item table (a phone pays max_len + dim + 2 floats):
+
+- `RepeatBonus` (`--repeat-bonus`) adds to each item's score, for every position it holds in
+  the session, a bonus learned per recency (last item, the one before, ...) plus a gate read
+  from the session vector. One softmax over everything, as before.
+- `RepeatExploreMixture` (`--repeat-mixture`) is RepeatNet's mixture (Ren et al., AAAI 2019):
+  p(v) = P(repeat | s) p_repeat(v) for the session's items and P(explore | s) p_explore(v) for
+  the rest, p_explore a softmax of the compressor's scores over the items outside the session.
+  The explore scores then learn from new clicks only, and the repeat distribution from repeat
+  clicks only, where one softmax makes each kind of click push the other's scores down.
+  Its scores are these log-probabilities, so the full-softmax loss of training is exactly
+  -log p(label).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+# A finite stand-in for log(0): -inf would turn 0 * inf into NaN in the backward pass.
+NEG = -1e9
+TINY = 1e-30
+
+
+def recency_index(item_seq: torch.Tensor, recencies: int) -> torch.Tensor:
+    """[B, L]: 0 at the session's last item, 1 at the one before, ... (capped at
+    `recencies - 1`; 0 at padding, which callers mask). Sessions are left-aligned."""
+    lengths = (item_seq > 0).sum(dim=1, keepdim=True)
+    positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+    return (lengths - 1 - positions).clamp(min=0, max=recencies - 1)
+
+
+def zero_gate(dim: int) -> nn.Linear:
+    gate = nn.Linear(dim, 1)
+    nn.init.zeros_(gate.weight)
+    nn.init.zeros_(gate.bias)
+    return gate
 
 
 class RepeatBonus(nn.Module):
@@ -29,20 +56,54 @@ class RepeatBonus(nn.Module):
         if recencies < 1:
             raise ValueError(f"the repeat bonus needs at least one recency, got {recencies}")
         self.recency = nn.Parameter(torch.zeros(recencies))
-        self.gate = nn.Linear(dim, 1)
-        nn.init.zeros_(self.gate.weight)
-        nn.init.zeros_(self.gate.bias)
+        self.gate = zero_gate(dim)
 
     def bonus(self, item_seq: torch.Tensor, session: torch.Tensor) -> torch.Tensor:
         """The bonus each position of the padded sessions [B, L] adds: [B, L], zero at padding."""
-        real = item_seq > 0
-        lengths = real.sum(dim=1, keepdim=True)
-        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
-        recency = (lengths - 1 - positions).clamp(min=0, max=self.recency.numel() - 1)
-        return (self.recency[recency] + self.gate(session)) * real
+        recency = recency_index(item_seq, self.recency.numel())
+        return (self.recency[recency] + self.gate(session)) * (item_seq > 0)
 
     def forward(self, scores: torch.Tensor, item_seq: torch.Tensor,
                 session: torch.Tensor) -> torch.Tensor:
         """`scores` [B, num_items] with the bonus added at the session's items (a new tensor)."""
         bonus = self.bonus(item_seq, session).to(scores.dtype)
         return scores.scatter_add(1, item_seq, bonus)
+
+
+class RepeatExploreMixture(nn.Module):
+    """log p(v): log P(repeat|s) + log p_repeat(v) on the session's items, log P(explore|s) +
+    log p_explore(v) elsewhere, and a floor (never recommended) at the padding column.
+
+    P(repeat|s) = sigmoid(g(s)); p_repeat puts on each item the softmax mass, over the
+    session's positions, of r[recency_t] + c * score(x_t) (recency, and how well the item fits
+    the session now); p_explore is the softmax of the scores over the other real items.
+    Zero-initialised: at the start a session repeats or explores with even odds, and repeats
+    each of its positions alike.
+    """
+
+    def __init__(self, recencies: int, dim: int) -> None:
+        super().__init__()
+        if recencies < 1:
+            raise ValueError(f"the repeat mixture needs at least one recency, got {recencies}")
+        self.recency = nn.Parameter(torch.zeros(recencies))
+        self.content = nn.Parameter(torch.zeros(()))
+        self.gate = zero_gate(dim)
+
+    def forward(self, scores: torch.Tensor, item_seq: torch.Tensor,
+                session: torch.Tensor) -> torch.Tensor:
+        scores = scores.float()
+        real = item_seq > 0
+        recency = recency_index(item_seq, self.recency.numel())
+        position_logits = self.recency[recency] + self.content * scores.gather(1, item_seq)
+        position_p = torch.softmax(position_logits.masked_fill(~real, NEG), dim=1) * real
+        repeat_p = torch.zeros_like(scores).scatter_add(1, item_seq, position_p)
+        in_session = torch.zeros_like(scores, dtype=torch.bool).scatter(1, item_seq, real)
+        padding = torch.arange(scores.shape[1], device=scores.device) == 0
+        explore = scores.masked_fill(in_session | padding, NEG).log_softmax(dim=1)
+        gate = self.gate(session).float()
+        log_p = torch.where(in_session, F.logsigmoid(gate) + torch.log(repeat_p + TINY),
+                            F.logsigmoid(-gate) + explore)
+        return log_p.masked_fill(padding, NEG)
+
+
+HEADS = {"bonus": RepeatBonus, "mixture": RepeatExploreMixture}

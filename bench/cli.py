@@ -81,6 +81,9 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
 @click.option("--repeat-bonus", is_flag=True,
               help="add a learned bonus to the scores of the session's own items (repeat "
                    "clicks; beyond the paper, see backbones/repeat.py)")
+@click.option("--repeat-mixture", is_flag=True,
+              help="score the session's own items and the others as RepeatNet's repeat/explore "
+                   "mixture (beyond the paper, see backbones/repeat.py)")
 @click.option("--select-metric", default="NDCG@10", show_default=True)
 @click.option("--select-on", type=click.Choice(["validation", "test"]), default="validation",
               show_default=True, help="test = the paper's legacy best-on-test protocol")

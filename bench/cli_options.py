@@ -93,6 +93,7 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
         refit=opts.get("refit") or None,  # None keeps the keys of runs without it
         dropout_epochs=opts.get("dropout_epochs"),
         repeat_bonus=opts.get("repeat_bonus") or None,
+        repeat_mixture=opts.get("repeat_mixture") or None,
         distill=make_distill_options(opts, preset), pretrained=opts.get("pretrained"))
 
 

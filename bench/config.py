@@ -47,9 +47,10 @@ class RunConfig:
     # Dropout in the first N epochs only, then off (None = every epoch): how the paper's released
     # code trains, since it switches to eval mode for its first test and never back.
     dropout_epochs: int | None = None
-    # A learned bonus on the scores of the session's own items (backbones.repeat); beyond the
-    # paper, so None (off) keeps the keys of the runs without it.
+    # Repeat-aware scoring of the session's own items (backbones.repeat), beyond the paper: a
+    # learned bonus, or RepeatNet's repeat/explore mixture. None (off) keeps earlier keys.
     repeat_bonus: bool | None = None
+    repeat_mixture: bool | None = None
     # Distillation (bench.distill): the DistillConfig fields, or None for plain training.
     distill: dict[str, Any] | None = None
     pretrained: str | None = None  # the student to distil from; None = the same run undistilled
@@ -79,6 +80,8 @@ class RunConfig:
              f"--student-init must be teacher or random, got {self.student_init!r}"),
             (not (self.distill is not None and self.refit),
              "--refit is for plain training, not for distillation"),
+            (not (self.repeat_bonus and self.repeat_mixture),
+             "--repeat-bonus and --repeat-mixture are two ways to score repeats: choose one"),
             (not (self.pretrained and self.distill is None),
              "--pretrained names the student a distillation starts from: it needs --kd full"),
         ]
@@ -92,6 +95,11 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def repeat_head(self) -> str | None:
+        """The repeat head of `backbones.repeat` the model gets, if any."""
+        return "bonus" if self.repeat_bonus else "mixture" if self.repeat_mixture else None
 
     def key(self, data_checksum: str) -> str:
         """A short hash of the config and the exact data it ran on."""

@@ -1,8 +1,8 @@
 """The paper's Tables 3 and 4 and its ablation (Fig. 3), ours beside its numbers.
 
 Pure functions of run records. A cell takes only honest runs at the paper's general settings:
-selected on validation, scored with the deployed (compressed) table, not refit, without the
-repeat bonus (a model beyond the paper's), with the dataset's preset dimension, batch,
+selected on validation, scored with the deployed (compressed) table, not refit, without a
+repeat head (a model beyond the paper's), with the dataset's preset dimension, batch,
 learning rate, L2 and length (and the preset options of the SASRec backbone). Where several
 configurations qualify for one cell (say a compressor option or a distillation schedule), the
 one with the best mean validation score wins, never the best test score; its seeds are
@@ -35,6 +35,7 @@ def at_paper_settings(record: Record) -> bool:
     config, dataset = record["config"], record["dataset"]["name"]
     if (config["select_on"] != "validation" or config.get("refit")
             or config.get("dropout_epochs") is not None or config.get("repeat_bonus")
+            or config.get("repeat_mixture")
             or config["compressor_options"].get("eval_table") == "mixed"):
         return False
     general = {**TRAINING_DEFAULTS, "dim": preset_for(dataset).get("dim", config["dim"])}

@@ -1,11 +1,12 @@
-"""Beyond the paper: repeat clicks. Each model with the repeat bonus (`--repeat-bonus`,
-`backbones.repeat`) beside the same model without it, and the model-free session recency
-ranking beside both, on our honest protocol, split into repeat and new test cases.
+"""Beyond the paper: repeat clicks. Each model with a repeat head (`--repeat-bonus`,
+`--repeat-mixture`: `backbones.repeat`) beside the same model without one, and the model-free
+session recency ranking beside them, on our honest protocol, split into repeat and new cases.
 
 Almost half of Tmall's next clicks return to an item of the session; ranking the session's own
 items by recency alone beats every model of the paper's Table 3 there. A pure function of the
 run records: a cell is a model of Table 3 (or the student's Stu-base) at the paper's settings,
-with or without the bonus, the configuration with the best mean validation score, seeds averaged.
+with each repeat head or none, the configuration with the best mean validation score, seeds
+averaged.
 """
 
 from __future__ import annotations
@@ -24,32 +25,41 @@ METRICS = ("HR@10", "NDCG@10")
 CASES = ("repeat", "new")
 
 
-def without_bonus(record: Record) -> Record:
-    """The record as if its model had no repeat bonus (to place it by the paper's settings)."""
-    return {**record, "config": {**record["config"], "repeat_bonus": None}}
+HEADS = ("no", "bonus", "mixture")
+
+
+def without_repeat(record: Record) -> Record:
+    """The record as if its model had no repeat head (to place it by the paper's settings)."""
+    return {**record, "config": {**record["config"], "repeat_bonus": None,
+                                 "repeat_mixture": None}}
+
+
+def repeat_head(config: dict[str, Any]) -> str:
+    return ("bonus" if config.get("repeat_bonus") else "mixture" if config.get("repeat_mixture")
+            else "no")
 
 
 def repeat_model(record: Record) -> str | None:
     """Its row of Table 3, or Stu-base for the pretrained student of the paper's codes."""
-    plain = without_bonus(record)
+    plain = without_repeat(record)
     if student_ablation(plain) == "Stu-base":
         return "Stu-base"
     return table3_model(plain)
 
 
-def repeat_cells(records: Iterable[Record]) -> dict[tuple[str, str, bool], list[Record]]:
-    """(model, dataset, with the bonus) -> the winning seeds, for every model that has a run
-    with the bonus (its run without the bonus beside it, if any)."""
-    candidates: dict[tuple[str, str, bool], list[Record]] = {}
+def repeat_cells(records: Iterable[Record]) -> dict[tuple[str, str, str], list[Record]]:
+    """(model, dataset, repeat head) -> the winning seeds, for every model that has a run with
+    a repeat head (its run without one beside it, if any)."""
+    candidates: dict[tuple[str, str, str], list[Record]] = {}
     for record in records:
         model = repeat_model(record)
-        if model is None or not at_paper_settings(without_bonus(record)):
+        if model is None or not at_paper_settings(without_repeat(record)):
             continue
-        bonus = bool(record["config"].get("repeat_bonus"))
-        candidates.setdefault((model, record["dataset"]["name"], bonus), []).append(record)
-    with_bonus = {(model, data) for model, data, bonus in candidates if bonus}
+        head = repeat_head(record["config"])
+        candidates.setdefault((model, record["dataset"]["name"], head), []).append(record)
+    with_head = {(model, data) for model, data, head in candidates if head != "no"}
     return {key: best_on_validation(runs) for key, runs in candidates.items()
-            if key[:2] in with_bonus}
+            if key[:2] in with_head}
 
 
 def recency_baseline(records: Iterable[Record], dataset: str) -> Record | None:
@@ -57,14 +67,14 @@ def recency_baseline(records: Iterable[Record], dataset: str) -> Record | None:
     same in every such record: it depends on the test set and the session length only)."""
     for record in records:
         if (record["dataset"]["name"] == dataset and BASELINE in record.get("baselines", {})
-                and at_paper_settings(without_bonus(record))):
+                and at_paper_settings(without_repeat(record))):
             return record
     return None
 
 
-def _row(dataset: str, model: str, bonus: str, seeds: str, test: list[dict[str, float]],
+def _row(dataset: str, model: str, head: str, seeds: str, test: list[dict[str, float]],
          cases: list[dict[str, Any]] | None) -> list[Any]:
-    row: list[Any] = [dataset, model, bonus, seeds]
+    row: list[Any] = [dataset, model, head, seeds]
     row += [float(np.mean([t[m] for t in test])) for m in METRICS]
     for case in CASES:
         row.append(float(np.mean([c[case]["HR@10"] for c in cases]))
@@ -85,7 +95,7 @@ def baseline_row(dataset: str, source: Record) -> list[Any]:
 
 def repeat_table(records: Iterable[Record], fmt: str = "github") -> str:
     """Test HR@10 and NDCG@10, and HR@10 on repeat and on new cases, per dataset: the session
-    recency ranking, then each model without and with the bonus."""
+    recency ranking, then each model without and with each repeat head."""
     records = list(records)
     cells = repeat_cells(records)
     rows = []
@@ -97,16 +107,16 @@ def repeat_table(records: Iterable[Record], fmt: str = "github") -> str:
         if source is not None:
             rows.append(baseline_row(dataset, source))
         for model in models:
-            for bonus in (False, True):
-                runs = cells.get((model, dataset, bonus))
+            for head in HEADS:
+                runs = cells.get((model, dataset, head))
                 if runs:
-                    rows.append(_row(dataset, model, "yes" if bonus else "no",
-                                     str(len(runs)), [r["test"] for r in runs],
+                    rows.append(_row(dataset, model, head, str(len(runs)),
+                                     [r["test"] for r in runs],
                                      [r.get("test_by_case") for r in runs]))
-    sources = sorted(f"- {data} {model}{' with the bonus' if bonus else ''}: records "
+    sources = sorted(f"- {data} {model}, repeat head {head}: records "
                      + ", ".join(r["key"] for r in runs)
-                     for (model, data, bonus), runs in cells.items())
-    headers = ["data", "model", "repeat bonus", "seeds", *METRICS,
+                     for (model, data, head), runs in cells.items())
+    headers = ["data", "model", "repeat head", "seeds", *METRICS,
                "HR@10 repeat cases", "HR@10 new cases"]
     return ("Repeat clicks (beyond the paper): test metrics in percent, selected on validation, "
             "deployed table; the session recency ranking recommends the session's own items, "

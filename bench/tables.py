@@ -56,6 +56,8 @@ def variant(config: dict[str, Any]) -> str:
         parts.append("refit")
     if config.get("repeat_bonus"):
         parts.append("repeat bonus")
+    if config.get("repeat_mixture"):
+        parts.append("repeat mixture")
     if config.get("select_on") == "test":
         parts.append("paper protocol (legacy)")
     parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"

@@ -98,8 +98,8 @@ def build_model(config: RunConfig, num_items: int) -> Backbone:
         model = back_entry.builder(back_cfg, compressor=compressor, max_len=config.max_len)
     except ValueError as exc:
         raise ConfigError(f"{config.backbone}/{config.compressor}: {exc}") from None
-    if config.repeat_bonus:
-        model.enable_repeat_bonus(config.max_len)
+    if config.repeat_head is not None:
+        model.enable_repeat(config.repeat_head, config.max_len)
     return model
 
 

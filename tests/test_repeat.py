@@ -1,4 +1,4 @@
-"""Repeat-aware scoring (backbones.repeat) and the model-free session recency baseline."""
+"""Repeat-aware scoring (backbones.repeat: bonus and mixture) and the session recency baseline."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from backbones import SASRec, SASRecConfig
 from bench.analysis import session_recency_ranks
 from bench.batching import Examples
 from bench.config import RunConfig
+from bench.errors import ConfigError
 from bench.deploy import DeployedRecommender, deployable_model
 from bench.distill import DistillationObjective, DistillationPair, DistillConfig
 from bench.export import example_inputs, export, load, missing_runtime
@@ -33,7 +34,7 @@ def padded(rows: list[list[int]], width: int | None = None) -> torch.Tensor:
 def model() -> SASRec:
     torch.manual_seed(0)
     model = SASRec(FullTable(NUM_ITEMS, DIM), SASRecConfig(dropout=0.0), max_len=12)
-    model.enable_repeat_bonus(recencies=3)
+    model.enable_repeat("bonus", recencies=3)
     return model.eval()
 
 
@@ -129,15 +130,19 @@ def test_a_distillation_scores_teacher_and_student_with_their_bonus(tiny_synthet
     assert student.repeat.recency.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("head", ["bonus", "mixture"])
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_an_exported_model_with_the_bonus_equals_eager(fmt, tmp_path):
+def test_an_exported_model_with_a_repeat_head_equals_eager(fmt, head, tmp_path):
     if missing_runtime(fmt):
         pytest.skip(missing_runtime(fmt))
     config = RunConfig(compressor="ccode", compressor_options={"M": 3, "K": 16}, dim=16,
-                       max_len=20, repeat_bonus=True, backbone_options={"layers": 1, "heads": 2})
+                       max_len=20, repeat_bonus=head == "bonus" or None,
+                       repeat_mixture=head == "mixture" or None,
+                       backbone_options={"layers": 1, "heads": 2})
     model = deployable_model(config, 2001, None)
     with torch.no_grad():
         model.repeat.recency.copy_(torch.linspace(2.0, 0.0, 20))
+        model.repeat.gate.bias.fill_(0.5)
     deployed = DeployedRecommender(model, k=10, exportable=True)
     run = load(fmt, export(deployed, fmt, tmp_path / f"repeat.{fmt}", max_batch=16))
     for batch, length in ((1, 4), (5, 12)):
@@ -203,4 +208,85 @@ def test_the_repeat_table_sets_each_model_beside_its_bonus_and_the_recency_ranki
     assert rows == [
         ["tmall", "session recency (no model)", "-", "-", "40.50", "23.70", "90.00", "0.00"],
         ["tmall", "Teacher", "no", "1", "26.00", "26.00", "50.00", "7.00"],
-        ["tmall", "Teacher", "yes", "1", "38.00", "38.00", "80.00", "7.00"]]
+        ["tmall", "Teacher", "bonus", "1", "38.00", "38.00", "80.00", "7.00"]]
+
+
+# -- the repeat/explore mixture ----------------------------------------------------------------
+
+@pytest.fixture
+def mixture() -> SASRec:
+    torch.manual_seed(0)
+    model = SASRec(FullTable(NUM_ITEMS, DIM), SASRecConfig(dropout=0.0), max_len=12)
+    model.enable_repeat("mixture", recencies=4)
+    return model.eval()
+
+
+def test_the_mixture_is_a_distribution_over_the_real_items(mixture):
+    seq = padded([[5, 7, 5], [9, 1, 2, 3, 4, 6], [3]], width=8)
+    with torch.no_grad():
+        mixture.repeat.recency.copy_(torch.tensor([2.0, 1.0, 0.5, -1.0]))
+        mixture.repeat.content.fill_(0.7)
+        mixture.repeat.gate.bias.fill_(0.3)
+        log_p = mixture.score(seq, (seq > 0).sum(1))
+    torch.testing.assert_close(log_p[:, 1:].exp().sum(1), torch.ones(3))
+    assert (log_p[:, 0] < -1e8).all()  # padding is never recommended
+    # the session's items share P(repeat), the others P(explore)
+    repeat = torch.sigmoid(torch.tensor(0.3))
+    torch.testing.assert_close(log_p[0, [5, 7]].exp().sum(), repeat)
+    torch.testing.assert_close(log_p[2, 3].exp(), repeat)
+
+
+def test_the_mixture_matches_its_formula_for_one_session(mixture):
+    seq = padded([[5, 7, 5]])
+    with torch.no_grad():
+        mixture.repeat.recency.copy_(torch.tensor([2.0, 1.0, 0.5, -1.0]))
+        mixture.repeat.content.fill_(0.7)
+        mixture.repeat.gate.weight.fill_(0.05)
+        session = mixture.encode(seq, (seq > 0).sum(1))
+        scores = mixture.compressor.score(session)[0]
+        log_p = mixture.score_session(session, seq)[0]
+    p_repeat = torch.sigmoid(0.05 * session.sum())
+    # positions 0, 1, 2 have recency 2, 1, 0
+    weights = torch.softmax(torch.stack([0.5 + 0.7 * scores[5], 1.0 + 0.7 * scores[7],
+                                         2.0 + 0.7 * scores[5]]), 0)
+    torch.testing.assert_close(log_p[5].exp(), p_repeat * (weights[0] + weights[2]))
+    torch.testing.assert_close(log_p[7].exp(), p_repeat * weights[1])
+    others = [v for v in range(1, NUM_ITEMS) if v not in (5, 7)]
+    explore = torch.softmax(scores[others], 0)
+    torch.testing.assert_close(log_p[others].exp(), (1 - p_repeat) * explore)
+
+
+def test_a_repeat_click_trains_the_repeat_side_and_a_new_click_the_explore_side(tiny_synthetic):
+    config = RunConfig(data="tiny", dim=16, repeat_mixture=True,
+                       backbone_options={"dropout": 0.0})
+    prepared = prepare(config, tiny_synthetic)
+    batch = next(prepared.fit.batches(256, config.max_len))
+    repeat = (batch.items == batch.targets[:, None]).any(1)
+    assert repeat.any() and (~repeat).any()
+    torch.manual_seed(0)
+    model = build_model(config, tiny_synthetic.num_items)
+
+    def step(cases: torch.Tensor) -> torch.Tensor:
+        model.zero_grad()
+        sub = type(batch)(batch.items[cases], batch.lengths[cases], batch.targets[cases])
+        training_loss(model, sub).backward()
+        return sub.items
+
+    items = step(repeat)
+    assert model.repeat.recency.grad.abs().sum() > 0
+    # no explore score learns from a repeat click: the rows of items outside its sessions
+    # (which reach the loss through the explore softmax only) get no gradient
+    outside = torch.ones(tiny_synthetic.num_items, dtype=torch.bool)
+    outside[items.unique()] = False
+    assert model.compressor.table.grad[outside].abs().max() < 1e-6
+    step(~repeat)
+    assert model.compressor.table.grad.abs().sum() > 0
+    # (analytically zero: the loss's normaliser is 1 whatever the repeat side; rounding is not)
+    assert model.repeat.recency.grad is None or model.repeat.recency.grad.abs().max() < 1e-6
+
+
+def test_a_run_takes_one_repeat_head_only():
+    with pytest.raises(ConfigError, match="choose one"):
+        RunConfig(repeat_bonus=True, repeat_mixture=True)
+    assert RunConfig(repeat_mixture=True).repeat_head == "mixture"
+    assert "repeat mixture" in variant(record(1.0, 1.0, repeat_mixture=True)["config"])
