@@ -4,9 +4,9 @@ session recency ranking beside them, on our honest protocol, split into repeat a
 
 Almost half of Tmall's next clicks return to an item of the session; ranking the session's own
 items by recency alone beats every model of the paper's Table 3 there. A pure function of the
-run records: a cell is a model of Table 3 (or the student's Stu-base) at the paper's settings,
-with each repeat head or none, the configuration with the best mean validation score, seeds
-averaged.
+run records: a cell is a model of Table 3 (or the student's Stu-base) at the paper's settings
+with a repeat head, the configuration with the best mean validation score, seeds averaged,
+beside the runs of the same settings without the head.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tabulate import tabulate
 
 from bench.paper_tables import (DATASETS, at_paper_settings, best_on_validation,
                                 student_ablation, table3_model)
+from bench.tables import settings_key
 
 Record = dict[str, Any]
 BASELINE = "session recency"
@@ -48,18 +49,29 @@ def repeat_model(record: Record) -> str | None:
 
 
 def repeat_cells(records: Iterable[Record]) -> dict[tuple[str, str, str], list[Record]]:
-    """(model, dataset, repeat head) -> the winning seeds, for every model that has a run with
-    a repeat head (its run without one beside it, if any)."""
-    candidates: dict[tuple[str, str, str], list[Record]] = {}
-    for record in records:
-        model = repeat_model(record)
-        if model is None or not at_paper_settings(without_repeat(record)):
+    """(model, dataset, repeat head) -> seeds. For each head, the configuration with the best
+    mean validation score; under "no", the runs of exactly its settings without the head (of
+    the bonus's winner where both heads have one), so a row pair differs in the head alone."""
+    placed = [r for r in records
+              if repeat_model(r) is not None and at_paper_settings(without_repeat(r))]
+    cells: dict[tuple[str, str, str], list[Record]] = {}
+    for head in HEADS[1:]:
+        groups: dict[tuple[str, str], list[Record]] = {}
+        for record in placed:
+            if repeat_head(record["config"]) == head:
+                key = (repeat_model(record), record["dataset"]["name"])
+                groups.setdefault(key, []).append(record)
+        for (model, data), runs in groups.items():
+            cells[model, data, head] = best_on_validation(runs)
+    for (model, data, head), runs in list(cells.items()):
+        if (model, data, "no") in cells:
             continue
-        head = repeat_head(record["config"])
-        candidates.setdefault((model, record["dataset"]["name"], head), []).append(record)
-    with_head = {(model, data) for model, data, head in candidates if head != "no"}
-    return {key: best_on_validation(runs) for key, runs in candidates.items()
-            if key[:2] in with_head}
+        settings = settings_key(without_repeat(runs[0])["config"])
+        plain = [r for r in placed if r["dataset"]["name"] == data
+                 and settings_key(r["config"]) == settings]
+        if plain:
+            cells[model, data, "no"] = plain
+    return cells
 
 
 def recency_baseline(records: Iterable[Record], dataset: str) -> Record | None:

@@ -16,11 +16,11 @@ from bench.distill import DistillationObjective, DistillationPair, DistillConfig
 from bench.export import example_inputs, export, load, missing_runtime
 from bench.metrics import pessimistic_ranks, recency_ranks
 from bench.paper_tables import at_paper_settings
-from bench.repeat_table import repeat_table
+from bench.repeat_table import repeat_cells, repeat_table
 from bench.tables import variant
 from bench.train import Trainer, build_model, prepare, training_loss
 from compressors.full import FullTable
-from paper_records import record
+from paper_records import record, student
 
 NUM_ITEMS, DIM = 31, 8
 
@@ -290,3 +290,13 @@ def test_a_run_takes_one_repeat_head_only():
         RunConfig(repeat_bonus=True, repeat_mixture=True)
     assert RunConfig(repeat_mixture=True).repeat_head == "mixture"
     assert "repeat mixture" in variant(record(1.0, 1.0, repeat_mixture=True)["config"])
+
+
+def test_a_model_with_a_head_is_set_beside_its_own_settings_without_it():
+    frozen = {"M": 4, "K": 32, "freeze_codes_after": 0}
+    bonus = student(40.0, 30.0, compressor_options=frozen, repeat_bonus=True)
+    same = student(17.5, 22.0, compressor_options=frozen)
+    other = student(18.0, 23.0, compressor_options={"M": 4, "K": 32})  # better validation
+    cells = repeat_cells([bonus, same, other])
+    assert cells["Stu-base", "tmall", "bonus"] == [bonus]
+    assert cells["Stu-base", "tmall", "no"] == [same]
