@@ -91,19 +91,28 @@ class RepeatExploreMixture(nn.Module):
 
     def forward(self, scores: torch.Tensor, item_seq: torch.Tensor,
                 session: torch.Tensor) -> torch.Tensor:
+        # Dense [B, num_items] work is two scatters and one log-softmax; the per-item repeat
+        # mass is summed over the session's positions in [B, L, L], L being small.
         scores = scores.float()
+        item_seq = F.pad(item_seq, (0, 1))  # one padding position at least: it floors column 0
         real = item_seq > 0
         recency = recency_index(item_seq, self.recency.numel())
         position_logits = self.recency[recency] + self.content * scores.gather(1, item_seq)
         position_p = torch.softmax(position_logits.masked_fill(~real, NEG), dim=1) * real
-        repeat_p = torch.zeros_like(scores).scatter_add(1, item_seq, position_p)
-        in_session = torch.zeros_like(scores, dtype=torch.bool).scatter(1, item_seq, real)
-        padding = torch.arange(scores.shape[1], device=scores.device) == 0
-        explore = scores.masked_fill(in_session | padding, NEG).log_softmax(dim=1)
+        same_item = item_seq[:, :, None] == item_seq[:, None, :]
+        item_p = (same_item.to(position_p.dtype) @ position_p[:, :, None]).squeeze(2)
         gate = self.gate(session).float()
-        log_p = torch.where(in_session, F.logsigmoid(gate) + torch.log(repeat_p + TINY),
-                            F.logsigmoid(-gate) + explore)
-        return log_p.masked_fill(padding, NEG)
+        floor = torch.full_like(position_p, NEG)
+        # the session's items and the padding column (where padding positions point) leave the
+        # explore softmax, then take their repeat log-probability (the padding column: the floor)
+        explore = scores.scatter(1, item_seq, floor).log_softmax(dim=1)
+        # each item written once, from its last position (a scatter's backward would hand every
+        # duplicate the gradient of the one value written); the others write the floor at 0
+        later = torch.ones(same_item.shape[1:], dtype=torch.bool,
+                           device=item_seq.device).triu(diagonal=1)
+        writes = real & ~(same_item & later).any(dim=2)
+        repeat = torch.where(writes, F.logsigmoid(gate) + torch.log(item_p + TINY), floor)
+        return (F.logsigmoid(-gate) + explore).scatter(1, item_seq * writes, repeat)
 
 
 HEADS = {"bonus": RepeatBonus, "mixture": RepeatExploreMixture}

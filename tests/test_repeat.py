@@ -300,3 +300,42 @@ def test_a_model_with_a_head_is_set_beside_its_own_settings_without_it():
     cells = repeat_cells([bonus, same, other])
     assert cells["Stu-base", "tmall", "bonus"] == [bonus]
     assert cells["Stu-base", "tmall", "no"] == [same]
+
+
+def dense_mixture(head, scores, item_seq, session):
+    """The mixture written plainly over dense [B, num_items] masks: the reference."""
+    real = item_seq > 0
+    lengths = real.sum(1, keepdim=True)
+    recency = (lengths - 1 - torch.arange(item_seq.shape[1])).clamp(0, head.recency.numel() - 1)
+    logits = head.recency[recency] + head.content * scores.gather(1, item_seq)
+    position_p = torch.softmax(logits.masked_fill(~real, -1e9), 1) * real
+    repeat_p = torch.zeros_like(scores).scatter_add(1, item_seq, position_p)
+    in_session = torch.zeros_like(scores, dtype=torch.bool).scatter(1, item_seq, real)
+    padding = torch.arange(scores.shape[1]) == 0
+    explore = scores.masked_fill(in_session | padding, -1e9).log_softmax(1)
+    gate = head.gate(session)
+    log_p = torch.where(in_session, torch.nn.functional.logsigmoid(gate) + torch.log(repeat_p + 1e-30),
+                        torch.nn.functional.logsigmoid(-gate) + explore)
+    return log_p.masked_fill(padding, -1e9)
+
+
+def test_the_mixture_and_its_gradients_match_the_dense_reference(mixture):
+    """Repeated items, a full-width session and padded ones: values and every gradient."""
+    seq = padded([[5, 7, 5, 5, 2, 7], [9, 1], [3, 3]], width=6)
+    targets = torch.tensor([7, 4, 3])
+    with torch.no_grad():
+        mixture.repeat.recency.copy_(torch.tensor([2.0, 1.0, 0.5, -1.0]))
+        mixture.repeat.content.fill_(0.7)
+        mixture.repeat.gate.weight.normal_()
+    results = []
+    for score in (mixture.score_session, lambda s, q: dense_mixture(
+            mixture.repeat, mixture.compressor.score(s), q, s)):
+        mixture.zero_grad()
+        session = mixture.encode(seq, (seq > 0).sum(1))
+        log_p = score(session, seq)
+        torch.nn.functional.cross_entropy(log_p[:, 1:], targets - 1).backward()
+        results.append((log_p.detach(), [p.grad.clone() for p in mixture.parameters()]))
+    (fast, fast_grads), (dense, dense_grads) = results
+    torch.testing.assert_close(fast[:, 1:], dense[:, 1:])
+    for got, expected in zip(fast_grads, dense_grads):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)
