@@ -136,6 +136,10 @@ def copy_encoder(student: Backbone, backbone: str, teacher: Teacher, required: b
     """Start the student's encoder (everything but the item table) from the teacher's."""
     own = student.state_dict()
     encoder = {k: v for k, v in teacher.state.items() if not k.startswith("compressor.")}
+    # a repeat head comes along only to a student with the same head; another keeps its own
+    heads = [{k for k in keys if k.startswith("repeat.")} for keys in (encoder, own)]
+    if heads[0] != heads[1]:
+        encoder = {k: v for k, v in encoder.items() if k not in heads[0]}
     mismatch = [k for k, v in encoder.items() if k not in own or own[k].shape != v.shape]
     if mismatch or teacher.record["config"]["backbone"] != backbone:
         if required:

@@ -18,6 +18,7 @@ from bench.metrics import pessimistic_ranks, recency_ranks
 from bench.paper_tables import at_paper_settings
 from bench.repeat_table import repeat_cells, repeat_table
 from bench.tables import variant
+from bench.teacher import Teacher, copy_encoder
 from bench.train import Trainer, build_model, prepare, training_loss
 from compressors.full import FullTable
 from paper_records import record, student
@@ -339,3 +340,30 @@ def test_the_mixture_and_its_gradients_match_the_dense_reference(mixture):
     torch.testing.assert_close(fast[:, 1:], dense[:, 1:])
     for got, expected in zip(fast_grads, dense_grads):
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("teacher_head, student_head", [("mixture", None), (None, "mixture"),
+                                                        ("bonus", "mixture"),
+                                                        ("mixture", "mixture")])
+def test_a_student_takes_the_teachers_encoder_and_its_repeat_head_only_if_the_same(
+        teacher_head, student_head, tmp_path):
+    def model(head, compressor="full", options=None):
+        config = RunConfig(dim=16, compressor=compressor, compressor_options=options or {},
+                           repeat_bonus=head == "bonus" or None,
+                           repeat_mixture=head == "mixture" or None)
+        return build_model(config, 50)
+
+    teacher_model = model(teacher_head)
+    with torch.no_grad():
+        for p in teacher_model.parameters():
+            p.add_(1.0)  # nothing at its initial value
+    teacher = Teacher({"config": {"backbone": "sasrec"}}, tmp_path / "t.json",
+                      teacher_model.state_dict())
+    student = model(student_head, "ccode", {"M": 2, "K": 8})
+    fresh_head = student.repeat.state_dict() if student.repeat is not None else None
+    assert copy_encoder(student, "sasrec", teacher, required=True)
+    torch.testing.assert_close(student.blocks.state_dict(), teacher_model.blocks.state_dict())
+    if student_head is not None and teacher_head == student_head:
+        torch.testing.assert_close(student.repeat.state_dict(), teacher_model.repeat.state_dict())
+    elif student_head is not None:
+        torch.testing.assert_close(student.repeat.state_dict(), fresh_head)
