@@ -36,9 +36,13 @@ def test_bench_pessimistic_ranks(benchmark, tmall):
     assert int(ranks.min()) >= 1 and int(ranks.max()) <= tmall.num_items - 1
 
 
-def test_bench_sasrec_training_step(benchmark, tmall, tmall_examples):
+@pytest.mark.parametrize("repeat_head", [None, "bonus", "mixture"])
+def test_bench_sasrec_training_step(benchmark, tmall, tmall_examples, repeat_head):
+    """The teacher's step, plain and with each repeat head (their cost over the catalogue)."""
     torch.manual_seed(0)
     model = SASRec(FullTable(tmall.num_items, 128), SASRecConfig(dropout=0.5), max_len=50).train()
+    if repeat_head is not None:
+        model.enable_repeat(repeat_head, 50)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5, fused=True)
     index = np.random.default_rng(0).permutation(len(tmall_examples))[:300]
     batches = [tmall_examples.batch(index[i:i + 100], 50) for i in range(0, 300, 100)]
