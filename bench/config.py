@@ -99,13 +99,21 @@ class RunConfig:
     @property
     def repeat_head(self) -> str | None:
         """The repeat head of `backbones.repeat` the model gets, if any."""
-        return "bonus" if self.repeat_bonus else "mixture" if self.repeat_mixture else None
+        return repeat_head(vars(self))
 
     def key(self, data_checksum: str) -> str:
         """A short hash of the config and the exact data it ran on."""
         config = {k: v for k, v in self.to_dict().items() if v is not None}
         payload = json.dumps({"config": config, "data": data_checksum}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def repeat_head(config: dict[str, Any]) -> str | None:
+    """The repeat head a run config (a RunConfig's fields, or a record's config) names, if any:
+    "bonus" or "mixture" (`backbones.repeat`)."""
+    if config.get("repeat_bonus"):
+        return "bonus"
+    return "mixture" if config.get("repeat_mixture") else None
 
 
 # The paper's settings (Section 6.1.3) per dataset; the user's explicit options win. Backbone

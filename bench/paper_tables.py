@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from tabulate import tabulate
 
-from bench.config import backbone_preset, preset_for
+from bench.config import backbone_preset, preset_for, repeat_head
 from bench.paper import (FIG3_GAIN_PERCENT, STUDENT_CODES, TABLE3, TABLE3_METRICS, TABLE3_RATIO,
                          TABLE4)
 from bench.tables import TRAINING_DEFAULTS, seed_groups, variant
@@ -34,8 +34,7 @@ def at_paper_settings(record: Record) -> bool:
     """An honest run at the paper's general settings for its dataset (see the module doc)."""
     config, dataset = record["config"], record["dataset"]["name"]
     if (config["select_on"] != "validation" or config.get("refit")
-            or config.get("dropout_epochs") is not None or config.get("repeat_bonus")
-            or config.get("repeat_mixture")
+            or config.get("dropout_epochs") is not None or repeat_head(config)
             or config["compressor_options"].get("eval_table") == "mixed"):
         return False
     general = {**TRAINING_DEFAULTS, "dim": preset_for(dataset).get("dim", config["dim"])}

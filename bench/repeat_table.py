@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 from tabulate import tabulate
 
+from bench.config import repeat_head
 from bench.paper_tables import (DATASETS, at_paper_settings, best_on_validation,
                                 student_ablation, table3_model)
 from bench.tables import settings_key
@@ -24,20 +25,13 @@ Record = dict[str, Any]
 BASELINE = "session recency"
 METRICS = ("HR@10", "NDCG@10")
 CASES = ("repeat", "new")
-
-
-HEADS = ("no", "bonus", "mixture")
+HEADS = ("no", "bonus", "mixture")  # the table's rows per model: no head, then each head
 
 
 def without_repeat(record: Record) -> Record:
     """The record as if its model had no repeat head (to place it by the paper's settings)."""
     return {**record, "config": {**record["config"], "repeat_bonus": None,
                                  "repeat_mixture": None}}
-
-
-def repeat_head(config: dict[str, Any]) -> str:
-    return ("bonus" if config.get("repeat_bonus") else "mixture" if config.get("repeat_mixture")
-            else "no")
 
 
 def repeat_model(record: Record) -> str | None:

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 import numpy as np
 from tabulate import tabulate
 
-from bench.config import RunConfig, backbone_preset, distill_weights
+from bench.config import RunConfig, backbone_preset, distill_weights, repeat_head
 from bench.paper import FIG6_CODES, FIG6_USAGE_RANGE, TABLE5_SECONDS
 
 RUN_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@20")
@@ -54,10 +54,9 @@ def variant(config: dict[str, Any]) -> str:
         parts.append("eval mixed (legacy)")
     if config.get("refit"):
         parts.append("refit")
-    if config.get("repeat_bonus"):
-        parts.append("repeat bonus")
-    if config.get("repeat_mixture"):
-        parts.append("repeat mixture")
+    head = repeat_head(config)
+    if head:
+        parts.append(f"repeat {head}")
     if config.get("select_on") == "test":
         parts.append("paper protocol (legacy)")
     parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"

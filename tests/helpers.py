@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 def write_dataset(folder: Path, train=None, test=None, *, train_bytes: bytes | None = None,
@@ -58,3 +59,18 @@ def random_sessions(rng: np.random.Generator, n: int, max_len: int = 12, num_ite
                     min_len: int = 1) -> list[list[int]]:
     return [rng.integers(1, num_items, size=rng.integers(min_len, max_len + 1)).tolist()
             for _ in range(n)]
+
+
+def assert_same_top_k(run, deployed, item_seq: torch.Tensor, lengths: torch.Tensor) -> None:
+    """An exported runner (`bench.export.load`) gives the eager deployed model's top-K."""
+    with torch.no_grad():
+        values, items = run(item_seq, lengths)
+        expected = deployed(item_seq, lengths)
+    torch.testing.assert_close(torch.as_tensor(values), expected[0], atol=1e-4, rtol=0)
+    assert torch.equal(torch.as_tensor(items).long(), expected[1])
+
+
+def padded(rows: list[list[int]], width: int | None = None) -> torch.Tensor:
+    """Sessions as a left-aligned, zero-padded [B, width] batch."""
+    width = width or max(map(len, rows))
+    return torch.tensor([r + [0] * (width - len(r)) for r in rows])

@@ -20,15 +20,11 @@ from bench.config import RunConfig
 from bench.metrics import metrics_from_ranks, popularity_ranks
 from bench.train import Trainer, build_model, prepare
 from compressors.ccode import CCodeConfig
+from helpers import padded
 
 BASELINES = ("gru4rec", "narm", "stamp", "srgnn")
 NUM_ITEMS, DIM = 31, 8
 ROWS = [[1, 2, 1, 3], [4], [5, 6, 7, 8, 9, 5, 6], [7, 7, 3]]
-
-
-def padded(rows: list[list[int]], width: int | None = None) -> torch.Tensor:
-    width = width or max(map(len, rows))
-    return torch.tensor([r + [0] * (width - len(r)) for r in rows])
 
 
 def build(name: str, table: compressors.Compressor | None = None, **options) -> backbones.Backbone:

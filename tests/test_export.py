@@ -9,6 +9,7 @@ from bench.config import RunConfig
 from bench.deploy import DeployedRecommender, deployable_model
 from bench.export import (FORMATS, artefact_tensors, example_inputs, export, holds_dense_table,
                           load, missing_runtime)
+from helpers import assert_same_top_k
 
 NUM_ITEMS, DIM = 2001, 16
 OPTIONS = {"full": {}, "tt": {"rank": 4}, "sttd": {"rank": 8, "stp": 2},
@@ -81,11 +82,7 @@ def test_export_round_trip_equals_eager(compressor, fmt, exported):
     deployed = DeployedRecommender(build(compressor), k=10, exportable=True)
     for batch, length in ((1, 4), (5, 12)):  # shapes other than the traced ones
         item_seq, lengths = sessions(batch, length)
-        with torch.no_grad():
-            values, items = run(item_seq, lengths)
-            expected = deployed(item_seq, lengths)
-        torch.testing.assert_close(torch.as_tensor(values), expected[0], atol=1e-4, rtol=0)
-        assert torch.equal(torch.as_tensor(items).long(), expected[1])
+        assert_same_top_k(run, deployed, item_seq, lengths)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -106,11 +103,7 @@ def test_every_baseline_exports_and_equals_eager(backbone, fmt, tmp_path):
         item_seq[0, 1:3] = item_seq[0, 0]  # a repeated item
         if batch > 1:  # and a session of one item
             item_seq[-1, 1:], lengths[-1] = 0, 1
-        with torch.no_grad():
-            values, items = run(item_seq, lengths)
-            expected = deployed(item_seq, lengths)
-        torch.testing.assert_close(torch.as_tensor(values), expected[0], atol=1e-4, rtol=0)
-        assert torch.equal(torch.as_tensor(items).long(), expected[1])
+        assert_same_top_k(run, deployed, item_seq, lengths)
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

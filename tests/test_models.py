@@ -15,6 +15,7 @@ from backbones.dropout import set_dropout
 from backbones.readout import SoftAttentionReadout
 from compressors import Registry, UnknownEntryError
 from compressors.full import FullConfig, FullTable
+from helpers import padded
 
 NUM_ITEMS, DIM = 31, 8
 
@@ -31,11 +32,6 @@ def sasrec():
     model = SASRec(FullTable(NUM_ITEMS, DIM), SASRecConfig(layers=2, heads=2, dropout=0.3),
                    max_len=12)
     return model.eval()
-
-
-def padded(rows: list[list[int]], width: int | None = None) -> torch.Tensor:
-    width = width or max(map(len, rows))
-    return torch.tensor([r + [0] * (width - len(r)) for r in rows])
 
 
 # -- FullTable -------------------------------------------------------------------------------

@@ -21,22 +21,23 @@ from bench.tables import variant
 from bench.teacher import Teacher, copy_encoder
 from bench.train import Trainer, build_model, prepare, training_loss
 from compressors.full import FullTable
+from helpers import assert_same_top_k, padded
 from paper_records import record, student
 
 NUM_ITEMS, DIM = 31, 8
 
 
-def padded(rows: list[list[int]], width: int | None = None) -> torch.Tensor:
-    width = width or max(map(len, rows))
-    return torch.tensor([r + [0] * (width - len(r)) for r in rows])
+def sasrec_with(head: str, recencies: int) -> SASRec:
+    """A small SASRec over a full table with the repeat head `head`, in eval mode."""
+    torch.manual_seed(0)
+    model = SASRec(FullTable(NUM_ITEMS, DIM), SASRecConfig(dropout=0.0), max_len=12)
+    model.enable_repeat(head, recencies)
+    return model.eval()
 
 
 @pytest.fixture
 def model() -> SASRec:
-    torch.manual_seed(0)
-    model = SASRec(FullTable(NUM_ITEMS, DIM), SASRecConfig(dropout=0.0), max_len=12)
-    model.enable_repeat("bonus", recencies=3)
-    return model.eval()
+    return sasrec_with("bonus", recencies=3)
 
 
 def test_a_fresh_bonus_changes_no_score(model):
@@ -149,11 +150,7 @@ def test_an_exported_model_with_a_repeat_head_equals_eager(fmt, head, tmp_path):
     for batch, length in ((1, 4), (5, 12)):
         item_seq, lengths = example_inputs(2001, batch=batch, length=length)
         item_seq[0, 1:3] = item_seq[0, 0]  # a repeated item
-        with torch.no_grad():
-            values, items = run(item_seq, lengths)
-            expected = deployed(item_seq, lengths)
-        torch.testing.assert_close(torch.as_tensor(values), expected[0], atol=1e-4, rtol=0)
-        assert torch.equal(torch.as_tensor(items).long(), expected[1])
+        assert_same_top_k(run, deployed, item_seq, lengths)
 
 
 def test_runs_with_the_bonus_are_labelled_and_kept_out_of_the_paper_tables():
@@ -216,10 +213,7 @@ def test_the_repeat_table_sets_each_model_beside_its_bonus_and_the_recency_ranki
 
 @pytest.fixture
 def mixture() -> SASRec:
-    torch.manual_seed(0)
-    model = SASRec(FullTable(NUM_ITEMS, DIM), SASRecConfig(dropout=0.0), max_len=12)
-    model.enable_repeat("mixture", recencies=4)
-    return model.eval()
+    return sasrec_with("mixture", recencies=4)
 
 
 def test_the_mixture_is_a_distribution_over_the_real_items(mixture):
