@@ -21,7 +21,7 @@ import torch
 
 from backbones import Backbone
 from bench.batching import Examples
-from bench.config import RunConfig
+from bench.config import RunConfig, repeat_head
 from bench.cpu import configure_cpu
 from bench.deploy import STAGES, DeployedRecommender
 from bench.export import (FORMATS, SUFFIX, agreement, artefact_tensors, export, holds_dense_table,
@@ -45,7 +45,9 @@ class Candidate:
     @property
     def label(self) -> str:
         options = "-".join(f"{k}{v}" for k, v in sorted(self.config.compressor_options.items()))
-        return "-".join(filter(None, [self.config.backbone, self.config.compressor, options]))
+        head = self.config.repeat_head
+        return "-".join(filter(None, [self.config.backbone, self.config.compressor, options,
+                                      head and f"repeat-{head}"]))
 
 
 def timing_batches(data: SessionDataset, batch: int, count: int, max_len: int, seed: int = 0
@@ -232,10 +234,14 @@ def time_prepared(prepared: list[Prepared], inputs: dict[int, list[Inputs]], rep
 
 
 def add_ratios(models: list[dict[str, Any]]) -> None:
-    """Each model's median over `full`'s (same backbone, runtime and batch), in place."""
+    """Each model's median over `full`'s (same backbone, repeat head, runtime and batch), in
+    place."""
+    def family(config: dict[str, Any]) -> tuple[str, str | None]:
+        return config["backbone"], repeat_head(config)
+
     for model in models:
         reference = next((m for m in models if m["config"]["compressor"] == "full"
-                          and m["config"]["backbone"] == model["config"]["backbone"]), None)
+                          and family(m["config"]) == family(model["config"])), None)
         if reference is None:
             continue
         for fmt, runtime in model["runtimes"].items():
@@ -294,8 +300,10 @@ def benchmark_latency(candidates: list[Candidate], data: SessionDataset, *,
               "models": models, "provenance": origin, "date": now_iso()}
     labels = "+".join(sorted({c.config.compressor for c in candidates}))
     backbone_names = "+".join(sorted({c.config.backbone for c in candidates}))
+    heads = "+".join(sorted({c.config.repeat_head for c in candidates} - {None}))
     path = (Path(results_dir) / "bench" /
-            f"latency-{data.name.split('(')[0]}-{backbone_names}-{labels}-t{threads}"
+            f"latency-{data.name.split('(')[0]}-{backbone_names}-{labels}"
+            f"{f'-repeat-{heads}' if heads else ''}-t{threads}"
             f"{'-cold' if cache == 'cold' else ''}.json")
     write_json(path, result)
     return result, path

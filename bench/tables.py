@@ -177,8 +177,10 @@ def latency_cells(records: Iterable[dict[str, Any]], runtime: str, batch: int,
             timing = model["runtimes"].get(runtime, {}).get("batches", {}).get(str(batch))
             if not timing:
                 continue
-            name = paper_model(model["config"]["backbone"], model["config"]["compressor"])
-            key = (name, dataset)
+            config = model["config"]
+            name = paper_model(config["backbone"], config["compressor"])
+            head = repeat_head(config)
+            key = (f"{name} + repeat {head}" if head else name, dataset)
             if key not in cells or record["date"] >= cells[key][0]:
                 cells[key] = (record["date"], timing["end_to_end"]["median_ms"])
     return {key: ms for key, (_, ms) in cells.items()}

@@ -119,3 +119,33 @@ def test_a_latency_spec_may_name_its_backbone():
     assert _spec_backbone(["--backbone", "narm", "--M", "4"], "sasrec") == ("narm", ["--M", "4"])
     with pytest.raises(ConfigError, match="needs a name"):
         _spec_backbone(["--backbone"], "sasrec")
+
+
+def test_a_repeat_head_is_timed_as_its_own_model(tiny_synthetic, tmp_path):
+    """The same compressor with and without a repeat head: two labels, two artefacts, each
+    compared with the full table of its own head; the record is named by the heads it timed, so
+    it never overwrites the plain models' record, and Table 5 keeps the head apart."""
+    configs = [RunConfig(compressor=name, compressor_options=OPTIONS[name], dim=16, max_len=20,
+                         repeat_mixture=head) for head in (None, True) for name in ("full", "ccode")]
+    candidates = [Candidate(c, deployable_model(c, tiny_synthetic.num_items, None))
+                  for c in configs]
+    result, path = benchmark_latency(
+        candidates, tiny_synthetic, runtimes=["torchscript"], batches=(1,), repeats=2, warmup=1,
+        sessions=8, results_dir=tmp_path, artefact_dir=tmp_path / "artefacts",
+        log=lambda _: None)
+    labels = [m["label"] for m in result["models"]]
+    assert labels == ["sasrec-full", "sasrec-ccode-K16-M3", "sasrec-full-repeat-mixture",
+                      "sasrec-ccode-K16-M3-repeat-mixture"]
+    artefacts = {m["runtimes"]["torchscript"]["artefact"]["path"] for m in result["models"]}
+    assert len(artefacts) == 4
+    assert path.name.endswith("-repeat-mixture-t1.json")
+    mixture_full = result["models"][2]["runtimes"]["eager"]["batches"]["1"]
+    assert mixture_full["ratio_to_full"] == 1.0
+    ratio = result["models"][3]["runtimes"]["eager"]["batches"]["1"]["ratio_to_full"]
+    assert ratio == pytest.approx(
+        result["models"][3]["runtimes"]["eager"]["batches"]["1"]["end_to_end"]["median_ms"]
+        / mixture_full["end_to_end"]["median_ms"])
+    text = table5([result], batch=1)
+    assert "New Student + repeat mixture" in text and "SASRec (teacher) + repeat mixture" in text
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
+    assert {"New Student", "New Student + repeat mixture"} <= set(rows)
