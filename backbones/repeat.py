@@ -112,7 +112,11 @@ class RepeatExploreMixture(nn.Module):
                            device=item_seq.device).triu(diagonal=1)
         writes = real & ~(same_item & later).any(dim=2)
         repeat = torch.where(writes, F.logsigmoid(gate) + torch.log(item_p + TINY), floor)
-        return (F.logsigmoid(-gate) + explore).scatter(1, item_seq * writes, repeat)
+        if torch.is_grad_enabled():  # autograd keeps each step's own tensor
+            return (F.logsigmoid(-gate) + explore).scatter(1, item_seq * writes, repeat)
+        # inference: the same values written in place into `explore`, two [B, num_items] passes
+        # fewer (at batch 100 on Tmall the head took as long as the plain scoring without this)
+        return explore.add_(F.logsigmoid(-gate)).scatter_(1, item_seq * writes, repeat)
 
 
 HEADS = {"bonus": RepeatBonus, "mixture": RepeatExploreMixture}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -41,13 +42,23 @@ class Candidate:
     model: Backbone
     source: dict[str, Any] = field(default_factory=lambda: {
         "trained": False, "note": "untrained, built at the dataset's shape: timing only"})
+    tag: str = ""  # set by `tag_alike` where two candidates would share a label
 
     @property
     def label(self) -> str:
         options = "-".join(f"{k}{v}" for k, v in sorted(self.config.compressor_options.items()))
         head = self.config.repeat_head
         return "-".join(filter(None, [self.config.backbone, self.config.compressor, options,
-                                      head and f"repeat-{head}"]))
+                                      head and f"repeat-{head}", self.tag]))
+
+
+def tag_alike(candidates: Sequence[Candidate]) -> None:
+    """Tag candidates whose labels coincide (a Stu-base and its distilled student, say) with
+    their record's key, else their place in the list: a label names an artefact file."""
+    counts = Counter(c.label for c in candidates)
+    for at, candidate in enumerate(candidates):
+        if counts[candidate.label] > 1:
+            candidate.tag = candidate.source.get("key") or str(at)
 
 
 def timing_batches(data: SessionDataset, batch: int, count: int, max_len: int, seed: int = 0
@@ -277,6 +288,7 @@ def benchmark_latency(candidates: list[Candidate], data: SessionDataset, *,
     before = cache_evictor(evict_bytes) if cache == "cold" else None
     configure_cpu(threads)
     origin = provenance(threads)
+    tag_alike(candidates)
     max_len = max(c.config.max_len for c in candidates)
     inputs = {b: timing_batches(data, b, max(1, min(sessions // b, repeats)), max_len)
               for b in batches}

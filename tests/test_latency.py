@@ -149,3 +149,20 @@ def test_a_repeat_head_is_timed_as_its_own_model(tiny_synthetic, tmp_path):
     assert "New Student + repeat mixture" in text and "SASRec (teacher) + repeat mixture" in text
     rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
     assert {"New Student", "New Student + repeat mixture"} <= set(rows)
+
+
+def test_two_models_of_one_shape_get_distinct_labels():
+    """A Stu-base and its distilled student share compressor, options and head: their labels,
+    which name their artefacts, take the record key (or the place in the list) apart."""
+    from bench.latency import tag_alike
+
+    config = RunConfig(compressor="ccode", compressor_options=OPTIONS["ccode"], dim=16)
+    base, student, fresh, other = (
+        Candidate(config, None, {"trained": True, "key": "aaaa"}),
+        Candidate(config, None, {"trained": True, "key": "bbbb"}),
+        Candidate(config, None),
+        Candidate(RunConfig(dim=16), None))
+    tag_alike([base, student, fresh, other])
+    assert [base.label, student.label, fresh.label, other.label] == [
+        "sasrec-ccode-K16-M3-aaaa", "sasrec-ccode-K16-M3-bbbb", "sasrec-ccode-K16-M3-2",
+        "sasrec-full"]

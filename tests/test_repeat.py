@@ -336,6 +336,25 @@ def test_the_mixture_and_its_gradients_match_the_dense_reference(mixture):
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)
 
 
+def test_the_mixture_scores_alike_with_and_without_autograd(mixture):
+    """Inference writes in place (two passes fewer); it must equal the training path to the bit
+    and leave the compressor's scores as they were."""
+    seq = padded([[5, 7, 5, 5, 2, 7], [9, 1], [3, 3]], width=6)
+    with torch.no_grad():
+        mixture.repeat.recency.copy_(torch.tensor([2.0, 1.0, 0.5, -1.0]))
+        mixture.repeat.content.fill_(0.7)
+        mixture.repeat.gate.weight.normal_()
+    session = mixture.encode(seq, (seq > 0).sum(1)).detach()
+    scores = mixture.compressor.score(session).detach()
+    with torch.enable_grad():
+        trained = mixture.repeat(scores, seq, session)
+    before = scores.clone()
+    with torch.no_grad():
+        inferred = mixture.repeat(scores, seq, session)
+    assert torch.equal(inferred, trained.detach())
+    assert torch.equal(scores, before)
+
+
 @pytest.mark.parametrize("teacher_head, student_head", [("mixture", None), (None, "mixture"),
                                                         ("bonus", "mixture"),
                                                         ("mixture", "mixture")])
