@@ -95,8 +95,8 @@ the dataset's test set. Writes RESULTS/bench/latency-<data>-<backbones>-<compres
               multiple=True, help="a run record whose trained model to time (repeatable)")
 @workdir_option()
 @click.option("--compressor", "specs", multiple=True,
-              help="a compressor and its options, e.g. 'sttd --rank 64' or 'full --backbone "
-                   "narm' (repeatable)")
+              help="a compressor and its options, e.g. 'sttd --rank 64', 'full --backbone "
+                   "narm' or 'ccode --M 4 --repeat-mixture' (repeatable)")
 @click.option("--backbone", default="sasrec", show_default=True,
               help="the backbone of the --compressor specs that name none")
 @click.option("--dim", type=int, default=None, help="[paper preset, else 64]")
@@ -139,8 +139,9 @@ def bench_latency_command(**opts: Any) -> None:
         if not spec:
             raise ConfigError("--compressor needs a name, e.g. --compressor 'ccode --M 4'")
         backbone, options = _spec_backbone(spec[1:], opts["backbone"])
+        heads, options = _spec_heads(options)
         general = {**BENCH_DEFAULTS, "data": opts["data"], "dim": opts["dim"],
-                   "compressor": spec[0], "backbone": backbone}
+                   "compressor": spec[0], "backbone": backbone, **heads}
         config = apply_budget(make_run_config(general, options), data.num_items)
         candidates.append(Candidate(config, deployable_model(config, data.num_items, None)))
     result, path = benchmark_latency(
@@ -151,6 +152,16 @@ def bench_latency_command(**opts: Any) -> None:
         threads=opts["threads"], cache=opts["cache"], log=lambda m: click.echo(m, err=True))
     click.echo(latency_summary(result))
     click.echo(f"record: {path}")
+
+
+SPEC_HEADS = {"--repeat-bonus": "repeat_bonus", "--repeat-mixture": "repeat_mixture"}
+
+
+def _spec_heads(options: list[str]) -> tuple[dict[str, bool], list[str]]:
+    """A latency spec may add a repeat head (`'ccode --M 4 --repeat-mixture'`), a flag as in
+    `ecbench run`: the head's run-config fields, and the spec's remaining options."""
+    return ({SPEC_HEADS[o]: True for o in options if o in SPEC_HEADS},
+            [o for o in options if o not in SPEC_HEADS])
 
 
 def _spec_backbone(options: list[str], default: str) -> tuple[str, list[str]]:

@@ -121,6 +121,23 @@ def test_a_latency_spec_may_name_its_backbone():
         _spec_backbone(["--backbone"], "sasrec")
 
 
+def test_a_latency_spec_may_add_a_repeat_head(tmp_path):
+    from bench.cli_bench import _spec_heads
+
+    assert _spec_heads(["--M", "4", "--repeat-mixture"]) == ({"repeat_mixture": True},
+                                                              ["--M", "4"])
+    assert _spec_heads(["--rank", "8"]) == ({}, ["--rank", "8"])
+    done = run_cli(["bench", "latency", "--data", "synthetic", "--dim", "16", "--compressor",
+                    "ccode --M 3 --K 16 --repeat-mixture", "--runtime", "torchscript",
+                    "--batch", "1", "--repeats", "2", "--warmup", "1", "--sessions", "4",
+                    "--results", str(tmp_path), "--workdir", str(tmp_path / "work")], tmp_path)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(next((tmp_path / "bench").glob("latency-*-repeat-mixture-t1.json"))
+                        .read_text())
+    assert [m["label"] for m in record["models"]] == ["sasrec-full",
+                                                      "sasrec-ccode-K16-M3-repeat-mixture"]
+
+
 def test_a_repeat_head_is_timed_as_its_own_model(tiny_synthetic, tmp_path):
     """The same compressor with and without a repeat head: two labels, two artefacts, each
     compared with the full table of its own head; the record is named by the heads it timed, so
