@@ -3,14 +3,14 @@
 Third-party backbones register through the ``ecbench.backbones`` entry-point group.
 """
 
-from compressors import Compressor, Registry
+from ecbench.compressors import Compressor, Registry
 
-from backbones.base import Backbone
-from backbones.gru4rec import GRU4Rec, GRU4RecConfig
-from backbones.narm import NARM, NARMConfig
-from backbones.sasrec import SASRec, SASRecConfig
-from backbones.srgnn import SRGNN, SRGNNConfig
-from backbones.stamp import STAMP, STAMPConfig
+from ecbench.backbones.base import Backbone
+from ecbench.backbones.gru4rec import GRU4Rec, GRU4RecConfig
+from ecbench.backbones.narm import NARM, NARMConfig
+from ecbench.backbones.sasrec import SASRec, SASRecConfig
+from ecbench.backbones.srgnn import SRGNN, SRGNNConfig
+from ecbench.backbones.stamp import STAMP, STAMPConfig
 
 registry: Registry[Backbone] = Registry("backbone", "ecbench.backbones")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from backbones.repeat import HEADS
-from compressors import Compressor
+from ecbench.backbones.repeat import HEADS
+from ecbench.compressors import Compressor
 
 
 class Backbone(nn.Module):
@@ -39,7 +39,8 @@ class Backbone(nn.Module):
                      hot_items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Whole-session, hot-only and cold-only session vectors [B, dim] each (the paper's
         Eq. 18), from one pass; zero where a session has no hot (cold) item. Needed by the
-        contrastive distillation of `bench.distill`; backbones without it cannot take part."""
+        contrastive distillation of `ecbench.bench.training.distill`; backbones without it
+        cannot take part."""
         raise NotImplementedError(f"backbone {type(self).__name__} has no hot/cold sub-session "
                                   "readouts, which contrastive distillation needs")
 

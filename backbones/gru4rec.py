@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from backbones.base import Backbone
-from backbones.dropout import FastDropout, check_dropout
-from backbones.recurrent import GRUOptions, SessionGRU
-from compressors import Compressor
+from ecbench.backbones.base import Backbone
+from ecbench.backbones.dropout import FastDropout, check_dropout
+from ecbench.backbones.recurrent import GRUOptions, SessionGRU
+from ecbench.compressors import Compressor
 
 
 @dataclass

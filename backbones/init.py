@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from backbones.base import Backbone
+from ecbench.backbones.base import Backbone
 
 
 def uniform_init(backbone: Backbone, init_range: float, *, layernorm_identity: bool = True) -> None:

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from backbones.base import Backbone
-from backbones.dropout import FastDropout, check_dropout
-from backbones.packing import PackedSessions
-from backbones.readout import SoftAttentionReadout
-from backbones.recurrent import GRUOptions, SessionGRU
-from compressors import Compressor
+from ecbench.backbones.base import Backbone
+from ecbench.backbones.dropout import FastDropout, check_dropout
+from ecbench.backbones.packing import PackedSessions
+from ecbench.backbones.readout import SoftAttentionReadout
+from ecbench.backbones.recurrent import GRUOptions, SessionGRU
+from ecbench.compressors import Compressor
 
 
 @dataclass

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from backbones.init import InitOptions
+from ecbench.backbones.init import InitOptions
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 On the paper's datasets a large share of next clicks go back to an item of the session itself
 (45% of Tmall's test cases, 38% of RetailRocket's), and ranking the session's own items by
-recency alone (`bench.metrics.recency_ranks`) beats every model of the paper's Table 3 on Tmall.
+recency alone (`ecbench.bench.evaluation.metrics.recency_ranks`) beats every model of the
+paper's Table 3 on Tmall.
 A dot product with one session vector ranks those items poorly. Two heads fix that on top of
 any backbone and any compressor, storing no item table (a phone pays max_len + dim + 2 floats):
 

@@ -9,12 +9,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from backbones.base import Backbone
-from backbones.packing import PackedSessions
-from backbones.dropout import FastDropout, check_dropout
-from backbones.init import uniform_init
-from backbones.readout import SoftAttentionReadout
-from compressors import Compressor
+from ecbench.backbones.base import Backbone
+from ecbench.backbones.packing import PackedSessions
+from ecbench.backbones.dropout import FastDropout, check_dropout
+from ecbench.backbones.init import uniform_init
+from ecbench.backbones.readout import SoftAttentionReadout
+from ecbench.compressors import Compressor
 
 
 @dataclass

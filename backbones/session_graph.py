@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from backbones.packing import PackedSessions, occurrences
+from ecbench.backbones.packing import PackedSessions, occurrences
 
 
 @dataclass(frozen=True)

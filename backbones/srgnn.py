@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from backbones.base import Backbone
-from backbones.init import InitOptions
-from backbones.packing import PackedSessions
-from backbones.readout import SoftAttentionReadout
-from backbones.session_graph import SessionGraphs
-from compressors import Compressor
+from ecbench.backbones.base import Backbone
+from ecbench.backbones.init import InitOptions
+from ecbench.backbones.packing import PackedSessions
+from ecbench.backbones.readout import SoftAttentionReadout
+from ecbench.backbones.session_graph import SessionGraphs
+from ecbench.compressors import Compressor
 
 
 @dataclass

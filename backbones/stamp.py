@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from backbones.base import Backbone
-from backbones.init import InitOptions
-from backbones.packing import PackedSessions
-from backbones.readout import SoftAttentionReadout, session_mean
-from compressors import Compressor
+from ecbench.backbones.base import Backbone
+from ecbench.backbones.init import InitOptions
+from ecbench.backbones.packing import PackedSessions
+from ecbench.backbones.readout import SoftAttentionReadout, session_mean
+from ecbench.compressors import Compressor
 
 
 @dataclass

@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from bench.errors import ConfigError
+from ecbench.bench.errors import ConfigError
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4

@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 RECORD_SCHEMA = 1
+# Where a user's runs go unless told otherwise: a folder of their own in the working directory,
+# never the project's curated `results/` (whose tables a stray run must not change).
+USER_RESULTS = Path(os.environ.get("ECBENCH_RESULTS") or "ecbench-results")
+# The project's curated records, in a checkout (an installed wheel has none).
+CURATED_RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -62,8 +67,73 @@ def load_record(path: Path) -> dict[str, Any]:
         return json.load(handle)
 
 
+MANIFEST = "manifest.json"
+RECORD_FOLDERS = ("runs", "bench", "analysis")
+
+
+def read_manifest(results_dir: Path) -> set[str] | None:
+    """The record files (relative to `results_dir`) its `manifest.json` curates, or None for a
+    folder without one (a user's results: every record in it counts)."""
+    path = Path(results_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    manifest = load_record(path)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ValueError(f"{path}: expected {{\"files\": [relative paths]}}")
+    return set(files)
+
+
+def write_manifest(results_dir: Path, files: set[str]) -> None:
+    write_json(Path(results_dir) / MANIFEST, {
+        "about": "the records the project's tables and figures are built from "
+                 "(`ecbench curate FILE...` adds one); other files here are not read by them",
+        "files": sorted(files)})
+
+
+def record_files(results_dir: Path, folder: str, pattern: str = "*.json") -> list[Path]:
+    """The record files RESULTS/folder/pattern, in name order. In a curated results folder
+    (one with a manifest) only those its manifest lists, so a run that lands there by
+    accident never changes the project's tables."""
+    paths = sorted((Path(results_dir) / folder).glob(pattern))
+    curated = read_manifest(results_dir)
+    if curated is None:
+        return paths
+    return [p for p in paths if f"{folder}/{p.name}" in curated]
+
+
+def curate(results_dir: Path, files: list[Path]) -> list[Path]:
+    """Add record files to the curated results folder `results_dir`: each is copied into the
+    folder of its kind (runs, bench or analysis: the folder it lies in) unless it is there
+    already, and listed in the manifest. Every file is checked before anything is written.
+    Returns the curated paths."""
+    results_dir = Path(results_dir)
+    sources = [Path(f) for f in files]
+    for source in sources:
+        if source.parent.name not in RECORD_FOLDERS or source.suffix != ".json":
+            raise ValueError(f"{source}: not a record file (a .json under a folder named "
+                             f"{', '.join(RECORD_FOLDERS)})")
+        try:
+            record = load_record(source)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{source}: not valid JSON ({exc})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{source}: not a record (expected a JSON object)")
+    curated = read_manifest(results_dir) or set()
+    added = []
+    for source in sources:
+        target = results_dir / source.parent.name / source.name
+        if source.resolve() != target.resolve():
+            atomic_write_bytes(target, source.read_bytes())
+        curated.add(f"{source.parent.name}/{source.name}")
+        added.append(target)
+    write_manifest(results_dir, curated)
+    return added
+
+
 def iter_records(results_dir: Path) -> Iterator[dict[str, Any]]:
-    for path in sorted((Path(results_dir) / "runs").glob("*.json")):
+    """The run records under RESULTS/runs (the curated ones, in a curated folder)."""
+    for path in record_files(results_dir, "runs"):
         yield load_record(path)
 
 

@@ -6,14 +6,14 @@
 Third-party compressors register through the ``ecbench.compressors`` entry-point group.
 """
 
-from compressors.base import (Compressor, InferenceForm, StorageReport, StoredTensor,
+from ecbench.compressors.base import (Compressor, InferenceForm, StorageReport, StoredTensor,
                               smallest_unsigned_dtype)
-from compressors.named_registry import Registry, RegistryEntry, UnknownEntryError
+from ecbench.compressors.named_registry import Registry, RegistryEntry, UnknownEntryError
 
 registry: Registry[Compressor] = Registry("compressor", "ecbench.compressors")
 
 # Built-ins register themselves on import.
-from compressors import ccode, full, sttd, tt  # noqa: E402,F401
+from ecbench.compressors import ccode, full, sttd, tt  # noqa: E402,F401
 
 
 def build(name: str, config=None, **context) -> Compressor:

@@ -26,14 +26,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compressors import registry
-from compressors.budget import largest_meeting
-from compressors.base import (Compressor, StorageReport, StoredTensor, dense_scores,
+from ecbench.compressors import registry
+from ecbench.compressors.budget import largest_meeting
+from ecbench.compressors.base import (Compressor, StorageReport, StoredTensor, dense_scores,
                               smallest_unsigned_dtype)
-from compressors.code_learning import (CodeEncoder, StraightThroughCodes, balanced_random_codes,
+from ecbench.compressors.code_learning import (CodeEncoder, StraightThroughCodes, balanced_random_codes,
                                        cluster_means, gumbel_softmax_sample, kmeans,
                                        make_codes_unique)
-from compressors.codewords import CodeLookupForm, codeword_rows, codeword_sum, lookup_table_scores
+from ecbench.compressors.codewords import (CodeLookupForm, codeword_rows, codeword_sum,
+                                           lookup_table_scores)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compressors.codewords import scatter_to_codewords
+from ecbench.compressors.codewords import scatter_to_codewords
 
 
 class CodeEncoder(nn.Module):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compressors.base import InferenceForm
+from ecbench.compressors.base import InferenceForm
 
 
 def lookup_table_scores(query: torch.Tensor, flat_codebooks: torch.Tensor,
@@ -43,8 +43,8 @@ def code_lookup_scores(lut_t: torch.Tensor, by_codebook: torch.Tensor,
 
     One session: M one-dimensional `index_select`s, the fastest gather on CPU. Several:
     `embedding_bag` sums, for every item, M rows of `lut_t`, and the result is returned as a
-    transposed view [B, N] (a copy would cost more than the scoring; `bench.topk` reads it as
-    it is). Row 0, the padding item, scores 0.
+    transposed view [B, N] (a copy would cost more than the scoring;
+    `ecbench.bench.evaluation.topk` reads it as it is). Row 0, the padding item, scores 0.
     """
     if lut_t.shape[1] == 1:
         lut = lut_t.reshape(-1)
@@ -156,4 +156,4 @@ class CodeLookupForm(InferenceForm):
         for i in range(1, self.M):
             by_item_scores = by_item_scores + F.embedding(codes[i], luts[i])
         by_item_scores[0] = 0.0  # the padding row is the zero vector
-        return by_item_scores.t()  # a view [B, N]; bench.topk reads it without a copy
+        return by_item_scores.t()  # a view [B, N]; ecbench.bench.evaluation.topk reads it without a copy

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compressors.base import Compressor, StorageReport, StoredTensor
-from compressors import registry
+from ecbench.compressors.base import Compressor, StorageReport, StoredTensor
+from ecbench.compressors import registry
 
 
 @dataclass

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compressors import registry
-from compressors.budget import largest_meeting
-from compressors.base import Compressor, StorageReport, StoredTensor
-from compressors.factorize import parse_factors
-from compressors.tt import TARGET_STD, resolve_shapes
+from ecbench.compressors import registry
+from ecbench.compressors.budget import largest_meeting
+from ecbench.compressors.base import Compressor, StorageReport, StoredTensor
+from ecbench.compressors.factorize import parse_factors
+from ecbench.compressors.tt import TARGET_STD, resolve_shapes
 
 
 @dataclass

@@ -15,10 +15,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from compressors import registry
-from compressors.budget import largest_meeting
-from compressors.base import Compressor, StorageReport, StoredTensor
-from compressors.factorize import balanced_factors, covering_factors, parse_factors
+from ecbench.compressors import registry
+from ecbench.compressors.budget import largest_meeting
+from ecbench.compressors.base import Compressor, StorageReport, StoredTensor
+from ecbench.compressors.factorize import balanced_factors, covering_factors, parse_factors
 
 TARGET_STD = 0.1 / math.sqrt(3.0)  # the std of U(-0.1, 0.1), the paper's initialisation
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.loaders import load_standard
-from bench.sessions import SessionDataset
-from bench.synthetic import SyntheticConfig, synthetic_dataset
+from ecbench.bench.data.loaders import load_standard
+from ecbench.bench.data.sessions import SessionDataset
+from ecbench.bench.data.synthetic import SyntheticConfig, synthetic_dataset
 from helpers import write_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -38,7 +38,7 @@ def ecbench_command() -> list[str]:
     exe = shutil.which("ecbench") or str(Path(sys.executable).with_name("ecbench"))
     if os.path.exists(exe):
         return [exe]
-    return [sys.executable, "-m", "bench.cli"]
+    return [sys.executable, "-m", "ecbench.bench.cli"]
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -62,7 +62,7 @@ def random_sessions(rng: np.random.Generator, n: int, max_len: int = 12, num_ite
 
 
 def assert_same_top_k(run, deployed, item_seq: torch.Tensor, lengths: torch.Tensor) -> None:
-    """An exported runner (`bench.export.load`) gives the eager deployed model's top-K."""
+    """An exported runner (`ecbench.bench.deploy.export.load`) gives the eager deployed model's top-K."""
     with torch.no_grad():
         values, items = run(item_seq, lengths)
         expected = deployed(item_seq, lengths)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from bench.tables import RUN_METRICS
+from ecbench.bench.report.tables import RUN_METRICS
 
 KD = {"contrastive": True, "soft": True, "bidirectional": True, "beta": 0.01, "gamma": 0.3,
       "eta": 0.8, "eta_schedule": "none", "temperature": 0.2, "epochs": None}

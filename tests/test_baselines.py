@@ -9,17 +9,17 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import backbones
-import compressors
-from backbones import NARM, SRGNN, STAMP
-from backbones.packing import PackedSessions
-from backbones.session_graph import SessionGraphs
-from bench.benchmarks import benchmark_training, reference_teacher
-from bench.cli_options import BENCH_DEFAULTS, make_run_config
-from bench.config import RunConfig
-from bench.metrics import metrics_from_ranks, popularity_ranks
-from bench.train import Trainer, build_model, prepare
-from compressors.ccode import CCodeConfig
+from ecbench import backbones
+from ecbench import compressors
+from ecbench.backbones import NARM, SRGNN, STAMP
+from ecbench.backbones.packing import PackedSessions
+from ecbench.backbones.session_graph import SessionGraphs
+from ecbench.bench.training.benchmarks import benchmark_training, reference_teacher
+from ecbench.bench.cli.options import BENCH_DEFAULTS, make_run_config
+from ecbench.bench.training.config import RunConfig
+from ecbench.bench.evaluation.metrics import metrics_from_ranks, popularity_ranks
+from ecbench.bench.training.train import Trainer, build_model, prepare
+from ecbench.compressors.ccode import CCodeConfig
 from helpers import padded
 
 BASELINES = ("gru4rec", "narm", "stamp", "srgnn")
@@ -255,7 +255,8 @@ def test_baseline_options_are_reachable_from_the_command_line():
 
 
 def test_training_benchmark_runs_for_any_backbone(tiny_synthetic, tmp_path, monkeypatch):
-    monkeypatch.setattr("bench.benchmarks.load_dataset", lambda data, root: tiny_synthetic)
+    monkeypatch.setattr("ecbench.bench.training.benchmarks.load_dataset",
+                        lambda data, root: tiny_synthetic)
     config = dataclasses.replace(run_config("synthetic", "srgnn"), dim=16)
     result, path = benchmark_training(config, data_root=None, steps=3, threads=1,
                                       results_dir=tmp_path)

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from hypothesis import given, settings, strategies as st
 
-from bench.batching import Examples
-from bench.sessions import Sessions
+from ecbench.bench.data.batching import Examples
+from ecbench.bench.data.sessions import Sessions
 
 session_lists = st.lists(st.lists(st.integers(1, 50), min_size=1, max_size=15),
                          min_size=1, max_size=12)

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from backbones import SASRec, SASRecConfig
-from bench.batching import Examples
-from bench.metrics import pessimistic_ranks
-from bench.topk import top_k
-from bench.train import training_loss
-from compressors.ccode import CCodeConfig, CompositionalCodeTable
-from compressors.full import FullTable
+from ecbench.backbones import SASRec, SASRecConfig
+from ecbench.bench.data.batching import Examples
+from ecbench.bench.evaluation.metrics import pessimistic_ranks
+from ecbench.bench.evaluation.topk import top_k
+from ecbench.bench.training.train import training_loss
+from ecbench.compressors.ccode import CCodeConfig, CompositionalCodeTable
+from ecbench.compressors.full import FullTable
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +103,8 @@ def test_bench_top_k(benchmark, tmall, layout):
 @pytest.fixture(scope="module")
 def tmall_deployed(tmall):
     """The deployed SASRec at Tmall's shape with ccode (M=4, K=32) and with the full table."""
-    from bench.config import RunConfig
-    from bench.deploy import DeployedRecommender, deployable_model
+    from ecbench.bench.training.config import RunConfig
+    from ecbench.bench.deploy.recommender import DeployedRecommender, deployable_model
 
     out = {}
     for name, options in (("ccode", {"M": 4, "K": 32}), ("full", {})):
@@ -116,7 +116,7 @@ def tmall_deployed(tmall):
 @pytest.mark.parametrize("batch", [1, 100])
 @pytest.mark.parametrize("compressor", ["ccode", "full"])
 def test_bench_deployed_end_to_end(benchmark, tmall, tmall_deployed, compressor, batch):
-    from bench.latency import timing_batches
+    from ecbench.bench.deploy.latency import timing_batches
 
     item_seq, lengths = timing_batches(tmall, batch, 1, 50)[0]
     with torch.no_grad():

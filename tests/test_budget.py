@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-import compressors
-from compressors.ccode import CCodeConfig, ccode_budget
-from compressors.full import FullConfig, full_budget
-from compressors.sttd import STTDConfig, sttd_budget
-from compressors.tt import TTConfig, tt_budget
+from ecbench import compressors
+from ecbench.compressors.ccode import CCodeConfig, ccode_budget
+from ecbench.compressors.full import FullConfig, full_budget
+from ecbench.compressors.sttd import STTDConfig, sttd_budget
+from ecbench.compressors.tt import TTConfig, tt_budget
 from helpers import records_under, run_cli
 
 N, D = 40728, 128

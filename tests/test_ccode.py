@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import compressors
-from compressors.ccode import CCodeConfig, CompositionalCodeTable, eq11_ratio
-from compressors.code_learning import StraightThroughCodes, gumbel_softmax_sample, make_codes_unique
+from ecbench import compressors
+from ecbench.compressors.ccode import CCodeConfig, CompositionalCodeTable, eq11_ratio
+from ecbench.compressors.code_learning import (StraightThroughCodes, gumbel_softmax_sample,
+                                               make_codes_unique)
 
 NUM_ITEMS, DIM = 801, 16
 
@@ -335,8 +336,8 @@ def test_random_codebooks_replace_the_last_kmeans_codebooks_with_balanced_random
 
 
 def test_an_optional_option_takes_none_or_its_type():
-    from bench.config import coerce_option
-    from bench.errors import ConfigError
+    from ecbench.bench.training.config import coerce_option
+    from ecbench.bench.errors import ConfigError
 
     assert coerce_option(CCodeConfig, "freeze_codes_after", "2") == 2
     assert coerce_option(CCodeConfig, "freeze_codes_after", "none") is None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import records_under, run_cli
 
-from bench.code_analysis import (codeword_usage, neighbour_share, one_codeword_neighbours,
+from ecbench.bench.report.code_analysis import (codeword_usage, neighbour_share, one_codeword_neighbours,
                                  summarise_codes)
 
 # five unique codes over M=3 codebooks of K=4 codewords

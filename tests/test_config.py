@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cli_options import BENCH_DEFAULTS, make_run_config
-from bench.errors import ConfigError
+from ecbench.bench.cli.options import BENCH_DEFAULTS, make_run_config
+from ecbench.bench.errors import ConfigError
 
 
 def paper_config(data: str, extra: list[str] | None = None):
@@ -56,8 +56,8 @@ def test_tt_init_reaches_the_compressor_not_the_backbone():
 def test_built_in_parts_share_no_option_name():
     import dataclasses
 
-    import backbones
-    import compressors
+    from ecbench import backbones
+    from ecbench import compressors
     for c in compressors.registry.names():
         for b in backbones.registry.names():
             names = [{f.name for f in dataclasses.fields(r.get(n).config)}
@@ -68,7 +68,7 @@ def test_built_in_parts_share_no_option_name():
 def test_an_option_two_parts_claim_is_an_error():
     from dataclasses import dataclass
 
-    from bench.config import parse_part_options
+    from ecbench.bench.training.config import parse_part_options
 
     @dataclass
     class A:

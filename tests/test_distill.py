@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from bench.config import RunConfig
-from bench.distill import (DistillationObjective, DistillationPair, DistillConfig, info_nce,
-                           recombine, scheduled_eta, soft_target_loss)
-from bench.train import Trainer, build_model, prepare
+from ecbench.bench.training.config import RunConfig
+from ecbench.bench.training.distill import (DistillationObjective, DistillationPair, DistillConfig,
+                                            info_nce, recombine, scheduled_eta, soft_target_loss)
+from ecbench.bench.training.train import Trainer, build_model, prepare
 from helpers import records_under, run_cli, sessions_as_lists, write_dataset
 
 DIM = 16

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.config import RunConfig
-from bench.deploy import DeployedRecommender, deployable_model
-from bench.export import (FORMATS, artefact_tensors, example_inputs, export, holds_dense_table,
-                          load, missing_runtime)
+from ecbench.bench.training.config import RunConfig
+from ecbench.bench.deploy.recommender import DeployedRecommender, deployable_model
+from ecbench.bench.deploy.export import (FORMATS, artefact_tensors, example_inputs, export,
+                                         holds_dense_table, load, missing_runtime)
 from helpers import assert_same_top_k
 
 NUM_ITEMS, DIM = 2001, 16

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from bench.svg import bar_chart, heatmap, line_chart, nice_ceiling
+from ecbench.bench.report.svg import bar_chart, heatmap, line_chart, nice_ceiling
 
 SVG = "{http://www.w3.org/2000/svg}"
 

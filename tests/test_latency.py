@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from bench.config import RunConfig
-from bench.deploy import deployable_model
-from bench.latency import Candidate, benchmark_latency
-from bench.tables import table5
+from ecbench.bench.training.config import RunConfig
+from ecbench.bench.deploy.recommender import deployable_model
+from ecbench.bench.deploy.latency import Candidate, benchmark_latency
+from ecbench.bench.report.tables import table5
 from helpers import run_cli
 
 OPTIONS = {"full": {}, "sttd": {"rank": 8, "stp": 2}, "ccode": {"M": 3, "K": 16}}
@@ -63,7 +63,7 @@ def test_table5_command_reads_the_records(latency_record, tmp_path):
 
 
 def test_models_take_turns_in_blocks_on_the_same_inputs():
-    from bench.latency import round_robin
+    from ecbench.bench.deploy.latency import round_robin
 
     calls = []
 
@@ -84,7 +84,7 @@ def test_models_take_turns_in_blocks_on_the_same_inputs():
 
 
 def test_cold_caches_are_emptied_before_every_timed_call(tiny_synthetic, tmp_path, monkeypatch):
-    from bench import latency
+    from ecbench.bench import latency
 
     evictions = []
     monkeypatch.setattr(latency, "cache_evictor", lambda nbytes: lambda: evictions.append(nbytes))
@@ -102,7 +102,7 @@ def test_cold_caches_are_emptied_before_every_timed_call(tiny_synthetic, tmp_pat
 
 
 def test_the_evictor_streams_a_buffer_of_the_given_size():
-    from bench.latency import cache_evictor, last_level_cache_bytes
+    from ecbench.bench.deploy.latency import cache_evictor, last_level_cache_bytes
 
     evict = cache_evictor(8 * 2**20)
     evict()  # runs; the buffer is what it touches
@@ -112,8 +112,8 @@ def test_the_evictor_streams_a_buffer_of_the_given_size():
 
 
 def test_a_latency_spec_may_name_its_backbone():
-    from bench.cli_bench import _spec_backbone
-    from bench.errors import ConfigError
+    from ecbench.bench.cli.bench_commands import _spec_backbone
+    from ecbench.bench.errors import ConfigError
 
     assert _spec_backbone(["--M", "4"], "sasrec") == ("sasrec", ["--M", "4"])
     assert _spec_backbone(["--backbone", "narm", "--M", "4"], "sasrec") == ("narm", ["--M", "4"])
@@ -122,7 +122,7 @@ def test_a_latency_spec_may_name_its_backbone():
 
 
 def test_a_latency_spec_may_add_a_repeat_head(tmp_path):
-    from bench.cli_bench import _spec_heads
+    from ecbench.bench.cli.bench_commands import _spec_heads
 
     assert _spec_heads(["--M", "4", "--repeat-mixture"]) == ({"repeat_mixture": True},
                                                               ["--M", "4"])
@@ -171,7 +171,7 @@ def test_a_repeat_head_is_timed_as_its_own_model(tiny_synthetic, tmp_path):
 def test_two_models_of_one_shape_get_distinct_labels():
     """A Stu-base and its distilled student share compressor, options and head: their labels,
     which name their artefacts, take the record key (or the place in the list) apart."""
-    from bench.latency import tag_alike
+    from ecbench.bench.deploy.latency import tag_alike
 
     config = RunConfig(compressor="ccode", compressor_options=OPTIONS["ccode"], dim=16)
     base, student, fresh, other = (

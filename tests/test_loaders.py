@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.errors import DataError
-from bench.loaders import load_standard
+from ecbench.bench.errors import DataError
+from ecbench.bench.data.loaders import load_standard
 from helpers import GOOD_TEST, GOOD_TRAIN
 
 

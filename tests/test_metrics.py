@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.metrics import CUTOFFS, metrics_from_ranks, pessimistic_ranks, popularity_ranks
+from ecbench.bench.evaluation.metrics import (CUTOFFS, metrics_from_ranks, pessimistic_ranks,
+                                              popularity_ranks)
 
 
 def brute_force_rank(row: list[float], target: int) -> int:
@@ -110,7 +111,7 @@ def test_metrics_are_plain_python_floats():
 
 
 def test_metrics_by_case_are_the_metrics_of_each_group_with_its_share():
-    from bench.metrics import metrics_by_case
+    from ecbench.bench.evaluation.metrics import metrics_by_case
 
     ranks = np.array([1, 3, 12, 40, 2, 7])
     repeat = np.array([True, True, False, False, True, False])

@@ -6,15 +6,15 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import backbones
-import compressors
-from backbones import SASRec, SASRecConfig
-from backbones.packing import PackedSessions
-from backbones.sasrec import TransformerBlock
-from backbones.dropout import set_dropout
-from backbones.readout import SoftAttentionReadout
-from compressors import Registry, UnknownEntryError
-from compressors.full import FullConfig, FullTable
+from ecbench import backbones
+from ecbench import compressors
+from ecbench.backbones import SASRec, SASRecConfig
+from ecbench.backbones.packing import PackedSessions
+from ecbench.backbones.sasrec import TransformerBlock
+from ecbench.backbones.dropout import set_dropout
+from ecbench.backbones.readout import SoftAttentionReadout
+from ecbench.compressors import Registry, UnknownEntryError
+from ecbench.compressors.full import FullConfig, FullTable
 from helpers import padded
 
 NUM_ITEMS, DIM = 31, 8
@@ -295,8 +295,8 @@ def test_registry_configs_must_be_dataclasses():
 
 
 def test_a_training_step_and_an_evaluation_pass_build_the_table_once(tiny_synthetic):
-    from bench.batching import Examples
-    from bench.train import evaluate, training_loss
+    from ecbench.bench.data.batching import Examples
+    from ecbench.bench.training.train import evaluate, training_loss
 
     model = SASRec(compressors.build("tt", num_items=tiny_synthetic.num_items, dim=16),
                    SASRecConfig(), 50)

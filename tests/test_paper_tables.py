@@ -11,10 +11,10 @@ from paper_records import distilled as _distilled
 from paper_records import record as _record
 from paper_records import student as _student
 
-from bench.figures import fig3
-from bench.paper_tables import (ablation_of, ablation_rows, ablation_table, at_paper_settings,
-                                table3, table4)
-from bench.tables import RUN_METRICS
+from ecbench.bench.report.figures import fig3
+from ecbench.bench.report.paper_tables import (ablation_of, ablation_rows, ablation_table,
+                                               at_paper_settings, table3, table4)
+from ecbench.bench.report.tables import RUN_METRICS
 
 def _row(text: str, name: str) -> str:
     return next(line for line in text.splitlines() if line.startswith(f"| {name} "))
@@ -184,7 +184,7 @@ def test_table_commands_read_the_run_records(tmp_path):
 
 
 def test_protocol_table_sets_legacy_scores_beside_one_deployed_model_and_the_papers():
-    from bench.protocol_table import protocol_rows
+    from ecbench.bench.report.protocol_table import protocol_rows
 
     legacy = {"select_on": "test"}
     mixed = {"eval_table": "mixed"}  # the default codes: M=4, K=32
@@ -216,7 +216,7 @@ def test_protocol_table_sets_legacy_scores_beside_one_deployed_model_and_the_pap
 
 
 def test_a_case_analysis_of_an_earlier_training_gives_way_to_the_rerun_record(tmp_path):
-    from bench.all_tables import case_analyses
+    from ecbench.bench.report.all_tables import case_analyses
 
     results = tmp_path / "results"
     (results / "analysis").mkdir(parents=True)
@@ -233,7 +233,7 @@ def test_a_case_analysis_of_an_earlier_training_gives_way_to_the_rerun_record(tm
 
 
 def test_a_code_analysis_of_an_earlier_training_is_left_out(tmp_path):
-    from bench.all_tables import analyses
+    from ecbench.bench.report.all_tables import analyses
 
     results = tmp_path / "results"
     (results / "analysis").mkdir(parents=True)
@@ -255,7 +255,7 @@ def test_a_code_analysis_of_an_earlier_training_is_left_out(tmp_path):
 
 
 def test_one_command_regenerates_every_table_from_the_records(tmp_path):
-    from bench.all_tables import write_all
+    from ecbench.bench.report.all_tables import write_all
 
     results = tmp_path / "results"
     (results / "runs").mkdir(parents=True)

@@ -6,21 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from backbones import SASRec, SASRecConfig
-from bench.analysis import session_recency_ranks
-from bench.batching import Examples
-from bench.config import RunConfig
-from bench.errors import ConfigError
-from bench.deploy import DeployedRecommender, deployable_model
-from bench.distill import DistillationObjective, DistillationPair, DistillConfig
-from bench.export import example_inputs, export, load, missing_runtime
-from bench.metrics import pessimistic_ranks, recency_ranks
-from bench.paper_tables import at_paper_settings
-from bench.repeat_table import repeat_cells, repeat_table
-from bench.tables import variant
-from bench.teacher import Teacher, copy_encoder
-from bench.train import Trainer, build_model, prepare, training_loss
-from compressors.full import FullTable
+from ecbench.backbones import SASRec, SASRecConfig
+from ecbench.bench.evaluation.cases import session_recency_ranks
+from ecbench.bench.data.batching import Examples
+from ecbench.bench.training.config import RunConfig
+from ecbench.bench.errors import ConfigError
+from ecbench.bench.deploy.recommender import DeployedRecommender, deployable_model
+from ecbench.bench.training.distill import DistillationObjective, DistillationPair, DistillConfig
+from ecbench.bench.deploy.export import example_inputs, export, load, missing_runtime
+from ecbench.bench.evaluation.metrics import pessimistic_ranks, recency_ranks
+from ecbench.bench.report.paper_tables import at_paper_settings
+from ecbench.bench.report.repeat_table import repeat_cells, repeat_table
+from ecbench.bench.report.tables import variant
+from ecbench.bench.training.teacher import Teacher, copy_encoder
+from ecbench.bench.training.train import Trainer, build_model, prepare, training_loss
+from ecbench.compressors.full import FullTable
 from helpers import assert_same_top_k, padded
 from paper_records import record, student
 

@@ -8,9 +8,9 @@ import xml.etree.ElementTree as ET
 from helpers import run_cli
 from paper_records import KD, record, student
 
-from bench.sensitivity import (curve_label, curve_of, sensitivity_curves, sensitivity_figures,
-                               sensitivity_table)
-from bench.tables import variant
+from ecbench.bench.report.sensitivity import (curve_label, curve_of, sensitivity_curves,
+                                              sensitivity_figures, sensitivity_table)
+from ecbench.bench.report.tables import variant
 
 LINEAR = {**KD, "eta_schedule": "linear"}
 CURVE = "K=32, M=4, KD eta linear"  # the records name their codes

@@ -8,10 +8,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bench.batching import Examples
-from bench.errors import DataError
-from bench.sessions import Sessions, hot_items, item_popularity, split_validation
-from bench.synthetic import SyntheticConfig, generate_sessions, synthetic_dataset
+from ecbench.bench.data.batching import Examples
+from ecbench.bench.errors import DataError
+from ecbench.bench.data.sessions import Sessions, hot_items, item_popularity, split_validation
+from ecbench.bench.data.synthetic import SyntheticConfig, generate_sessions, synthetic_dataset
 from conftest import TINY_SYNTHETIC
 from helpers import random_sessions, sessions_as_lists
 

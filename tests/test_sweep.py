@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from helpers import ecbench_command, records_under, run_cli
 
-from bench.cli import run_config_of
-from bench.errors import ConfigError
-from bench.sweep import SweepSpec, load_spec
-from bench.synthetic import synthetic_dataset
+from ecbench.bench.cli.main import run_config_of
+from ecbench.bench.errors import ConfigError
+from ecbench.bench.sweep import SweepSpec, load_spec
+from ecbench.bench.data.synthetic import synthetic_dataset
 
 SPECS = Path(__file__).resolve().parent.parent / "bench" / "sweeps"
 

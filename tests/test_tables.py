@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bench.tables import RUN_METRICS, run_rows, runs_table, seed_summary_rows, variant
+from ecbench.bench.report.tables import RUN_METRICS, run_rows, runs_table, seed_summary_rows, variant
 
 
 def _record(seed: int, ndcg: float, **config) -> dict:
@@ -87,7 +87,7 @@ def test_another_dataset_version_is_never_averaged_in():
 
 
 def test_cases_table_has_a_row_per_run_and_case_group():
-    from bench.tables import cases_table
+    from ecbench.bench.report.tables import cases_table
 
     analysis = {"dataset": "tmall", "config": _record(0, 20.0)["config"],
                 "test_by_case": {"repeat": {"share": 45.0, "HR@10": 50.0, "NDCG@10": 35.0,

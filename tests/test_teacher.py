@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from bench.config import RunConfig
-from bench.errors import ConfigError
-from bench.teacher import locate_teacher_record, resolve_teacher
+from ecbench.bench.training.config import RunConfig
+from ecbench.bench.errors import ConfigError
+from ecbench.bench.training.teacher import locate_teacher_record, resolve_teacher
 from helpers import records_under, run_cli
 
 STUDENT = ["--compressor", "ccode", "--M", "2", "--K", "64", "--epochs", "1", "--dim", "16",

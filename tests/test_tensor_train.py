@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-import compressors
-from compressors.factorize import balanced_factors, covering_factors
-from compressors.sttd import STTDConfig, STTDTable, eq8_ratio, semi_tensor_product
-from compressors.tt import TTConfig, TTTable
+from ecbench import compressors
+from ecbench.compressors.factorize import balanced_factors, covering_factors
+from ecbench.compressors.sttd import STTDConfig, STTDTable, eq8_ratio, semi_tensor_product
+from ecbench.compressors.tt import TTConfig, TTTable
 
 TABLES = [
     ("tt", TTConfig(rank=4, cores=3)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.topk import top_k
+from ecbench.bench.evaluation.topk import top_k
 
 
 @pytest.mark.parametrize("batch, n, k", [(1, 40727, 20), (7, 1000, 10), (3, 130, 20), (5, 64, 3)])

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from backbones.dropout import FastDropout
-from bench.config import RunConfig
-from bench.errors import ConfigError, TrainingDiverged
-from bench.metrics import CUTOFFS, metrics_from_ranks, popularity_ranks
-from bench.records import git_state, provenance
-from bench.runner import LEGACY_LABEL
-from bench.synthetic import synthetic_dataset
-from bench.train import Trainer, build_model, prepare
+from ecbench.backbones.dropout import FastDropout
+from ecbench.bench.training.config import RunConfig
+from ecbench.bench.errors import ConfigError, TrainingDiverged
+from ecbench.bench.evaluation.metrics import CUTOFFS, metrics_from_ranks, popularity_ranks
+from ecbench.bench.records import git_state, provenance
+from ecbench.bench.training.runner import LEGACY_LABEL
+from ecbench.bench.data.synthetic import synthetic_dataset
+from ecbench.bench.training.train import Trainer, build_model, prepare
 from helpers import ecbench_command, records_under, run_cli
 
 METRICS = {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in CUTOFFS}

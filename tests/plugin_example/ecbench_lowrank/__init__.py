@@ -5,8 +5,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-import compressors
-from compressors import Compressor, StorageReport, StoredTensor
+from ecbench import compressors
+from ecbench.compressors import Compressor, StorageReport, StoredTensor
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The `ecbench` command line: a thin layer over the library functions."""

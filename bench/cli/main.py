@@ -1,0 +1,271 @@
+"""`ecbench`: a thin command line over the library functions."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+from ecbench import backbones
+from ecbench import compressors
+from ecbench.bench.cli.options import (BENCH_DEFAULTS, DEFAULT_THREADS, data_root_option,
+                               distillation_options, make_run_config, results_option,
+                               workdir_option)
+from ecbench.bench.training.config import RunConfig, build_part_config
+from ecbench.bench.errors import ConfigError, EcbenchError
+
+SUMMARY_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@20")
+
+
+def summary_table(record: dict[str, Any]) -> str:
+    name = f"{record['config']['backbone']}+{record['config']['compressor']}"
+    rows = [[name] + [record["test"][m] for m in SUMMARY_METRICS]]
+    if record.get("test_compressed_table"):
+        rows.append([f"{name} (compressed table alone)"]
+                    + [record["test_compressed_table"][m] for m in SUMMARY_METRICS])
+    rows += [[name] + [metrics[m] for m in SUMMARY_METRICS]
+             for name, metrics in record["baselines"].items()]
+    table = tabulate(rows, headers=["test"] + list(SUMMARY_METRICS), floatfmt=".2f")
+    sel = record["selection"]
+    size = record["size"]["item_storage"]
+    lines = [
+        f"dataset {record['dataset']['name']}  seed {record['seed']}  "
+        f"selected epoch {sel['epoch']}/{sel['epochs_run']} on {sel['on']} ({sel['metric']})"
+        + (", then refit on all training sessions" if sel.get("refit") else ""),
+        table,
+        f"item table {size['total_bytes'] / 2**20:.2f} MiB (byte ratio {size['byte_ratio']:.1f}x, "
+        f"paper formula {size['paper_ratio']:.1f}x); "
+        f"{record['timing']['train_seconds_per_epoch_median']:.1f} s per epoch",
+    ]
+    if sel["on"] == "test":
+        lines.insert(0, "NOTE: " + sel["label"])
+    return "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Benchmark item-embedding compressors for on-device session-based recommendation."""
+
+
+_RUN_HELP = """Train and evaluate one model; write its run record under RESULTS/runs.
+
+Options of the chosen compressor and backbone (see `ecbench list`) follow the general ones,
+e.g. `ecbench run --compressor ccode --M 4 --K 32 --layers 1 --dropout 0.5`. Defaults are the
+paper's settings for the dataset (Section 6.1.3) where it gives them."""
+
+
+@cli.command("run", help=_RUN_HELP,
+             context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--data", default="synthetic", show_default=True,
+              help="synthetic, a dataset name under the data root, or a folder")
+@data_root_option
+@click.option("--compressor", default="full", show_default=True)
+@click.option("--backbone", default="sasrec", show_default=True)
+@click.option("--dim", type=int, default=None, help="embedding size [paper preset, else 64]")
+@click.option("--max-len", type=int, default=50, show_default=True,
+              help="keep the last N items of a session")
+@click.option("--batch-size", type=int, default=100, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--l2", type=float, default=1e-5, show_default=True)
+@click.option("--epochs", type=int, default=None, help="maximum epochs [30; synthetic 10]")
+@click.option("--patience", type=int, default=None, help="stop after N epochs without gain [3]")
+@click.option("--dropout-epochs", type=int, default=None,
+              help="dropout in the first N epochs only, then off, as the paper's released code "
+                   "trains [every epoch]")
+@click.option("--repeat-bonus", is_flag=True,
+              help="add a learned bonus to the scores of the session's own items (repeat "
+                   "clicks; beyond the paper, see backbones/repeat.py)")
+@click.option("--repeat-mixture", is_flag=True,
+              help="score the session's own items and the others as RepeatNet's repeat/explore "
+                   "mixture (beyond the paper, see backbones/repeat.py)")
+@click.option("--select-metric", default="NDCG@10", show_default=True)
+@click.option("--select-on", type=click.Choice(["validation", "test"]), default="validation",
+              show_default=True, help="test = the paper's legacy best-on-test protocol")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True)
+@click.option("--val-split", type=click.Choice(["random", "last"]), default="random",
+              show_default=True, help="random sessions, or the last ones in file order")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="training matmuls in float32, or bfloat16 autocast (evaluation is float32)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ratio", type=float, default=None,
+              help="a target byte compression ratio: the compressor picks its own size options")
+@click.option("--teacher", default=None,
+              help="students: the teacher's record, model file or key [the full-table run with "
+                   "the same settings, trained first if not recorded]")
+@click.option("--student-init", type=click.Choice(["teacher", "random"]), default=None,
+              help="students: start the encoder from the teacher's or at random [teacher]")
+@distillation_options
+@click.option("--threads", type=int, default=DEFAULT_THREADS, show_default=True)
+@results_option
+@workdir_option("checkpoints and trained models")
+@click.option("--refit", is_flag=True,
+              help="after choosing the epoch count on validation, retrain on all training "
+                   "sessions for that many epochs (test still seen once)")
+@click.option("--resume", is_flag=True, help="continue a killed run from its last checkpoint")
+@click.option("--force", is_flag=True, help="rerun even if an identical run is recorded")
+@click.option("--progress/--no-progress", default=None, help="progress bars [on a terminal]")
+@click.pass_context
+def run_command(ctx: click.Context, **opts: Any) -> None:
+    from ecbench.bench.training.runner import run_experiment
+
+    config = make_run_config(opts, list(ctx.args))
+    progress = sys.stderr.isatty() if opts["progress"] is None else opts["progress"]
+    record, path = run_experiment(
+        config, data_root=opts["data_root"], results_dir=opts["results_dir"],
+        workdir=opts["workdir"], resume=opts["resume"], force=opts["force"],
+        threads=opts["threads"], progress=progress, log=lambda m: click.echo(m, err=True))
+    click.echo(summary_table(record))
+    click.echo(f"record: {path}")
+
+
+def run_config_of(args: list[str]) -> RunConfig:
+    """The config an `ecbench run ARGS` would train, without running it (checks the args)."""
+    ctx = run_command.make_context("run", list(args))
+    return make_run_config(ctx.params, list(ctx.args))
+
+
+@cli.command("sweep")
+@click.argument("spec", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--executor", default="local", show_default=True,
+              help="where runs go: local, or an installed executor plugin")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="local: runs at a time (workers x --threads <= cores)")
+@click.option("--threads", type=int, default=1, show_default=True, help="threads per run")
+@data_root_option
+@results_option
+@workdir_option()
+@click.option("--dry-run", is_flag=True, help="check the spec and list its runs, run nothing")
+def sweep_command(spec: Path, executor: str, workers: int, threads: int, data_root: str | None,
+                  results_dir: Path, workdir: Path, dry_run: bool) -> None:
+    """Run every `ecbench run` of a sweep SPEC (TOML: base arguments, a grid of option values,
+    extra runs; see bench/sweeps/). Finished runs are reused, killed ones resume; runs that
+    need the same teacher train it once. Writes a log per run under WORKDIR/sweeps/NAME."""
+    from ecbench.bench import sweep
+
+    loaded = sweep.load_spec(spec)
+    common = ["--threads", str(threads), "--results", str(results_dir), "--workdir", str(workdir),
+              "--no-progress", "--resume"] + (["--data-root", data_root] if data_root else [])
+    jobs = [tuple(common) + args for args in loaded.jobs()]
+
+    def own(args: tuple[str, ...]) -> str:
+        """A run's arguments as the spec gives them (without the sweep's common ones)."""
+        return shlex.join(args[len(common):])
+
+    for args in jobs:  # every run's arguments are checked before any starts
+        try:
+            run_config_of(list(args))
+        except (click.ClickException, ConfigError) as exc:
+            message = exc.format_message() if isinstance(exc, click.ClickException) else exc
+            raise ConfigError(f"sweep {loaded.name}: run {own(args)}: {message}") from None
+    click.echo(f"sweep {loaded.name}: {len(jobs)} runs", err=True)
+    if dry_run:
+        for args in jobs:
+            click.echo(f"ecbench run {own(args)}")
+        return
+    entry = sweep.registry.get(executor)
+    options = {"workers": workers} if "workers" in {f.name for f in entry.options()} else {}
+    runner = sweep.registry.build(executor, build_part_config(entry.config, options, executor))
+    logs = Path(workdir) / "sweeps" / loaded.name
+
+    def report(result: sweep.JobResult) -> None:
+        state = "done" if result.ok else f"FAILED (exit {result.returncode}, log {result.log})"
+        click.echo(f"{state} in {result.seconds:.0f}s: {own(result.args)}", err=True)
+
+    results = runner.run_all(jobs, logs=logs, on_done=report)
+    rows = [[own(r.args), "ok" if r.ok else f"exit {r.returncode}",
+             r.seconds, r.record or str(r.log)] for r in results]
+    click.echo(tabulate(rows, headers=["run", "status", "seconds", "record (or log)"],
+                        floatfmt=".0f"))
+    failed = sum(not r.ok for r in results)
+    if failed:
+        raise click.ClickException(f"{failed} of {len(results)} runs failed; rerun the sweep "
+                                   "to resume them")
+
+
+def _describe_options(config_cls: type) -> str:
+    hints = typing.get_type_hints(config_cls)
+    parts = []
+    for f in dataclasses.fields(config_cls):
+        hint = hints[f.name]
+        kind = ("|".join(map(str, typing.get_args(hint))) if typing.get_origin(hint) is typing.Literal
+                else getattr(hint, "__name__", str(hint)))
+        parts.append(f"--{f.name.replace('_', '-')} {kind} ({f.default})")
+    return ", ".join(parts) or "(no options)"
+
+
+@cli.command("list")
+def list_command() -> None:
+    """The registered compressors and backbones (built-in and plugins) with their options."""
+    for kind, registry in (("compressors", compressors.registry), ("backbones", backbones.registry)):
+        rows = []
+        for name in registry.names():
+            entry = registry.get(name)
+            rows.append([name, entry.description, _describe_options(entry.config), entry.source])
+        click.echo(f"{kind}:")
+        click.echo(tabulate(rows, headers=["name", "what", "options", "from"]))
+        click.echo()
+
+
+@cli.command("size", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--data", default="synthetic", show_default=True)
+@data_root_option
+@click.option("--compressor", default="full", show_default=True)
+@click.option("--dim", type=int, default=None, help="[paper preset, else 64]")
+@click.option("--ratio", type=float, default=None, help="solve the size options for this ratio")
+@click.pass_context
+def size_command(ctx: click.Context, **opts: Any) -> None:
+    """What a compressor's deployed table would store for a dataset, without training it."""
+    from ecbench.bench.training.train import apply_budget, build_model, load_dataset
+
+    config = make_run_config({**BENCH_DEFAULTS, **opts, "backbone": "sasrec"}, list(ctx.args))
+    data = load_dataset(config.data, opts["data_root"])
+    config = apply_budget(config, data.num_items)
+    report = build_model(config, data.num_items).compressor.storage()
+    rows = [[t.name, "x".join(map(str, t.shape)), t.dtype, t.nbytes] for t in report.tensors]
+    options = compressors.registry.get(config.compressor).config(**config.compressor_options)
+    click.echo(f"{options} on {data.name}: {data.num_items} rows x dim {config.dim}")
+    click.echo(tabulate(rows, headers=["tensor", "shape", "dtype", "bytes"]))
+    click.echo(f"total {report.total_bytes} bytes; full table {report.full_bytes} bytes")
+    click.echo(f"byte ratio {report.byte_ratio:.2f}x; paper formula {report.paper_ratio:.2f}x"
+               + (f"; bit-packed {report.full_bytes / report.packed_bytes:.2f}x"
+                  if report.packed_bytes else ""))
+    for note in report.notes:
+        click.echo(f"note: {note}")
+
+
+def _add_commands() -> None:
+    from ecbench.bench.cli.bench_commands import bench_group, export_command
+    from ecbench.bench.cli.results_commands import (analyse_command, codes_command,
+                                                    curate_command, table_command,
+                                                    tables_command)
+
+    for command in (table_command, tables_command, curate_command, analyse_command,
+                    codes_command, bench_group, export_command):
+        cli.add_command(command)
+
+
+_add_commands()
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except (EcbenchError, compressors.UnknownEntryError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+if __name__ == "__main__":
+    main()

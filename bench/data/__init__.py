@@ -1,0 +1,1 @@
+"""Session data: the standard preprocessed layout, the synthetic default, splits and batches."""

@@ -1,0 +1,1 @@
+"""The deployed model (sessions in, top-K out), its export to on-device runtimes, latency."""

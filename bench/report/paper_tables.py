@@ -1,0 +1,367 @@
+"""The paper's Tables 3 and 4 and its ablation (Fig. 3), ours beside its numbers.
+
+Pure functions of run records. A cell takes only honest runs at the paper's general settings:
+selected on validation, scored with the deployed (compressed) table, not refit, without a
+repeat head (a model beyond the paper's), with the dataset's preset dimension, batch,
+learning rate, L2 and length (and the preset options of the SASRec backbone). Where several
+configurations qualify for one cell (say a compressor option or a distillation schedule), the
+one with the best mean validation score wins, never the best test score; its seeds are
+averaged. The paper selected on test, so its numbers are references.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from tabulate import tabulate
+
+from ecbench.bench.training.config import backbone_preset, preset_for, repeat_head
+from ecbench.bench.report.paper import (FIG3_GAIN_PERCENT, STUDENT_CODES, TABLE3, TABLE3_METRICS,
+                                        TABLE3_RATIO, TABLE4)
+from ecbench.bench.report.tables import TRAINING_DEFAULTS, seed_groups, variant
+
+Record = dict[str, Any]
+DATASETS = ("tmall", "retailrocket")
+ABLATIONS = ("Stu-base", "Stu-w/o-c", "Stu-w/o-b", "Stu-w/o-s", "Stu-w/o-m", "Student")
+ABLATION_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20")
+# OD-Rec's row: an sttd table "compressed to the same degree" as the student, within this factor
+RATIO_TOLERANCE = 1.2
+
+
+def at_paper_settings(record: Record) -> bool:
+    """An honest run at the paper's general settings for its dataset (see the module doc)."""
+    config, dataset = record["config"], record["dataset"]["name"]
+    if (config["select_on"] != "validation" or config.get("refit")
+            or config.get("dropout_epochs") is not None or repeat_head(config)
+            or config["compressor_options"].get("eval_table") == "mixed"):
+        return False
+    general = {**TRAINING_DEFAULTS, "dim": preset_for(dataset).get("dim", config["dim"])}
+    if any(config.get(name) != value for name, value in general.items()):
+        return False
+    # exactly the preset: no preset value changed, no other backbone option given
+    return config["backbone_options"] == backbone_preset(dataset, config["backbone"])
+
+
+def ablation_of(config: dict[str, Any]) -> str | None:
+    """The paper's name for a ccode student's training: Stu-base (no distillation), one of the
+    four single ablations of Fig. 3, the full Student, or None for any other combination."""
+    distill = config.get("distill")
+    if distill is None:
+        return "Stu-base"
+    off = [name for name, key in (("c", "contrastive"), ("b", "bidirectional"), ("s", "soft"))
+           if not distill[key]]
+    if distill["eta"] == 0:
+        off.append("m")
+    if not off:
+        return "Student"
+    return f"Stu-w/o-{off[0]}" if len(off) == 1 else None
+
+
+def ccode_shape(config: dict[str, Any]) -> tuple[int, int]:
+    from ecbench.compressors.ccode import CCodeConfig
+    options = config["compressor_options"]
+    return options.get("M", CCodeConfig.M), options.get("K", CCodeConfig.K)
+
+
+def table3_model(record: Record) -> str | None:
+    """The row of Table 3 a record can fill, if any."""
+    config = record["config"]
+    backbone, compressor = config["backbone"], config["compressor"]
+    if compressor == "full":
+        return {"gru4rec": "GRU4Rec", "narm": "NARM", "stamp": "STAMP", "srgnn": "SR-GNN",
+                "sasrec": "Teacher"}.get(backbone)
+    if backbone != "sasrec":
+        return None
+    if compressor == "sttd":
+        ratio = record["size"]["item_storage"]["paper_ratio"]
+        close = TABLE3_RATIO / RATIO_TOLERANCE <= ratio <= TABLE3_RATIO * RATIO_TOLERANCE
+        return "OD-Rec" if close else None
+    return "Student" if student_ablation(record) == "Student" else None
+
+
+def student_ablation(record: Record) -> str | None:
+    """`ablation_of` a SASRec ccode run with the paper's student codes for its dataset."""
+    config = record["config"]
+    if (config["backbone"], config["compressor"]) != ("sasrec", "ccode"):
+        return None
+    if ccode_shape(config) != STUDENT_CODES.get(record["dataset"]["name"]):
+        return None
+    return ablation_of(config)
+
+
+def best_on_validation(records: Iterable[Record]) -> list[Record]:
+    """The seeds of the configuration with the best mean validation score at its selected
+    epochs (each run's own selection metric); empty if there are none."""
+    groups = seed_groups(records)
+    return max(groups, key=validation_score) if groups else []
+
+
+def validation_score(runs: list[Record]) -> float:
+    """The seeds' mean validation score at their selected epochs (each run's own metric)."""
+    return float(np.mean([r["validation_at_selected"][r["config"]["select_metric"]]
+                          for r in runs]))
+
+
+def _cells(records: Iterable[Record], row_of: Callable[[Record], Any]
+           ) -> dict[tuple[Any, str], list[Record]]:
+    """(row, dataset) -> the winning runs, over the honest records that `row_of` places."""
+    candidates: dict[tuple[Any, str], list[Record]] = {}
+    for record in records:
+        if not at_paper_settings(record):
+            continue
+        row = row_of(record)
+        if row is not None:
+            candidates.setdefault((row, record["dataset"]["name"]), []).append(record)
+    return {key: best_on_validation(runs) for key, runs in candidates.items()}
+
+
+def mean_test(runs: list[Record], metric: str) -> float:
+    """The runs' (seeds') mean test `metric`."""
+    return float(np.mean([r["test"][metric] for r in runs]))
+
+
+def _beside(ours: float | None, paper: float | None) -> str:
+    mine = "-" if ours is None else f"{ours:.2f}"
+    return mine if paper is None else f"{mine} ({paper:.2f})"
+
+
+def _seconds_per_epoch(runs: list[Record]) -> float:
+    return float(np.median([r["timing"]["train_seconds_per_epoch_median"] for r in runs]))
+
+
+# The config fields that set what a training epoch costs: a training benchmark that matches a
+# run on all of them (and on distilling or not) timed that run's training
+COST_FIELDS = ("backbone", "compressor", "compressor_options", "backbone_options", "dim",
+               "batch_size", "max_len", "precision")
+
+
+def _times_the_same_training(benchmark: Record, run: Record) -> bool:
+    bench_config, config = benchmark["config"], run["config"]
+    return (benchmark["dataset"] == run["dataset"]["name"]
+            and all(bench_config.get(f) == config.get(f) for f in COST_FIELDS)
+            and (bench_config.get("distill") is None) == (config.get("distill") is None))
+
+
+def training_cost(runs: list[Record], train_benchmarks: Iterable[Record]) -> str:
+    """A cell's seconds per training epoch: from the newest one-thread `ecbench bench train`
+    record of the same training, with its cost relative to the teacher timed in the same
+    process; else the runs' own median epoch, starred (wall clock, on a machine that may have
+    been shared with other runs)."""
+    matching = [b for b in train_benchmarks if _times_the_same_training(b, runs[0])
+                and b.get("provenance", {}).get("machine", {}).get("torch_threads") == 1]
+    if not matching:
+        return f"{_seconds_per_epoch(runs):.0f}*"
+    measured = max(matching, key=lambda b: b["date"])["measurements"]
+    relative = measured.get("cost_vs_teacher")
+    return (f"{measured['seconds_per_epoch']:.0f}"
+            + ("" if relative is None else f" ({relative:.2f}x)"))
+
+
+def _sources(cells: dict[tuple[Any, str], list[Record]], label: Callable[[Any], str]) -> str:
+    """Which records fill which cells: the footnote that makes every number traceable."""
+    lines = []
+    for (row, dataset), runs in sorted(cells.items(), key=lambda kv: (kv[0][1], str(kv[0][0]))):
+        keys = ", ".join(r["key"] for r in runs)
+        lines.append(f"- {dataset} {label(row)}: {variant(runs[0]['config'])}; "
+                     f"{len(runs)} seed(s); {_seconds_per_epoch(runs):.0f} s an epoch of wall clock; "
+                     f"records {keys}")
+    return "\n".join(lines)
+
+
+def table3(records: Iterable[Record], fmt: str = "github",
+           train_benchmarks: Iterable[Record] = ()) -> str:
+    """Table 3: every method on both datasets, test metrics in percent, ours (paper's), and
+    each one's training cost (`training_cost`)."""
+    cells = _cells(records, table3_model)
+    train_benchmarks = list(train_benchmarks)
+    headers = ["model"] + [f"{d} {m}" for d in DATASETS for m in TABLE3_METRICS]
+    headers += [f"{d} s/epoch" for d in DATASETS]
+    rows = []
+    for model, paper in TABLE3.items():
+        row: list[Any] = [model]
+        for dataset in DATASETS:
+            runs = cells.get((model, dataset))
+            row += [_beside(mean_test(runs, m) if runs else None, paper[dataset][i])
+                    for i, m in enumerate(TABLE3_METRICS)]
+        for dataset in DATASETS:
+            runs = cells.get((model, dataset))
+            row.append(training_cost(runs, train_benchmarks) if runs else None)
+        rows.append(row)
+    return ("Table 3: test metrics in percent, ours (the paper's, selected on test); ours are "
+            "selected on validation and scored with the deployed table. s/epoch: `ecbench "
+            "bench train` at one thread, in brackets its cost relative to the teacher timed "
+            "in the same process; * where no benchmark was run, the run's own median epoch "
+            "(wall clock, possibly beside other runs)\n\n"
+            + tabulate(rows, headers=headers, floatfmt=".0f", tablefmt=fmt, missingval="-",
+                       disable_numparse=True)
+            + "\n\n" + _sources(cells, str))
+
+
+def _table4_codes(record: Record) -> tuple[int, int] | None:
+    config = record["config"]
+    if config["backbone"] != "sasrec" or config["compressor"] != "ccode":
+        return None
+    return ccode_shape(config) if ablation_of(config) in ("Stu-base", "Student") else None
+
+
+def table4_cells(records: Iterable[Record]) -> dict[tuple[tuple[int, int], str], list[Record]]:
+    """((M, K), dataset) -> the winning ccode runs (Stu-base or Student) of that shape."""
+    return _cells(records, _table4_codes)
+
+
+def table4(records: Iterable[Record], fmt: str = "github") -> str:
+    """Table 4: ccode students by (M, K), their Eq. 11 and byte ratios, ours (paper's)."""
+    cells = table4_cells(records)
+    rows = []
+    for (codes, dataset), runs in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        paper = TABLE4.get(dataset, {}).get(codes)
+        storage = runs[0]["size"]["item_storage"]
+        rows.append([dataset, *codes, _beside(storage["paper_ratio"], paper and paper[0]),
+                     storage["byte_ratio"], ablation_of(runs[0]["config"]),
+                     *(_beside(mean_test(runs, m), paper and paper[1 + i])
+                       for i, m in enumerate(TABLE3_METRICS))])
+    covered = {d: sum(1 for (_, dataset) in cells if dataset == d) for d in DATASETS}
+    coverage = "; ".join(f"{d}: {covered[d]} of the paper's {len(TABLE4[d])} (M, K)"
+                         for d in DATASETS)
+    return ("Table 4: ccode students by codebook shape, test metrics in percent, ours (the "
+            f"paper's); {coverage}\n\n"
+            + tabulate(rows, headers=["data", "M", "K", "Eq. 11 ratio", "byte ratio", "training",
+                                      *TABLE3_METRICS], floatfmt=".1f", tablefmt=fmt)
+            + "\n\n" + _sources(cells, lambda codes: f"M={codes[0]} K={codes[1]}"))
+
+
+def ablation_families(records: Iterable[Record]
+                      ) -> list[tuple[str, list[Record], dict[str, list[Record]]]]:
+    """Fig. 3's groups: (dataset, a Stu-base's seeds, ablation name -> the winning runs among
+    the students distilled from that Stu-base).
+
+    A student is compared only with the training of the pretrained student it was distilled
+    from (its record's `pretrained` snapshot: key and test metrics), never with another Stu-base
+    that happens to score better, nor with a later rerun of the same settings, whose record
+    replaces the earlier one under the same key. Students of a training whose record is gone
+    keep it as their own records saw it (`_earlier_training`). Every Stu-base that has distilled
+    students forms a group, recorded trainings first, the best on validation first; a dataset
+    with no distilled student shows its best Stu-base alone.
+    """
+    placed = [(name, record) for record in records
+              if at_paper_settings(record) and (name := student_ablation(record)) is not None]
+    bases = seed_groups(r for name, r in placed if name == "Stu-base")
+    students: dict[int, dict[str, list[Record]]] = {}
+    for name, record in placed:
+        snapshot = record.get("pretrained") or {}
+        if name == "Stu-base" or not snapshot:
+            continue
+        family = next((i for i, runs in enumerate(bases)
+                       if any(_distilled_from(snapshot, base) for base in runs)), None)
+        if family is None and "test" in snapshot:
+            bases.append([_earlier_training(snapshot, record)])
+            family = len(bases) - 1
+        if family is not None:
+            students.setdefault(family, {}).setdefault(name, []).append(record)
+    families = []
+    for dataset in DATASETS:
+        own = [i for i, runs in enumerate(bases) if runs[0]["dataset"]["name"] == dataset]
+        distilled = [i for i in own if i in students]
+        shown = sorted(distilled or own, key=lambda i: _family_order(bases[i]))
+        for i in shown if distilled else shown[:1]:
+            named = {name: best_on_validation(runs) for name, runs in students.get(i, {}).items()}
+            families.append((dataset, bases[i], named))
+    return families
+
+
+def _distilled_from(snapshot: dict[str, Any], base: Record) -> bool:
+    """Whether a student's `pretrained` snapshot is this training of its Stu-base: the same key
+    and the same test metrics (a snapshot without them matches by key)."""
+    return snapshot["key"] == base["key"] and snapshot.get("test", base["test"]) == base["test"]
+
+
+def _earlier_training(snapshot: dict[str, Any], student: Record) -> Record:
+    """A Stu-base whose record a rerun has replaced, as its student's record saw it: key and
+    test metrics only (no validation score, timing or seed of its own)."""
+    return {"key": snapshot["key"], "test": snapshot["test"], "dataset": student["dataset"],
+            "earlier_training": True}
+
+
+def _is_earlier(runs: list[Record]) -> bool:
+    return bool(runs[0].get("earlier_training"))
+
+
+def _family_order(base: list[Record]) -> tuple[bool, float]:
+    """Recorded Stu-bases first, the best on validation first; then earlier trainings."""
+    return (True, 0.0) if _is_earlier(base) else (False, -validation_score(base))
+
+
+@dataclass
+class AblationRow:
+    """A row of Fig. 3: a student (or its Stu-base) and the Stu-base it was distilled from."""
+
+    dataset: str
+    base_label: str  # the Stu-base's key, marked where a rerun has replaced its record
+    name: str  # Stu-base, Stu-w/o-c, ..., Student
+    runs: list[Record]
+    base: list[Record]
+
+    def mean(self, metric: str) -> float:
+        return mean_test(self.runs, metric)
+
+    def gain(self, metric: str) -> float | None:
+        """Percent over the Stu-base; None for the Stu-base itself."""
+        if self.name == "Stu-base":
+            return None
+        return 100 * (self.mean(metric) / mean_test(self.paired_base(), metric) - 1)
+
+    def paired_base(self) -> list[Record]:
+        """The Stu-base runs these students were distilled from (the same seeds), so that a
+        gain compares like with like when the Stu-base has more seeds than a student."""
+        snapshots = [r["pretrained"] for r in self.runs if r.get("pretrained")]
+        paired = [b for b in self.base if any(_distilled_from(s, b) for s in snapshots)]
+        return paired or self.base
+
+    @property
+    def earlier_training(self) -> bool:
+        """Whether its Stu-base is a training whose record a rerun has replaced."""
+        return _is_earlier(self.base)
+
+
+def ablation_rows(records: Iterable[Record]) -> list[AblationRow]:
+    """Fig. 3's rows, family by family (`ablation_families`), in the paper's order."""
+    rows = []
+    for dataset, base, students in ablation_families(records):
+        family = {"Stu-base": base, **students}
+        label = base[0]["key"] + (" (earlier training)" if _is_earlier(base)
+                                  else f" ({len(base)} seeds)" if len(base) > 1 else "")
+        rows += [AblationRow(dataset, label, name, family[name], base)
+                 for name in ABLATIONS if family.get(name)]
+    return rows
+
+
+def ablation_table(records: Iterable[Record], fmt: str = "github") -> str:
+    """Fig. 3 as a table: the student at the paper's codebook shape, trained without
+    distillation, with each part of it removed, and in full; the gain over the Stu-base each
+    was distilled from, and for the full student the paper's (its text gives only that)."""
+    rows, cells, earlier = [], {}, []
+    for row in ablation_rows(records):
+        if row.earlier_training and row.name == "Stu-base":
+            earlier.append(f"- {row.dataset} Stu-base {row.base_label}: as the students "
+                           f"distilled from it recorded it; record {row.base[0]['key']} now "
+                           "holds a later training of the same settings")
+        else:
+            cells[((row.base_label, row.name), row.dataset)] = row.runs
+        gains = []
+        for metric in ("HR@10", "NDCG@10"):
+            paper = FIG3_GAIN_PERCENT[row.dataset][metric] if row.name == "Student" else None
+            ours = row.gain(metric)
+            gains.append(_beside(ours, paper) if ours is not None or paper else "-")
+        seeds = ", ".join(str(r["seed"]) for r in row.runs if "seed" in r) or "-"
+        rows.append([row.dataset, row.base_label, row.name, seeds,
+                     *(row.mean(m) for m in ABLATION_METRICS), *gains])
+    return ("Ablation (the paper's Fig. 3): test metrics in percent, the mean over the seeds "
+            "listed; each student's gain over the Stu-base seeds it was distilled from, in "
+            "percent, ours (the paper's)\n\n"
+            + tabulate(rows, headers=["data", "Stu-base", "student", "seeds", *ABLATION_METRICS,
+                                      "HR@10 gain %", "NDCG@10 gain %"],
+                       floatfmt=".2f", tablefmt=fmt)
+            + "\n\n" + "\n".join([_sources(cells, lambda row: f"{row[1]} (from {row[0]})"),
+                                   *earlier]))

@@ -1,0 +1,268 @@
+"""Tables rendered from run records: pure functions of the records, nothing else."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import numpy as np
+from tabulate import tabulate
+
+from ecbench.bench.training.config import RunConfig, backbone_preset, distill_weights, repeat_head
+from ecbench.bench.report.paper import FIG6_CODES, FIG6_USAGE_RANGE, TABLE5_SECONDS
+
+RUN_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@20")
+
+
+# the general training options (the paper's for every model): a variant names departures
+TRAINING_DEFAULTS = {name: f.default for name, f in RunConfig.__dataclass_fields__.items()
+                      if name in ("lr", "l2", "batch_size", "max_len")}
+
+_ABLATIONS = (("contrastive", "w/o-c"), ("bidirectional", "w/o-b"), ("soft", "w/o-s"))
+
+
+def backbone_departures(config: dict[str, Any]) -> dict[str, Any]:
+    """The backbone options of a run config that are not the dataset's preset: a preset value
+    changed, or an option the preset does not set (the command line records only the preset
+    and what was given, so such an option was chosen on purpose)."""
+    preset = backbone_preset(config["data"], config["backbone"])
+    return {k: v for k, v in config.get("backbone_options", {}).items()
+            if k not in preset or preset[k] != v}
+
+
+def variant(config: dict[str, Any]) -> str:
+    """What sets a run apart beyond data, backbone and compressor, in a few words: the
+    compressor's non-default options, a byte budget, distillation and its ablations, the legacy
+    mixed evaluation or selection on test, backbone options off the dataset's preset, dropout
+    cut short."""
+    parts = [f"{k}={v}" for k, v in sorted(config["compressor_options"].items())
+             if k != "eval_table"]
+    parts += [f"{name}={config[name]:g}" for name, default in TRAINING_DEFAULTS.items()
+              if name in config and config[name] != default]
+    if config.get("ratio"):
+        parts.append(f"ratio {config['ratio']:g}")
+    distill = config.get("distill")
+    if distill:
+        flags = [name for key, name in _ABLATIONS if not distill[key]]
+        if distill["eta"] == 0:
+            flags.append("w/o-m")
+        parts.append("KD" + (f" {' '.join(flags)}" if flags else "")
+                     + (f" eta {distill['eta_schedule']}" if distill["eta_schedule"] != "none"
+                        else ""))
+        parts += distill_departures(config["data"], distill)
+    if config["compressor_options"].get("eval_table") == "mixed":
+        parts.append("eval mixed (legacy)")
+    if config.get("refit"):
+        parts.append("refit")
+    head = repeat_head(config)
+    if head:
+        parts.append(f"repeat {head}")
+    if config.get("select_on") == "test":
+        parts.append("paper protocol (legacy)")
+    parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+              for k, v in sorted(backbone_departures(config).items())]
+    if config.get("dropout_epochs") is not None:
+        parts.append(f"dropout in {config['dropout_epochs']} epoch(s)")
+    return ", ".join(parts) or "-"
+
+
+def distill_departures(data: str, distill: dict[str, Any]) -> list[str]:
+    """The distillation weights off the dataset's defaults, as `beta=0.5` or `kd_eta=0.4`
+    (the compressor's own mixup is `eta`; an eta of 0 is already named: w/o-m)."""
+    defaults = distill_weights(data)
+    return [f"{'kd_eta' if name == 'eta' else name}={distill[name]:g}"
+            for name in sorted(defaults)
+            if distill[name] != defaults[name] and not (name == "eta" and distill[name] == 0)]
+
+
+def _order(r: dict[str, Any]) -> tuple:
+    return (r["dataset"]["name"], r["config"]["backbone"], r["config"]["compressor"],
+            variant(r["config"]), r["seed"])
+
+
+def run_rows(records: Iterable[dict[str, Any]]) -> list[list[Any]]:
+    """One row per record: what ran, how it was selected, its test metrics and its cost."""
+    rows = []
+    for r in sorted(records, key=_order):
+        sel = r["selection"]
+        storage = r["size"]["item_storage"]
+        row = [
+            r["dataset"]["name"], r["config"]["backbone"], r["config"]["compressor"],
+            variant(r["config"]), r["seed"],
+            f"{sel['on']} ({sel['epoch']}/{sel['epochs_run']})",
+            *(r["test"][m] for m in RUN_METRICS),
+            storage["byte_ratio"], r["timing"]["train_seconds_per_epoch_median"],
+            (r["provenance"]["git"]["commit"] or "?")[:8],
+        ]
+        rows.append(row)
+        alone = r.get("test_compressed_table")
+        if alone:  # a legacy-scored run: the same model, deployed (its bytes are not recorded)
+            rows.append([*row[:3], f"{row[3]}: compressed table alone", *row[4:6],
+                         *(alone[m] for m in RUN_METRICS), None, *row[-2:]])
+    return rows
+
+
+def runs_table(records: Iterable[dict[str, Any]], fmt: str = "github") -> str:
+    headers = ["data", "backbone", "compressor", "variant", "seed", "selected on (epoch)",
+               *RUN_METRICS, "byte ratio", "s/epoch", "commit"]
+    return tabulate(run_rows(records), headers=headers, floatfmt=".2f", tablefmt=fmt,
+                    missingval="-")
+
+
+def settings_key(config: dict[str, Any]) -> str:
+    """A run config but its seed, as canonical JSON: what runs that differ only in their seed
+    share. An unset field (None) counts as absent, as in `RunConfig.key`: records written
+    before a config field existed match later ones that leave it unset."""
+    return json.dumps({k: v for k, v in config.items() if k != "seed" and v is not None},
+                      sort_keys=True)
+
+
+def seed_groups(records: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Records grouped by everything but the seed (same `settings_key`, same data), in table
+    order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in sorted(records, key=_order):
+        groups.setdefault((r["dataset"]["checksum"], settings_key(r["config"])), []).append(r)
+    return list(groups.values())
+
+
+def seed_summary_rows(records: Iterable[dict[str, Any]]) -> list[list[Any]]:
+    """Runs that differ only in their seed, as one row: test metrics as mean ± std (the sample
+    standard deviation; none for a single seed) and the seeds counted."""
+    rows = []
+    for runs in seed_groups(records):
+        first = runs[0]
+        cells = []
+        for metric in RUN_METRICS:
+            values = np.array([r["test"][metric] for r in runs])
+            cells.append(f"{values.mean():.2f}" + (f" ± {values.std(ddof=1):.2f}"
+                                                    if len(values) > 1 else ""))
+        rows.append([first["dataset"]["name"], first["config"]["backbone"],
+                     first["config"]["compressor"], variant(first["config"]),
+                     first["selection"]["on"], len(runs), *cells])
+    return rows
+
+
+def summary_table(records: Iterable[dict[str, Any]], fmt: str = "github") -> str:
+    headers = ["data", "backbone", "compressor", "variant", "selected on", "seeds", *RUN_METRICS]
+    return tabulate(seed_summary_rows(records), headers=headers, tablefmt=fmt)
+
+
+STUDENT = "New Student"
+
+
+def paper_model(backbone: str, compressor: str) -> str:
+    """The paper's name for a (backbone, compressor) pair: baselines are dense, OD-Rec is
+    SASRec+sttd, the new student SASRec+ccode; anything else keeps its own name."""
+    key = "".join(ch for ch in backbone.lower() if ch.isalnum())
+    if compressor == "full":
+        names = {"gru4rec": "GRU4Rec", "narm": "NARM", "stamp": "STAMP", "srgnn": "SR-GNN",
+                 "sasrec": "SASRec (teacher)"}
+        return names.get(key, f"{backbone} (full)")
+    if key == "sasrec" and compressor in ("sttd", "ccode"):
+        return "OD-Rec" if compressor == "sttd" else STUDENT
+    return f"{backbone}+{compressor}"
+
+
+def latency_cells(records: Iterable[dict[str, Any]], runtime: str, batch: int,
+                  cache: str = "warm") -> dict[tuple[str, str], float]:
+    """(model, dataset) -> ms per `batch` sessions, end to end, from the records timed with
+    `cache` warm or cold (`ecbench.bench.deploy.latency`); the latest record wins."""
+    cells: dict[tuple[str, str], tuple[str, float]] = {}
+    for record in records:
+        if record["protocol"].get("cache", "warm") != cache:
+            continue
+        dataset = record["dataset"]["name"]
+        for model in record["models"]:
+            timing = model["runtimes"].get(runtime, {}).get("batches", {}).get(str(batch))
+            if not timing:
+                continue
+            config = model["config"]
+            name = paper_model(config["backbone"], config["compressor"])
+            head = repeat_head(config)
+            key = (f"{name} + repeat {head}" if head else name, dataset)
+            if key not in cells or record["date"] >= cells[key][0]:
+                cells[key] = (record["date"], timing["end_to_end"]["median_ms"])
+    return {key: ms for key, (_, ms) in cells.items()}
+
+
+def table5(records: Iterable[dict[str, Any]], runtime: str = "eager", batch: int = 100,
+           fmt: str = "github", cache: str = "warm") -> str:
+    """Table 5's layout: models x datasets, ms per 100 sessions, ours beside the paper's, and
+    each model's time over the new student's (the paper's "8x faster than OD-Rec")."""
+    cells = latency_cells(records, runtime, batch, cache)
+    scale = 100 / batch  # ms per 100 sessions
+    datasets = sorted({d for _, d in cells} | {"tmall", "retailrocket"})
+    order = list(TABLE5_SECONDS) + sorted({m for m, _ in cells} - set(TABLE5_SECONDS))
+    headers = ["model"]
+    for d in datasets:
+        headers += [f"{d} ours", f"{d} paper", f"{d} ours / student", f"{d} paper / student"]
+    rows = []
+    for model in order:
+        row: list[Any] = [model]
+        for d in datasets:
+            ours, ours_student = cells.get((model, d)), cells.get((STUDENT, d))
+            paper = TABLE5_SECONDS.get(model, {}).get(d)
+            paper_student = TABLE5_SECONDS[STUDENT].get(d)
+            row += [None if ours is None else ours * scale,
+                    None if paper is None else 1e3 * paper,
+                    None if ours is None or not ours_student else ours / ours_student,
+                    None if paper is None or not paper_student else paper / paper_student]
+        if any(v is not None for v in row[1:]):
+            rows.append(row)
+    title = (f"ms per 100 sessions ({runtime}, batch {batch}, one thread, {cache} caches; "
+             "paper: Pixel 2 emulator, PyTorch Mobile)")
+    return title + "\n\n" + tabulate(rows, headers=headers, floatfmt=".2f", tablefmt=fmt,
+                                     missingval="-")
+
+
+CASE_METRICS = ("HR@10", "NDCG@10", "MRR@10")
+
+
+def cases_table(analyses: Iterable[dict[str, Any]]) -> str:
+    """Test metrics by kind of case (`ecbench.bench.report.analysis`), a row per run and case
+    group: what a compressed table loses, and where."""
+    rows = []
+    for a in sorted(analyses, key=lambda a: (a["dataset"], a["config"]["backbone"],
+                                             a["config"]["compressor"], variant(a["config"]))):
+        for group, m in a["test_by_case"].items():
+            missed = a.get("missed_top", {}).get(group, {})
+            rows.append([a["dataset"], a["config"]["backbone"], a["config"]["compressor"],
+                         variant(a["config"]), group, m["share"],
+                         *(m.get(k, float("nan")) for k in CASE_METRICS),
+                         missed.get("in_session"), missed.get("hot")])
+    return tabulate(rows, headers=["data", "backbone", "compressor", "variant", "cases",
+                                   "share %", *CASE_METRICS, "missed: top-10 in session %",
+                                   "missed: top-10 hot %"],
+                    floatfmt=".2f", tablefmt="github", missingval="-")
+
+
+def codes_table(analyses: Iterable[dict[str, Any]]) -> str:
+    """A row per analysed ccode run (`ecbench.bench.report.code_analysis`): how its codes are
+    spread, and how much of what outranks a missed label is one codeword from it."""
+    rows = []
+    for a in sorted(analyses, key=lambda a: (a["dataset"], variant(a["config"]))):
+        codes, crowding = a["codes"], a["crowding"]
+        rows.append([a["dataset"], f"M={codes['M']} K={codes['K']}", variant(a["config"]),
+                     100 * codes["occupancy"], f"{codes['usage_min']}-{codes['usage_max']}",
+                     codes["one_codeword_neighbours_mean"], codes["items_with_a_neighbour"],
+                     *(100 * crowding[g]["neighbour_share_of_top"] for g in ("repeat", "new")),
+                     100 * a["neighbour_share_by_chance"]])
+    return tabulate(rows, headers=["data", "codes", "variant", "occupancy %", "codeword use",
+                                   "neighbours / item", "items with one %",
+                                   "missed repeat: top-10 neighbours %",
+                                   "missed new: top-10 neighbours %", "by chance %"],
+                    floatfmt=".3g", tablefmt="github")
+
+
+def fig6_table(analysis: dict[str, Any]) -> str:
+    """The paper's Fig. 6 as numbers: how many items use each codeword, a row per codebook."""
+    usage = analysis["codes"]["codeword_usage"]
+    headers = ["codebook"] + [str(k) for k in range(len(usage[0]))]
+    rows = [[i + 1, *counts] for i, counts in enumerate(usage)]
+    shape = (analysis["codes"]["M"], analysis["codes"]["K"])
+    paper = FIG6_USAGE_RANGE.get(analysis["dataset"]) if shape == FIG6_CODES else None
+    title = (f"codeword usage, {analysis['dataset']} {variant(analysis['config'])} "
+             f"(M={shape[0]}, K={shape[1]}; record {analysis['key']}"
+             + (f"; the paper's range: {paper[0]}-{paper[1]} items a codeword)" if paper else ")"))
+    return title + "\n\n" + tabulate(rows, headers=headers, tablefmt="github")
