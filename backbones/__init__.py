@@ -3,6 +3,7 @@
 Third-party backbones register through the ``ecbench.backbones`` entry-point group.
 """
 
+from ecbench import compressors
 from ecbench.compressors import Compressor, Registry
 
 from ecbench.backbones.base import Backbone
@@ -13,6 +14,7 @@ from ecbench.backbones.srgnn import SRGNN, SRGNNConfig
 from ecbench.backbones.stamp import STAMP, STAMPConfig
 
 registry: Registry[Backbone] = Registry("backbone", "ecbench.backbones")
+registry.share_command_line_with(compressors.registry)  # one command line takes both kinds
 
 
 @registry.register("sasrec", config=SASRecConfig,

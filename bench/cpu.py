@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import time
 
 import torch
 
@@ -40,6 +41,51 @@ def _bound_onednn_cache(capacity: int = 8) -> None:
     reads the variable when it creates its first primitive, so this must run before any work.
     """
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
+
+
+AUTO_THREADS_CAP = 2  # small models at batch 100 gain little from more threads
+
+
+def busy_cores(sample_seconds: float = 0.3) -> float:
+    """How many cores other work keeps busy now: the non-idle share of all cores over a short
+    sample of /proc/stat (the 1-minute load average where that is missing, which lags)."""
+    def counters() -> tuple[int, int]:
+        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+
+    try:
+        total0, idle0 = counters()
+        time.sleep(sample_seconds)
+        total1, idle1 = counters()
+    except (OSError, ValueError, IndexError):
+        return float(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0.0
+    if total1 <= total0:
+        return 0.0
+    return (1.0 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
+def auto_threads(cap: int = AUTO_THREADS_CAP) -> int:
+    """Threads for a run: the cores left idle by other work, at least 1, at most `cap`.
+
+    torch's threads wait for each other at every operation, so one that shares its core with
+    another busy process stalls them all: beside one busy process, two threads on two cores
+    ran a synthetic epoch about 80x slower than one thread (`ecbench bench threads`)."""
+    idle = (os.cpu_count() or 1) - busy_cores()
+    return max(1, min(cap, int(idle + 0.5)))
+
+
+def resolve_threads(threads: int | str) -> int:
+    """`--threads`: a positive number, or "auto" (`auto_threads`)."""
+    if threads == "auto":
+        return auto_threads()
+    try:
+        count = int(threads)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--threads must be a positive number or auto, got {threads!r}"
+                          ) from None
+    if count < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    return count
 
 
 def configure_cpu(threads: int) -> None:

@@ -1,14 +1,15 @@
 """Item-embedding compressors and their registry.
 
-    >>> import compressors
+    >>> from ecbench import compressors
     >>> table = compressors.build("full", num_items=101, dim=16)
 
 Third-party compressors register through the ``ecbench.compressors`` entry-point group.
 """
 
 from ecbench.compressors.base import (Compressor, InferenceForm, StorageReport, StoredTensor,
-                              smallest_unsigned_dtype)
-from ecbench.compressors.named_registry import Registry, RegistryEntry, UnknownEntryError
+                                      smallest_unsigned_dtype)
+from ecbench.compressors.named_registry import (OptionClashError, Registry, RegistryEntry,
+                                                UnknownEntryError)
 
 registry: Registry[Compressor] = Registry("compressor", "ecbench.compressors")
 
@@ -21,5 +22,6 @@ def build(name: str, config=None, **context) -> Compressor:
     return registry.build(name, config, **context)
 
 
-__all__ = ["Compressor", "InferenceForm", "StorageReport", "StoredTensor", "Registry", "RegistryEntry",
-           "UnknownEntryError", "registry", "build", "smallest_unsigned_dtype"]
+__all__ = ["Compressor", "InferenceForm", "StorageReport", "StoredTensor", "Registry",
+           "RegistryEntry", "OptionClashError", "UnknownEntryError", "registry", "build",
+           "smallest_unsigned_dtype"]

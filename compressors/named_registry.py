@@ -16,6 +16,16 @@ from typing import Any, Callable, Generic, TypeVar
 T = TypeVar("T")
 
 
+class OptionClashError(ValueError):
+    """A part's option has the name of a general option or of another kind's option, so one
+    of them would silently shadow the other on the command line."""
+
+
+def option_flag(name: str) -> str:
+    """The command-line spelling of an option name: `hidden_size` -> `--hidden-size`."""
+    return "--" + name.replace("_", "-")
+
+
 class UnknownEntryError(KeyError):
     """Asked for a name that is neither built in nor provided by an installed plugin."""
 
@@ -50,6 +60,42 @@ class Registry(Generic[T]):
         self.entry_point_group = entry_point_group
         self._entries: dict[str, RegistryEntry[T]] = {}
         self._plugins_loaded = False
+        self._reserved: dict[str, str] = {}  # flag -> who owns it (the general options)
+        self._rivals: list[Registry] = []  # kinds whose options share one command line
+
+    def share_command_line_with(self, other: "Registry") -> None:
+        """Parts of `self` and of `other` take their options from one command line, so an
+        option both kinds declare is refused when the second of them registers."""
+        self._rivals.append(other)
+        other._rivals.append(self)
+        for entry in list(self._entries.values()):
+            other._check_options(entry, self.kind)
+
+    def reserve(self, flags: dict[str, str]) -> None:
+        """Flags (`--seed`) the command line uses for itself, each with its owner; a part's
+        option of that name is refused, now or when it registers."""
+        self._reserved.update(flags)
+        for entry in self._entries.values():
+            self._check_options(entry, self.kind)
+
+    @property
+    def reserved_flags(self) -> dict[str, str]:
+        return dict(self._reserved)
+
+    def _check_options(self, entry: RegistryEntry[Any], kind: str) -> None:
+        """Refuse `entry` (a part of `kind`) if one of its options clashes with a reserved
+        flag or with an option of an entry of this registry (when `kind` is another kind)."""
+        for field in dataclasses.fields(entry.config):
+            flag = option_flag(field.name)
+            owner = self._reserved.get(flag)
+            if owner is None and kind != self.kind:
+                owner = next((f"{self.kind} {other.name!r}" for other in self._entries.values()
+                              if flag in {option_flag(f.name)
+                                          for f in dataclasses.fields(other.config)}), None)
+            if owner is not None:
+                raise OptionClashError(
+                    f"{kind} {entry.name!r} ({entry.source}) declares option {flag}, which "
+                    f"{owner} already uses: rename the option in {entry.name!r}")
 
     def register(self, name: str, *, config: type, description: str = "",
                  budget: Callable[..., Any] | None = None) -> Callable:
@@ -75,6 +121,9 @@ class Registry(Generic[T]):
         if existing is not None and existing.builder is not entry.builder:
             raise ValueError(f"{self.kind} {entry.name!r} is registered twice "
                              f"({existing.source} and {entry.source})")
+        self._check_options(entry, self.kind)
+        for rival in self._rivals:
+            rival._check_options(entry, self.kind)
         self._entries[entry.name] = entry
 
     def _load_plugins(self) -> None:

@@ -43,8 +43,10 @@ def test_installed_plugin_is_listed_with_its_options(plugin_env, tmp_path):
     proc = subprocess.run([*ecbench_command(), "list"], capture_output=True, text=True,
                           env=plugin_env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    line = next(row for row in proc.stdout.splitlines() if row.startswith("lowrank"))
-    assert "--rank int (8)" in line and "ecbench_lowrank" in line
+    rows = proc.stdout.splitlines()
+    at = next(i for i, row in enumerate(rows) if row.strip().startswith("lowrank"))
+    assert "[plugin: ecbench_lowrank]" in rows[at]
+    assert "--rank int=8" in rows[at + 1]
 
 
 def test_installed_plugin_trains_and_is_recorded(plugin_env, tmp_path):

@@ -8,9 +8,9 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from ecbench.bench.cli.options import (BENCH_DEFAULTS, DEFAULT_THREADS, data_root_option,
-                               distillation_options, make_run_config, results_option,
-                               workdir_option)
+from ecbench.bench.cli.options import (BENCH_DEFAULTS, chosen_threads, data_root_option,
+                                       distillation_options, make_run_config, results_option,
+                                       threads_option, workdir_option)
 from ecbench.bench.errors import ConfigError
 
 
@@ -31,7 +31,7 @@ def bench_group() -> None:
 @click.option("--steps", type=int, default=300, show_default=True,
               help="timed training steps (after warm-up); 0 = one whole epoch")
 @distillation_options
-@click.option("--threads", type=int, default=DEFAULT_THREADS, show_default=True)
+@threads_option
 @results_option
 @click.pass_context
 def bench_train_command(ctx: click.Context, **opts: Any) -> None:
@@ -43,11 +43,35 @@ def bench_train_command(ctx: click.Context, **opts: Any) -> None:
 
     config = make_run_config({**BENCH_DEFAULTS, **opts}, list(ctx.args))
     result, path = benchmark_training(config, data_root=opts["data_root"], steps=opts["steps"],
-                                      threads=opts["threads"], results_dir=opts["results_dir"])
+                                      threads=chosen_threads(opts["threads"]),
+                                      results_dir=opts["results_dir"])
     rows = [[f"{k} {inner}", value] if isinstance(v, dict) else [k, v]
             for k, v in result["measurements"].items()
             for inner, value in (v.items() if isinstance(v, dict) else [(None, v)])]
     click.echo(tabulate(rows, floatfmt=".3f"))
+    click.echo(f"record: {path}")
+
+
+@bench_group.command("threads")
+@click.option("--data", default="synthetic", show_default=True)
+@data_root_option
+@click.option("--steps", type=int, default=30, show_default=True,
+              help="timed training steps per condition (after warm-up)")
+@results_option
+def bench_threads_command(data: str, data_root: str | None, steps: int, results_dir: Path
+                          ) -> None:
+    """Whether the thread default holds on a busy machine: training steps alone
+    (`--threads auto`), beside a competing busy process with auto, and beside it with 2
+    threads fixed, each its own process; slowdowns against alone."""
+    from ecbench.bench.training.thread_benchmark import benchmark_threads
+
+    result, path = benchmark_threads(data=data, data_root=data_root, steps=steps,
+                                     results_dir=results_dir,
+                                     log=lambda m: click.echo(m, err=True))
+    rows = [[name, c["threads_option"], c["threads"], c["median_step_seconds"] * 1e3,
+             c["slowdown_vs_alone"]] for name, c in result["conditions"].items()]
+    click.echo(tabulate(rows, headers=["condition", "--threads", "threads", "ms a step",
+                                       "x alone"], floatfmt=".2f"))
     click.echo(f"record: {path}")
 
 

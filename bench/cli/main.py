@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import sys
+import textwrap
 import typing
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,9 @@ from tabulate import tabulate
 
 from ecbench import backbones
 from ecbench import compressors
-from ecbench.bench.cli.options import (BENCH_DEFAULTS, DEFAULT_THREADS, data_root_option,
-                               distillation_options, make_run_config, results_option,
-                               workdir_option)
+from ecbench.bench.cli.options import (BENCH_DEFAULTS, chosen_threads, data_root_option,
+                                       distillation_options, make_run_config, results_option,
+                                       threads_option, workdir_option)
 from ecbench.bench.training.config import RunConfig, build_part_config
 from ecbench.bench.errors import ConfigError, EcbenchError
 
@@ -101,7 +102,7 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
 @click.option("--student-init", type=click.Choice(["teacher", "random"]), default=None,
               help="students: start the encoder from the teacher's or at random [teacher]")
 @distillation_options
-@click.option("--threads", type=int, default=DEFAULT_THREADS, show_default=True)
+@threads_option
 @results_option
 @workdir_option("checkpoints and trained models")
 @click.option("--refit", is_flag=True,
@@ -109,17 +110,26 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
                    "sessions for that many epochs (test still seen once)")
 @click.option("--resume", is_flag=True, help="continue a killed run from its last checkpoint")
 @click.option("--force", is_flag=True, help="rerun even if an identical run is recorded")
+@click.option("--plan-only", is_flag=True,
+              help="say what the run would train (teacher, Stu-base, distillation) and an upper "
+                   "bound on its time, then stop")
 @click.option("--progress/--no-progress", default=None, help="progress bars [on a terminal]")
 @click.pass_context
 def run_command(ctx: click.Context, **opts: Any) -> None:
-    from ecbench.bench.training.runner import run_experiment
+    from ecbench.bench.training.runner import plan_run, run_experiment
 
     config = make_run_config(opts, list(ctx.args))
+    if opts["plan_only"]:
+        click.echo(plan_run(config, data_root=opts["data_root"], results_dir=opts["results_dir"],
+                            workdir=opts["workdir"], threads=chosen_threads(opts["threads"])),
+                   err=True)
+        return
     progress = sys.stderr.isatty() if opts["progress"] is None else opts["progress"]
     record, path = run_experiment(
         config, data_root=opts["data_root"], results_dir=opts["results_dir"],
         workdir=opts["workdir"], resume=opts["resume"], force=opts["force"],
-        threads=opts["threads"], progress=progress, log=lambda m: click.echo(m, err=True))
+        threads=chosen_threads(opts["threads"]), progress=progress,
+        log=lambda m: click.echo(m, err=True))
     click.echo(summary_table(record))
     click.echo(f"record: {path}")
 
@@ -188,27 +198,37 @@ def sweep_command(spec: Path, executor: str, workers: int, threads: int, data_ro
                                    "to resume them")
 
 
-def _describe_options(config_cls: type) -> str:
+def _describe_options(config_cls: type) -> list[str]:
+    """Each option as `--name type=default`."""
     hints = typing.get_type_hints(config_cls)
     parts = []
     for f in dataclasses.fields(config_cls):
         hint = hints[f.name]
         kind = ("|".join(map(str, typing.get_args(hint))) if typing.get_origin(hint) is typing.Literal
                 else getattr(hint, "__name__", str(hint)))
-        parts.append(f"--{f.name.replace('_', '-')} {kind} ({f.default})")
-    return ", ".join(parts) or "(no options)"
+        kind = kind.replace(" | ", "|")
+        # no-break spaces keep an option and its type on one line when the list is wrapped
+        parts.append(f"--{f.name.replace('_', '-')}\u00a0{kind}={f.default}")
+    return parts
+
+
+LIST_WIDTH = 100
 
 
 @cli.command("list")
 def list_command() -> None:
     """The registered compressors and backbones (built-in and plugins) with their options."""
     for kind, registry in (("compressors", compressors.registry), ("backbones", backbones.registry)):
-        rows = []
+        click.echo(f"{kind}:")
         for name in registry.names():
             entry = registry.get(name)
-            rows.append([name, entry.description, _describe_options(entry.config), entry.source])
-        click.echo(f"{kind}:")
-        click.echo(tabulate(rows, headers=["name", "what", "options", "from"]))
+            source = "" if entry.source.startswith("ecbench.") else f" [plugin: {entry.source}]"
+            click.echo(textwrap.fill(f"{name:<9} {entry.description}{source}", LIST_WIDTH,
+                                     initial_indent="  ", subsequent_indent=" " * 12))
+            options = _describe_options(entry.config) or ["(no options)"]
+            click.echo(textwrap.fill("  ".join(options), LIST_WIDTH, initial_indent=" " * 12,
+                                     subsequent_indent=" " * 12, break_on_hyphens=False
+                                     ).replace("\u00a0", " "))
         click.echo()
 
 
@@ -253,8 +273,22 @@ def _add_commands() -> None:
 _add_commands()
 
 
+def reserve_general_options() -> None:
+    """The flags of the commands that also take part options are the command line's own: a
+    compressor or backbone declaring one of them is refused (it would be shadowed)."""
+    bench_train = typing.cast(click.Group, cli.commands["bench"]).commands["train"]
+    flags = {flag: f"the general option {flag} of `ecbench {name}`"
+             for name, command in (("run", run_command), ("size", size_command),
+                                   ("bench train", bench_train))
+             for param in command.params if isinstance(param, click.Option)
+             for flag in param.opts + param.secondary_opts}
+    compressors.registry.reserve(flags)
+    backbones.registry.reserve(flags)
+
+
 def main() -> None:
     try:
+        reserve_general_options()
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -262,7 +296,7 @@ def main() -> None:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except (EcbenchError, compressors.UnknownEntryError) as exc:
+    except (EcbenchError, compressors.UnknownEntryError, compressors.OptionClashError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)
 

@@ -15,10 +15,24 @@ from ecbench import backbones
 from ecbench import compressors
 from ecbench.bench.training.config import (RunConfig, backbone_preset, canonical_options,
                                            parse_part_options, preset_for)
+from ecbench.bench.cpu import AUTO_THREADS_CAP, resolve_threads
 from ecbench.bench.errors import ConfigError
 from ecbench.bench.records import CURATED_RESULTS, USER_RESULTS
 
-DEFAULT_THREADS = min(2, os.cpu_count() or 1)
+threads_option = click.option(
+    "--threads", default="auto", show_default=True,
+    help="torch threads: a number, or auto = the cores other work leaves idle at the start "
+         "(at most 2; threads that share a busy core stall each other)")
+
+
+def chosen_threads(value: str) -> int:
+    """`--threads` resolved, saying on stderr what auto chose."""
+    threads = resolve_threads(value)
+    if value == "auto":
+        click.echo(f"threads: {threads} (auto: the cores other work leaves idle of "
+                   f"{os.cpu_count() or 1}, at most {AUTO_THREADS_CAP}; --threads N sets it)",
+                   err=True)
+    return threads
 
 # The locations every command shares, declared once.
 data_root_option = click.option("--data-root", default=None,
@@ -81,7 +95,8 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
     back = backbones.registry.get(opts["backbone"])
     labels = {"compressor": f"compressor {comp.name}", "backbone": f"backbone {back.name}"}
     parsed = parse_part_options(extra, {labels["compressor"]: comp.config,
-                                        labels["backbone"]: back.config})
+                                        labels["backbone"]: back.config},
+                                general=compressors.registry.reserved_flags)
     preset = preset_for(opts["data"])
     backbone_options = backbone_preset(opts["data"], back.name)
     backbone_options.update(parsed[labels["backbone"]])

@@ -9,12 +9,14 @@ Runtime's ConstantFolding pass would rebuild a compressed table into a dense con
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -71,6 +73,31 @@ def _dynamic_shapes(max_batch: int, max_len: int) -> tuple[dict, dict]:
     return {0: batch, 1: length}, {0: batch}
 
 
+# Warnings the exporters raise on every export of these models, known and harmless here: the
+# tracer's note that Python branches on shapes become constants (our traced models take the
+# same branches for every batch; each export is checked against eager by `agreement`),
+# deprecation notices of TorchScript and its lite interpreter (the `torchscript` format is
+# kept for phones that still run it), torch.export internals, and ONNX's note that a dynamic
+# axis keeps the exporter's own name.
+KNOWN_EXPORT_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
+    (".*", torch.jit.TracerWarning),
+    (".*Lite Interpreter is deprecated.*", DeprecationWarning),
+    (".*torch\\.jit\\.(trace|trace_method|script)` is deprecated.*", DeprecationWarning),
+    (".*_check_is_size will be removed.*", FutureWarning),
+    (".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*", FutureWarning),
+    (".*The axis name: .* will not be used.*", UserWarning),
+    (".*were assigned during export.*", UserWarning),
+)
+
+
+@contextlib.contextmanager
+def known_export_warnings_silenced() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for message, category in KNOWN_EXPORT_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
+
+
 def export(deployed: DeployedRecommender, fmt: str, path: Path, *, max_batch: int = 128) -> Path:
     """Write `deployed` (built with `exportable=True`) as a `fmt` artefact at `path`.
 
@@ -84,7 +111,7 @@ def export(deployed: DeployedRecommender, fmt: str, path: Path, *, max_batch: in
     deployed = deployed.eval()
     max_len = getattr(deployed.encoder, "max_len", 50)
     inputs = example_inputs(deployed.num_items, length=min(5, max_len))
-    with torch.no_grad():
+    with torch.no_grad(), known_export_warnings_silenced():
         if fmt == "torchscript":
             # traced, never frozen: torch.jit.freeze / optimize_for_mobile fold the table
             traced = torch.jit.trace(deployed, inputs, check_trace=False)
@@ -115,7 +142,8 @@ def load(fmt: str, path: Path) -> Runner:
     if fmt == "torchscript":
         from torch.jit.mobile import _load_for_lite_interpreter
 
-        module = _load_for_lite_interpreter(path)
+        with known_export_warnings_silenced():
+            module = _load_for_lite_interpreter(path)
         return lambda item_seq, lengths: tuple(module(item_seq, lengths))
     if fmt == "onnx":
         session = onnx_session(path)

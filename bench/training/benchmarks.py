@@ -40,7 +40,7 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
     if reference != config:
         objectives["teacher"] = SupervisedObjective(
             build_model(reference, prepared.data.num_items))
-    timers = {name: _step_timer(objective, config) for name, objective in objectives.items()}
+    timers = {name: step_timer(objective, config) for name, objective in objectives.items()}
     fit = prepared.fit
     order = np.random.default_rng(config.seed).permutation(len(fit))
     n_batches = fit.num_batches(config.batch_size)
@@ -78,7 +78,7 @@ def reference_teacher(config: RunConfig) -> RunConfig:
                                backbone_options=backbone_preset(config.data, "sasrec"))
 
 
-def _step_timer(objective: Any, config: RunConfig) -> Callable[[Batch], float]:
+def step_timer(objective: Any, config: RunConfig) -> Callable[[Batch], float]:
     """A function that runs one training step of `objective` on a batch and returns its seconds."""
     model = objective.module
     trainable = [p for p in model.parameters() if p.requires_grad]

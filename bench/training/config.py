@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 from ecbench.bench.errors import ConfigError
 
@@ -186,11 +187,13 @@ def coerce_option(config_cls: type, name: str, raw: Any) -> Any:
         raise ConfigError(f"{flag} takes {kind}, got {raw!r}") from None
 
 
-def parse_part_options(args: list[str], parts: dict[str, type]) -> dict[str, dict[str, Any]]:
+def parse_part_options(args: list[str], parts: dict[str, type],
+                       general: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
     """Split `--name value` pairs among the option dataclasses of the chosen parts.
 
     `parts` maps a part label (e.g. "compressor full") to its config class. An option no part
-    knows is an error naming every part it was looked up in.
+    knows is an error naming every part it was looked up in, and the closest known flags
+    (theirs and the `general` ones) as a "did you mean".
     """
     out: dict[str, dict[str, Any]] = {label: {} for label in parts}
     fields = {label: {f.name for f in dataclasses.fields(cls)} for label, cls in parts.items()}
@@ -209,8 +212,11 @@ def parse_part_options(args: list[str], parts: dict[str, type]) -> dict[str, dic
         attr = name.replace("-", "_")
         owners = [label for label in parts if attr in fields[label]]
         if not owners:
+            known = [f"--{f.replace('_', '-')}" for label in parts for f in fields[label]]
+            close = difflib.get_close_matches(f"--{name}", [*known, *general], n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
             raise ConfigError(f"unknown option --{name} for {' and '.join(parts)} "
-                              f"(see `ecbench list`)")
+                              f"(see `ecbench list`){hint}")
         if len(owners) > 1:
             raise ConfigError(f"option --{name} is claimed by both {' and '.join(owners)}; "
                               f"one of them must rename it")

@@ -24,6 +24,7 @@ from ecbench.bench.records import (USER_RESULTS, RECORD_SCHEMA, atomic_write, fi
                                    load_record, now_iso, provenance, record_path, write_record)
 from ecbench.bench.cpu import configure_cpu
 from ecbench.bench.data.sessions import SessionDataset
+from ecbench.bench.training.plan import describe_plan, stages_to_train
 from ecbench.bench.training.teacher import (Teacher, copy_encoder, pretrain_config, resolve_pretrained,
                            resolve_teacher, teacher_table)
 from ecbench.bench.training.train import (Prepared, Trainer, TrainState, apply_budget, build_model,
@@ -76,9 +77,11 @@ class RunContext:
 def run_experiment(config: RunConfig, *, data_root: str | None = None,
                    results_dir: Path = USER_RESULTS, workdir: Path = Path(".ecbench"),
                    resume: bool = False, force: bool = False, threads: int = 2,
-                   progress: bool = False, log: Callable[[str], None] = print
-                   ) -> tuple[dict[str, Any], Path]:
-    """Train and evaluate `config`; write and return its run record (reused if already run)."""
+                   progress: bool = False, log: Callable[[str], None] = print,
+                   announce: bool = True) -> tuple[dict[str, Any], Path]:
+    """Train and evaluate `config`; write and return its run record (reused if already run).
+    With `announce`, first log what the run will train (teacher, Stu-base, distillation) and
+    an upper bound on its time (`plan.describe_plan`)."""
     started = now_iso()
     origin = provenance(threads)  # before training: the code that actually ran
     wall_start = time.perf_counter()
@@ -93,11 +96,31 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
         if existing is not None and not force and not (resume and checkpoint.is_file()):
             log(f"reusing the record of an identical run: {existing}")
             return load_record(existing), existing
+        if announce:
+            log(plan_of(config, dataset, prepared, results_dir, Path(workdir)))
         context = RunContext(config, dataset, prepared, checkpoint, Path(workdir), resume,
                              progress, log, origin)
         return train_and_record(context, key, data_root=data_root, results_dir=results_dir,
                                 force=force, threads=threads, started=started,
                                 wall_start=wall_start)
+
+
+def plan_of(config: RunConfig, dataset: SessionDataset, prepared: Prepared, results_dir: Path,
+            workdir: Path) -> str:
+    """One line: what `config` would train that is not recorded yet, and its time bound."""
+    stages = stages_to_train(config, dataset.checksum,
+                             needs_teacher=needs_teacher(config, dataset.num_items),
+                             results_dir=results_dir, workdir=workdir)
+    return describe_plan(stages, prepared)
+
+
+def plan_run(config: RunConfig, *, data_root: str | None, results_dir: Path, workdir: Path,
+             threads: int) -> str:
+    """`plan_of` a run without running it (`ecbench run --plan-only`)."""
+    configure_cpu(threads)
+    dataset = load_dataset(config.data, data_root)
+    config = apply_budget(config, dataset.num_items)
+    return plan_of(config, dataset, prepare(config, dataset), results_dir, workdir)
 
 
 @contextmanager
@@ -128,7 +151,7 @@ def train_and_record(context: "RunContext", key: str, *, data_root: str | None,
     def train_run(c: RunConfig, again: bool) -> tuple[dict[str, Any], Path]:
         return run_experiment(c, data_root=data_root, results_dir=results_dir, workdir=workdir,
                               resume=context.resume, force=again, threads=threads,
-                              progress=context.progress, log=log)
+                              progress=context.progress, log=log, announce=False)
 
     teacher = None
     starts_from_table = needs_teacher(config, dataset.num_items)  # also checks the options

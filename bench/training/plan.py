@@ -1,0 +1,98 @@
+"""What a run will train before it starts, and roughly how long that takes.
+
+A student's command may first train its teacher and its pretrained student (the paper's
+Stu-base), each for as many epochs as validation allows. Before any of that starts, the user
+sees the chain and an upper bound on its time: each stage's training step is measured on the
+real data (a few steps of its model at the real shapes), times the batches of an epoch, times
+its maximum epochs. Early stopping makes the real time shorter; evaluation adds a little.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ecbench.bench.records import find_record
+from ecbench.bench.training.benchmarks import step_timer, training_objective
+from ecbench.bench.training.config import RunConfig
+from ecbench.bench.training.teacher import pretrain_config, teacher_config
+from ecbench.bench.training.train import Prepared
+
+TIMED_STEPS = 3
+WARMUP_STEPS = 2
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training the run needs: what it is, its config and its maximum epochs."""
+
+    name: str
+    config: RunConfig
+    max_epochs: int
+
+
+def is_done(config: RunConfig, checksum: str, results_dir: Path, workdir: Path) -> bool:
+    """Whether a run's record and its model file are both at hand (so it is reused)."""
+    key = config.key(checksum)
+    return (find_record(results_dir, key) is not None
+            and (Path(workdir) / "models" / f"{key}.pt").is_file())
+
+
+def stages_to_train(config: RunConfig, checksum: str, *, needs_teacher: bool,
+                    results_dir: Path, workdir: Path) -> list[Stage]:
+    """The trainings `config` needs that are not recorded with their model, in order."""
+    stages = []
+    if (config.distill is not None or needs_teacher) and not config.teacher:
+        teacher = teacher_config(config)
+        if not is_done(teacher, checksum, results_dir, workdir):
+            stages.append(Stage("teacher", teacher, teacher.epochs))
+    if config.distill is not None:
+        if not config.pretrained:
+            pretrained = pretrain_config(config)
+            if not is_done(pretrained, checksum, results_dir, workdir):
+                stages.append(Stage("pretrained student (Stu-base)", pretrained,
+                                    pretrained.epochs))
+        stages.append(Stage("distillation", config, config.distill.get("epochs")
+                            or config.epochs))
+    else:
+        stages.append(Stage("this run" if stages else "training", config, config.epochs))
+    return stages
+
+
+def measured_step_seconds(config: RunConfig, prepared: Prepared) -> float:
+    """The median seconds of a few training steps of `config`'s model on real batches."""
+    step = step_timer(training_objective(config, prepared), config)
+    order = np.random.default_rng(config.seed).permutation(len(prepared.fit))
+    seconds = []
+    for i, batch in enumerate(prepared.fit.batches(config.batch_size, config.max_len, order)):
+        if i >= WARMUP_STEPS + TIMED_STEPS:
+            break
+        elapsed = step(batch)
+        if i >= WARMUP_STEPS:
+            seconds.append(elapsed)
+    return float(np.median(seconds)) if seconds else 0.0
+
+
+def describe_plan(stages: list[Stage], prepared: Prepared) -> str:
+    """One line: each stage, its epochs, batches and measured step, and the bound in all."""
+    batches = prepared.fit.num_batches(stages[0].config.batch_size)
+    parts, total = [], 0.0
+    for stage in stages:
+        step = measured_step_seconds(stage.config, prepared)
+        bound = step * batches * stage.max_epochs
+        total += bound
+        parts.append(f"{stage.name} (up to {stage.max_epochs} epochs of {batches} steps at "
+                     f"{step * 1e3:.0f} ms: {_duration(bound)})")
+    return (f"plan: {'; then '.join(parts)}; at most {_duration(total)} of training in all "
+            f"on {len(prepared.fit):,} training pairs (early stopping shortens it)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{math.ceil(seconds)} s"
+    if seconds < 5400:
+        return f"{math.ceil(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
