@@ -68,8 +68,7 @@ def auto_threads(cap: int = AUTO_THREADS_CAP) -> int:
     """Threads for a run: the cores left idle by other work, at least 1, at most `cap`.
 
     torch's threads wait for each other at every operation, so one that shares its core with
-    another busy process stalls them all: beside one busy process, two threads on two cores
-    ran a synthetic epoch about 80x slower than one thread (`ecbench bench threads`)."""
+    another busy process stalls them all (`ecbench bench threads` measures how much)."""
     idle = (os.cpu_count() or 1) - busy_cores()
     return max(1, min(cap, int(idle + 0.5)))
 

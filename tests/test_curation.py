@@ -97,3 +97,22 @@ def test_curate_refuses_what_is_not_a_record_and_writes_nothing(tmp_path, name, 
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "curated").exists()
+
+
+def test_the_readme_headline_is_the_table_rendered_from_the_records(repo_root):
+    from ecbench.bench.report.all_tables import readme_block
+
+    readme = (repo_root / "README.md").read_text()
+    where = readme_block(readme, "headline")
+    assert where is not None, "README.md lacks its <!-- headline:start/end --> block"
+    assert readme[where[0]:where[1]] == (repo_root / "results/tables/headline.md").read_text()
+
+
+def test_fill_readme_block_replaces_only_the_block(tmp_path):
+    from ecbench.bench.report.all_tables import fill_readme_block
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- t:start -->\nold\n<!-- t:end -->\nrest\n")
+    assert fill_readme_block(readme, "t", "new\n")
+    assert readme.read_text() == "intro\n<!-- t:start -->\nnew\n<!-- t:end -->\nrest\n"
+    assert not fill_readme_block(readme, "other", "x")

@@ -84,7 +84,7 @@ def test_models_take_turns_in_blocks_on_the_same_inputs():
 
 
 def test_cold_caches_are_emptied_before_every_timed_call(tiny_synthetic, tmp_path, monkeypatch):
-    from ecbench.bench import latency
+    from ecbench.bench.deploy import latency
 
     evictions = []
     monkeypatch.setattr(latency, "cache_evictor", lambda nbytes: lambda: evictions.append(nbytes))

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from ecbench.bench.report.paper_tables import ablation_table, table3, table4
+from ecbench.bench.report.paper_tables import ablation_table, headline_table, table3, table4
 from ecbench.bench.report.protocol_table import protocol_table
 from ecbench.bench.report.repeat_table import repeat_table
 from ecbench.bench.records import atomic_write_bytes, iter_records, load_record, record_files
@@ -100,7 +100,7 @@ def render_all(results_dir: Path, runs: list[dict[str, Any]] | None = None,
     tables: dict[str, Callable[[], str]] = {
         "runs.md": lambda: runs_table(runs), "summary.md": lambda: summary_table(runs),
         "table3.md": lambda: table3_with_costs(results_dir, runs),
-        "table4.md": lambda: table4(runs),
+        "table4.md": lambda: table4(runs), "headline.md": lambda: headline_table(runs),
         "ablation.md": lambda: ablation_table(runs), "protocol.md": lambda: protocol_table(runs),
         "sensitivity.md": lambda: sensitivity_table(runs),
         "repeat.md": lambda: repeat_table(runs)}
@@ -142,3 +142,24 @@ def write_all(results_dir: Path, out_dir: Path | None = None,
         written.append(figures_dir / name)
         atomic_write_bytes(written[-1], svg.encode())
     return written
+
+
+def readme_block(readme_text: str, name: str) -> tuple[int, int] | None:
+    """Where the generated block `name` sits in a README (between `<!-- name:start -->` and
+    `<!-- name:end -->`): the start and end offsets of its content, or None."""
+    start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
+    i = readme_text.find(start)
+    j = readme_text.find(end, i + len(start)) if i >= 0 else -1
+    return (i + len(start), j) if i >= 0 and j >= 0 else None
+
+
+def fill_readme_block(readme: Path, name: str, text: str) -> bool:
+    """Write `text` into the README's block `name`, so the README cannot drift from the
+    records; False if the README has no such block."""
+    content = Path(readme).read_text()
+    where = readme_block(content, name)
+    if where is None:
+        return False
+    atomic_write_bytes(Path(readme), (content[:where[0]] + text.rstrip("\n") + "\n"
+                                      + content[where[1]:]).encode())
+    return True
