@@ -95,3 +95,20 @@ def test_the_doors_test_sees_an_upward_import(tmp_path):
     names = imported_modules(bad, "ecbench.bench.training.train")
     assert not allowed("bench.training", part_of("ecbench.bench.report.tables"))
     assert "ecbench.bench.report.tables" in names
+
+
+def test_the_wheel_installs_one_top_level_package(tmp_path):
+    """Nothing named `bench` or `compressors` lands in site-packages: only `ecbench`."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--no-index", "-w", str(tmp_path), str(REPO)],
+                   check=True, capture_output=True, timeout=300, cwd=tmp_path)
+    wheel = next(tmp_path.glob("ecbench-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names}
+    assert {top for top in tops if not top.endswith(".dist-info")} == {"ecbench"}
+    assert "ecbench/bench/cli/main.py" in names and "ecbench/compressors/ccode.py" in names
+    assert "ecbench/bench/sweeps/table4-tmall.toml" in names
