@@ -99,12 +99,17 @@ def test_the_doors_test_sees_an_upward_import(tmp_path):
 
 def test_the_wheel_installs_one_top_level_package(tmp_path):
     """Nothing named `bench` or `compressors` lands in site-packages: only `ecbench`."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
+    source = tmp_path / "src"  # a copy: building in place would leave build/ in the checkout
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "*.egg-info", "results", "ecbench-results", ".ecbench",
+        "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--no-index", "-w", str(tmp_path), str(REPO)],
+                    "--no-build-isolation", "--no-index", "-w", str(tmp_path), str(source)],
                    check=True, capture_output=True, timeout=300, cwd=tmp_path)
     wheel = next(tmp_path.glob("ecbench-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
