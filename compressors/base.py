@@ -177,6 +177,11 @@ class Compressor(nn.Module):
         history (e.g. ccode freezing its codes)."""
         return {}
 
+    def follow_teacher_table(self, table: torch.Tensor) -> None:
+        """Distillation: the teacher's table as it is now (detached), before each step, for a
+        table that keeps learning from it (ccode's mixup, reconstruction target and code
+        encoder input, Algorithm 1). Default: nothing to follow."""
+
     def deploy(self) -> None:
         """Switch to the deployed inference form before the final test (default: already is)."""
 

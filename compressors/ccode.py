@@ -171,10 +171,7 @@ class CompositionalCodeTable(Compressor):
                              f"{(self.num_items, self.dim)}: another dataset or dim")
         self.teacher.copy_(table)
         self.teacher[0] = 0  # the padding row, as in every table (mixup and MSE rely on it)
-        x = table[1:]
-        if self.config.standardize:
-            x = (x - x.mean(0)) / x.std(0).clamp(min=1e-8)
-        self.teacher_input[1:] = x
+        self._set_encoder_input(table[1:])
         residual = table[1:].clone()
         assignments = []
         semantic = self.M - self.config.random_codebooks
@@ -191,6 +188,26 @@ class CompositionalCodeTable(Compressor):
         self.codes.copy_(self.code_distribution().argmax(-1))
         if self.config.initial_codes == "kmeans":
             self.codes[1:] = torch.stack(assignments, 1)
+
+    @torch.no_grad()
+    def follow_teacher_table(self, table: torch.Tensor) -> None:
+        """The live teacher's table becomes the mixup's X (Eq. 16), the MSE target (Eq. 12) and
+        the encoder's input (Eq. 15), as Algorithm 1 reads the teacher's current table each
+        step; `init_from_table` copied it once, before pretraining."""
+        if table.shape != (self.num_items, self.dim):
+            raise ValueError(f"teacher table is {tuple(table.shape)}, expected "
+                             f"{(self.num_items, self.dim)}")
+        self.teacher.copy_(table)
+        self.teacher[0] = 0
+        self._set_encoder_input(self.teacher[1:])
+
+    def _set_encoder_input(self, table: torch.Tensor) -> None:
+        """The code encoder's input: the real items' teacher rows, standardised per dimension
+        (`standardize`) so that the encoder sees comparable scales."""
+        x = table
+        if self.config.standardize:
+            x = (x - x.mean(0)) / x.std(0).clamp(min=1e-8)
+        self.teacher_input[1:] = x
 
     @torch.enable_grad()
     def _fit_encoder(self, codes: torch.Tensor, steps: int = 300, batch: int = 8192) -> None:

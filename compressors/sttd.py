@@ -48,11 +48,15 @@ def semi_tensor_product(a: torch.Tensor, b: torch.Tensor, n: int) -> torch.Tenso
     return torch.einsum("hit,iq->hqt", a.view(rows, p, n), b).reshape(rows, b.shape[1] * n)
 
 
-def eq8_ratio(items: list[int], dims: list[int], rank: int, n: int) -> float:
-    """The compression rate of Eq. 8 (its middle sum taken over the middle cores)."""
+def eq8_ratio(items: list[int], dims: list[int], rank: int, n: int,
+              num_items: int | None = None) -> float:
+    """The compression rate of Eq. 8 (its middle sum taken over the middle cores). Its numerator
+    is the table the cores stand for: the real `num_items` rows where given, not the padded
+    product of the item factors (which would credit the padding as compression)."""
     m = [i * j for i, j in zip(items, dims)]
     stored = m[0] * rank + sum(mk * rank ** 2 / n ** 2 for mk in m[1:-1]) + m[-1] * rank / n ** 2
-    return math.prod(m) / stored
+    table = math.prod(m) if num_items is None else num_items * math.prod(dims)
+    return table / stored
 
 
 def sttd_core_shapes(modes: list[int], rank: int, n: int) -> list[tuple[int, ...]]:
@@ -123,10 +127,11 @@ class STTDTable(Compressor):
                         for k, core in enumerate(self.stp_cores))
         return StorageReport(
             tensors, self.num_items, self.dim,
-            paper_ratio=eq8_ratio(self.item_factors, self.dim_factors, self.rank, self.n),
+            paper_ratio=eq8_ratio(self.item_factors, self.dim_factors, self.rank, self.n,
+                                  num_items=self.num_items),
             notes=(f"items padded to {'x'.join(map(str, self.item_factors))}, dim "
                    f"{'x'.join(map(str, self.dim_factors))}, R={self.rank}, n={self.n}; "
-                   "Eq. 8 counts the padded item rows",))
+                   "Eq. 8 over the real item rows",))
 
 
 @registry.register("sttd", config=STTDConfig, budget=sttd_budget,

@@ -38,25 +38,27 @@ def test_recombination_swaps_the_cold_halves():
     assert z_tea[2].tolist() == [10, 10, 22, 22] and z_stu[2].tolist() == [20, 20, 12, 12]
 
 
-def test_info_nce_is_eq20_averaged_over_the_batch():
+def test_info_nce_is_eq20_summed_over_the_batch_or_averaged():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
     tau = 0.2
     psi = torch.exp(F.cosine_similarity(a.unsqueeze(1), b.unsqueeze(0), dim=2) / tau)
-    expected = -torch.log(psi.diag() / psi.sum(1)).mean()
-    torch.testing.assert_close(info_nce(a, b, tau), expected)
+    per_session = -torch.log(psi.diag() / psi.sum(1))
+    torch.testing.assert_close(info_nce(a, b, tau), per_session.sum())  # Eq. 20 as written
+    torch.testing.assert_close(info_nce(a, b, tau, "mean"), per_session.mean())
     # views that agree are easy to tell apart from the other sessions
     assert info_nce(a, a, tau) < info_nce(a, b, tau)
 
 
-def test_soft_target_loss_is_kl_from_teacher_to_student():
+def test_soft_target_loss_is_kl_from_teacher_to_student_summed_or_averaged():
     g = torch.Generator().manual_seed(1)
     t, s = torch.randn(4, 9, generator=g), torch.randn(4, 9, generator=g)
     p, q = t.softmax(1), s.softmax(1)
-    expected = (p * (p / q).log()).sum(1).mean()  # Eq. 22
+    per_session = (p * (p / q).log()).sum(1)  # Eq. 22
     log_t, log_s = t.log_softmax(1), s.log_softmax(1)
-    torch.testing.assert_close(soft_target_loss(log_t, log_s), expected)
-    assert soft_target_loss(log_t, log_t).abs() < 1e-6
+    torch.testing.assert_close(soft_target_loss(log_t, log_s), per_session.sum())
+    torch.testing.assert_close(soft_target_loss(log_t, log_s, "mean"), per_session.mean())
+    assert soft_target_loss(log_t, log_t).abs() < 1e-5
 
 
 @pytest.mark.parametrize("schedule, first, last", [("none", 0.8, 0.8), ("linear", 0.6, 0.0),
@@ -221,7 +223,8 @@ def test_a_distilled_run_pretrains_then_distils_and_records_both_models(tiny_fol
 
 
 @pytest.mark.parametrize("flag", [["--no-soft"], ["--beta", "0.1"], ["--eta-schedule", "linear"],
-                                  ["--pretrained", "abc"], ["--kd-epochs", "3"]])
+                                  ["--pretrained", "abc"], ["--kd-epochs", "3"],
+                                  ["--teacher-table", "copy"], ["--kd-reduction", "mean"]])
 def test_distillation_options_need_kd(flag, tmp_path):
     proc = run_cli(["run", *flag, "--epochs", "1"], cwd=tmp_path)
     assert proc.returncode != 0
@@ -232,3 +235,41 @@ def test_distillation_options_need_kd(flag, tmp_path):
 def test_distillation_with_an_impossible_eta_is_refused(tmp_path):
     proc = run_cli(["run", "--kd", "full", "--kd-eta", "1.5"], cwd=tmp_path)
     assert proc.returncode != 0 and "--kd-eta must be in [0, 1)" in proc.stderr
+
+
+def _train_steps(pair: DistillationPair, data, steps: int, lr: float = 5e-2):
+    """`steps` optimiser steps of Eq. 27 on the first batches; returns the objective."""
+    prepared = prepare(_config(), data)
+    objective = DistillationObjective(pair, torch.from_numpy(prepared.hot_items), 2)
+    objective.start_epoch(1)
+    pair.train()
+    optimizer = torch.optim.Adam([p for p in pair.parameters() if p.requires_grad], lr=lr)
+    for _, batch in zip(range(steps), prepared.fit.batches(128, 50)):
+        loss = objective.loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return objective, next(prepared.fit.batches(128, 50))
+
+
+def test_the_student_mixes_in_and_reconstructs_the_live_teacher_table(tiny_synthetic):
+    """Algorithm 1: the mixup (Eq. 16), the MSE target (Eq. 12) and the code encoder's input
+    read the teacher's current table at every step, not the copy taken before pretraining."""
+    pair, copied = _pair(tiny_synthetic, DistillConfig())
+    objective, batch = _train_steps(pair, tiny_synthetic, steps=5)
+    live = pair.teacher.compressor.weight().detach().clone()
+    assert (live - copied).norm() > 0.05 * copied.norm()  # the teacher has moved
+    objective.loss(batch)  # the next step reads the table as it is now
+    student = pair.student.compressor
+    torch.testing.assert_close(student.teacher[1:], live[1:])
+    assert student.teacher[0].abs().sum() == 0
+    standardised = (live[1:] - live[1:].mean(0)) / live[1:].std(0)
+    torch.testing.assert_close(student.teacher_input[1:], standardised)
+
+
+def test_with_the_teacher_table_copied_the_student_keeps_the_pretraining_copy(tiny_synthetic):
+    pair, copied = _pair(tiny_synthetic, DistillConfig(teacher_table="copy"))
+    objective, batch = _train_steps(pair, tiny_synthetic, steps=5)
+    objective.loss(batch)
+    torch.testing.assert_close(pair.student.compressor.teacher[1:], copied[1:])
+    assert (pair.teacher.compressor.weight().detach() - copied).norm() > 0

@@ -135,7 +135,7 @@ def test_a_latency_spec_may_add_a_repeat_head(tmp_path):
     record = json.loads(next((tmp_path / "bench").glob("latency-*-repeat-mixture-t1.json"))
                         .read_text())
     assert [m["label"] for m in record["models"]] == ["sasrec-full",
-                                                      "sasrec-ccode-K16-M3-repeat-mixture"]
+                                                      "sasrec-ccode-K16-M3-eta0.8-repeat-mixture"]
 
 
 def test_a_repeat_head_is_timed_as_its_own_model(tiny_synthetic, tmp_path):

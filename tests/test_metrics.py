@@ -51,6 +51,12 @@ def test_nan_target_score_ranks_last():
     assert ranks.tolist() == [4, 4]  # 4 real items
 
 
+def test_other_items_nan_scores_count_against_the_label():
+    """A model that scores items NaN is broken; its NaNs must not lift the label's rank."""
+    scores = torch.tensor([[0.0, 5.0, float("nan"), 1.0, float("nan")]])
+    assert pessimistic_ranks(scores, torch.tensor([1])).tolist() == [3]
+
+
 def test_best_possible_rank_is_one_and_worst_is_the_catalogue():
     scores = torch.arange(10.0).view(1, 10)
     assert pessimistic_ranks(scores, torch.tensor([9])).item() == 1

@@ -23,7 +23,10 @@ def _record(seed: int, ndcg: float, **config) -> dict:
 
 
 KD = {"contrastive": True, "soft": True, "bidirectional": True, "beta": 0.01, "gamma": 0.3,
-      "eta": 0.8, "eta_schedule": "none", "temperature": 0.2}
+      "eta": 0.8, "eta_schedule": "none", "temperature": 0.2, "teacher_table": "live",
+      "reduction": "sum"}
+# a distillation record from before the teacher table and the reduction were recorded
+OLD_KD = {k: v for k, v in KD.items() if k not in ("teacher_table", "reduction")}
 
 
 @pytest.mark.parametrize("config, expected", [
@@ -33,6 +36,9 @@ KD = {"contrastive": True, "soft": True, "bidirectional": True, "beta": 0.01, "g
     ({"distill": KD}, "KD"),
     ({"distill": {**KD, "bidirectional": False, "eta": 0.0}}, "KD w/o-b w/o-m"),
     ({"distill": {**KD, "eta_schedule": "linear"}}, "KD eta linear"),
+    ({"distill": OLD_KD}, "KD, teacher table copied, KD mean"),
+    ({"distill": {**KD, "teacher_table": "copy", "reduction": "mean"}},
+     "KD, teacher table copied, KD mean"),
     ({"compressor_options": {"eta": 0.8, "eval_table": "mixed"}}, "eta=0.8, eval mixed (legacy)"),
     ({"refit": True}, "refit"),
     ({"select_on": "test"}, "paper protocol (legacy)"),

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from ecbench.bench.training.config import RunConfig
 from ecbench.bench.errors import ConfigError
@@ -76,3 +77,22 @@ def test_a_recorded_teacher_without_its_weights_is_trained_again(student_run, tm
     assert proc.returncode == 0, proc.stderr
     assert "model file is not here; training it again" in proc.stderr
     assert list((tmp_path / "work" / "models").glob("*.pt"))
+
+
+@pytest.mark.slow
+def test_a_student_pretrained_with_the_mixup_records_mixup_free_test_metrics(student_run):
+    """The Stu-base pretrains on the mixed table E' (Eq. 24-25: the preset eta), yet its record
+    holds the deployed table's scores: with every trace of the teacher's table wiped from the
+    saved model, the test set scores exactly as recorded."""
+    from ecbench.bench.deploy.recommender import load_trained
+    from ecbench.bench.training.train import evaluate, load_dataset, prepare
+
+    path = next(p for p in records_under(student_run["results"]) if "-ccode-" in p.name)
+    config, record, model = load_trained(path, student_run["work"])
+    assert record["config"]["compressor_options"]["eta"] == 0.8
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if "teacher" in name:
+                buffer.fill_(float("nan"))  # any read of it would poison the scores
+    prepared = prepare(config, load_dataset(config.data, None))
+    assert evaluate(model, prepared.test, config.max_len) == record["test"]

@@ -14,7 +14,7 @@ import click
 from ecbench import backbones
 from ecbench import compressors
 from ecbench.bench.training.config import (RunConfig, backbone_preset, canonical_options,
-                                           parse_part_options, preset_for)
+                                           compressor_preset, parse_part_options, preset_for)
 from ecbench.bench.cpu import AUTO_THREADS_CAP, resolve_threads
 from ecbench.bench.errors import ConfigError
 from ecbench.bench.records import CURATED_RESULTS, USER_RESULTS
@@ -75,6 +75,15 @@ _DISTILLATION_OPTIONS = [
     click.option("--kd-epochs", type=int, default=None,
                  help="the distillation's maximum epochs (and the eta schedule's length) "
                       "[--epochs, which the teacher and the pretrained student keep]"),
+    click.option("--teacher-table", type=click.Choice(["live", "copy"]), default="live",
+                 show_default=True,
+                 help="what the student's mixup, reconstruction and code encoder read while "
+                      "distilling: the teacher's current table (Algorithm 1) or the copy made "
+                      "before pretraining (a variant of ours)"),
+    click.option("--kd-reduction", type=click.Choice(["sum", "mean"]), default="sum",
+                 show_default=True,
+                 help="L_con and L_soft summed over the batch (the paper's Eq. 20 and released "
+                      "code, the scale beta and gamma were set for) or averaged (ours)"),
     click.option("--pretrained", default=None,
                  help="distillation: the student's record, model file or key to start from "
                       "[the same run without --kd, trained first if not recorded]"),
@@ -106,7 +115,9 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
             general[k] = preset.get(k, RunConfig.__dataclass_fields__[k].default)
     return RunConfig(
         data=opts["data"], compressor=comp.name, backbone=back.name,
-        compressor_options=canonical_options(comp.config, parsed[labels["compressor"]]),
+        compressor_options=canonical_options(
+            comp.config, {**compressor_preset(opts["data"], comp.name),
+                          **parsed[labels["compressor"]]}),
         backbone_options=backbone_options,
         dim=general["dim"], max_len=opts["max_len"], batch_size=opts["batch_size"], lr=opts["lr"],
         l2=opts["l2"], epochs=general["epochs"], patience=general["patience"],
@@ -123,6 +134,8 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
 
 _KD_SWITCHES = ("no_contrastive", "no_bidirectional", "no_soft", "no_mixup", "beta", "gamma",
                 "kd_eta", "kd_epochs", "pretrained")
+# distillation options whose command-line default is not "given" (checked apart)
+_KD_CHOICES = {"eta_schedule": "none", "teacher_table": "live", "kd_reduction": "sum"}
 
 
 def make_distill_options(opts: dict[str, Any], preset: dict[str, Any]) -> dict[str, Any] | None:
@@ -132,9 +145,10 @@ def make_distill_options(opts: dict[str, Any], preset: dict[str, Any]) -> dict[s
 
     if opts.get("kd", "none") == "none":
         given = [k for k in _KD_SWITCHES if opts.get(k)]
-        if given or opts.get("eta_schedule", "none") != "none":
-            flag = "--" + (given[0] if given else "eta_schedule").replace("_", "-")
-            raise ConfigError(f"{flag} is a distillation option: it needs --kd full")
+        given += [k for k, default in _KD_CHOICES.items() if opts.get(k, default) != default]
+        if given:
+            raise ConfigError(f"--{given[0].replace('_', '-')} is a distillation option: it "
+                              "needs --kd full")
         return None
     weights = {**preset.get("distill", {})}
     for name, key in (("beta", "beta"), ("gamma", "gamma"), ("kd_eta", "eta")):
@@ -147,6 +161,8 @@ def make_distill_options(opts: dict[str, Any], preset: dict[str, Any]) -> dict[s
                                soft=not opts.get("no_soft"),
                                bidirectional=not opts.get("no_bidirectional"),
                                eta_schedule=opts.get("eta_schedule", "none"),
+                               teacher_table=opts.get("teacher_table", "live"),
+                               reduction=opts.get("kd_reduction", "sum"),
                                epochs=opts.get("kd_epochs"), **weights)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

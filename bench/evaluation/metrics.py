@@ -14,11 +14,12 @@ def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     """Rank of each target among the real items (column 0, padding, excluded).
 
     rank = 1 + the number of *other* real items scoring at least as high as the target, so a tie
-    never helps. A NaN target score ranks last.
+    never helps; another item's NaN score counts as higher (a broken model is not flattered).
+    A NaN target score ranks last.
     """
     real = scores[:, 1:]
     target_scores = scores.gather(1, targets.view(-1, 1))
-    ranks = (real >= target_scores).sum(1)  # counts the target itself once
+    ranks = ((real >= target_scores) | torch.isnan(real)).sum(1)  # the target itself once
     return torch.where(torch.isnan(target_scores.squeeze(1)),
                        torch.full_like(ranks, real.shape[1]), ranks)
 

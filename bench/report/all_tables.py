@@ -131,6 +131,7 @@ def write_all(results_dir: Path, out_dir: Path | None = None,
               figures_dir: Path | None = None) -> list[Path]:
     """Render every table (markdown) under `out_dir` (RESULTS/tables) and every figure (SVG)
     under `figures_dir` (RESULTS/figures)."""
+    own_folders = out_dir is None and figures_dir is None
     out_dir = Path(out_dir or Path(results_dir) / "tables")
     figures_dir = Path(figures_dir or Path(results_dir) / "figures")
     runs, written = list(iter_records(results_dir)), []
@@ -141,6 +142,10 @@ def write_all(results_dir: Path, out_dir: Path | None = None,
     for name, svg in render_all_figures(results_dir, runs, codes).items():
         written.append(figures_dir / name)
         atomic_write_bytes(written[-1], svg.encode())
+    if own_folders:  # RESULTS/tables and RESULTS/figures hold only what the records render
+        for stale in [*out_dir.glob("*.md"), *figures_dir.glob("*.svg")]:
+            if stale not in written:
+                stale.unlink()
     return written
 
 

@@ -30,7 +30,7 @@ def fig3(records: Iterable[Record]) -> dict[str, str]:
     rows = ablation_rows(records)
     figures = {}
     for dataset in DATASETS:
-        mine = [r for r in rows if r.dataset == dataset]
+        mine = [r for r in rows if r.dataset == dataset and not r.variant]  # the paper's method
         if not mine:
             continue
         categories = [r.name + (" (earlier)" if r.earlier_training else "") for r in mine]
@@ -46,7 +46,8 @@ def fig4(records: Iterable[Record]) -> dict[str, str]:
     cells = table4_cells(records)
     figures = {}
     for dataset in DATASETS:
-        shapes = {codes: runs for (codes, d), runs in cells.items() if d == dataset}
+        shapes = {codes: runs for ((codes, training), d), runs in cells.items()
+                  if d == dataset and ", ours" not in training}  # the paper's method only
         if not shapes:
             continue
         ks = sorted({k for _, k in shapes})

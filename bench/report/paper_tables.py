@@ -20,7 +20,7 @@ from tabulate import tabulate
 from ecbench.bench.training.config import backbone_preset, preset_for, repeat_head
 from ecbench.bench.report.paper import (FIG3_GAIN_PERCENT, STUDENT_CODES, TABLE3, TABLE3_METRICS,
                                         TABLE3_RATIO, TABLE4)
-from ecbench.bench.report.tables import TRAINING_DEFAULTS, seed_groups, variant
+from ecbench.bench.report.tables import TRAINING_DEFAULTS, departures_from_paper, seed_groups, variant
 
 Record = dict[str, Any]
 DATASETS = ("tmall", "retailrocket")
@@ -28,6 +28,9 @@ ABLATIONS = ("Stu-base", "Stu-w/o-c", "Stu-w/o-b", "Stu-w/o-s", "Stu-w/o-m", "St
 ABLATION_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20")
 # OD-Rec's row: an sttd table "compressed to the same degree" as the student, within this factor
 RATIO_TOLERANCE = 1.2
+
+
+SELECTION = {"select_metric": "NDCG@10", "val_split": "random", "val_fraction": 0.1}
 
 
 def at_paper_settings(record: Record) -> bool:
@@ -39,6 +42,9 @@ def at_paper_settings(record: Record) -> bool:
         return False
     general = {**TRAINING_DEFAULTS, "dim": preset_for(dataset).get("dim", config["dim"])}
     if any(config.get(name) != value for name, value in general.items()):
+        return False
+    # one selection protocol for every cell, so that best_on_validation compares like scores
+    if any(config.get(name, value) != value for name, value in SELECTION.items()):
         return False
     # exactly the preset: no preset value changed, no other backbone option given
     return config["backbone_options"] == backbone_preset(dataset, config["backbone"])
@@ -75,10 +81,26 @@ def table3_model(record: Record) -> str | None:
     if backbone != "sasrec":
         return None
     if compressor == "sttd":
-        ratio = record["size"]["item_storage"]["paper_ratio"]
+        ratio = record["size"]["item_storage"]["byte_ratio"]  # what a phone stores
         close = TABLE3_RATIO / RATIO_TOLERANCE <= ratio <= TABLE3_RATIO * RATIO_TOLERANCE
         return "OD-Rec" if close else None
-    return "Student" if student_ablation(record) == "Student" else None
+    if student_ablation(record) != "Student":
+        return None
+    return variant_name("Student", record["config"])
+
+
+def variant_name(name: str, config: dict[str, Any]) -> str:
+    """`name` (Stu-base, Student, ...) for the paper's method; for a variant of ours, labelled
+    with how it departs from the paper's method."""
+    departures = departures_from_paper(config)
+    return name if not departures else f"{name}, ours: {', '.join(departures)}"
+
+
+def paper_student(record: Record) -> str | None:
+    """`student_ablation`, for the paper's method only: a variant of ours takes no cell named
+    after the paper's Stu-base, Student or ablations."""
+    name = student_ablation(record)
+    return name if name is not None and not departures_from_paper(record["config"]) else None
 
 
 def student_ablation(record: Record) -> str | None:
@@ -173,6 +195,14 @@ def _sources(cells: dict[tuple[Any, str], list[Record]], label: Callable[[Any], 
 HEADLINE_METRICS = ("HR@10", "NDCG@10")
 
 
+def _with_variants(paper: dict[str, Any], cells: dict[tuple[Any, str], list[Record]]
+                   ) -> list[tuple[str, Any]]:
+    """The paper's rows with its values, then a row per variant of ours that the records hold
+    (no paper value)."""
+    extra = sorted({row for row, _ in cells if row not in paper})
+    return [*paper.items(), *((row, None) for row in extra)]
+
+
 def headline_table(records: Iterable[Record]) -> str:
     """The README's headline: Table 3's rows at @10 on both datasets, ours (the paper's), with
     the number of seeds behind each of ours; the records are named in results/tables/table3.md."""
@@ -180,12 +210,13 @@ def headline_table(records: Iterable[Record]) -> str:
     headers = ["model"] + [f"{name} {m}" for d, name in zip(DATASETS, ("Tmall", "RetailRocket"))
                            for m in HEADLINE_METRICS] + ["seeds"]
     rows = []
-    for model, paper in TABLE3.items():
+    for model, paper in _with_variants(TABLE3, cells):
         row: list[Any] = [model]
         for dataset in DATASETS:
             runs = cells.get((model, dataset))
             row += [_beside(mean_test(runs, m) if runs else None,
-                            paper[dataset][TABLE3_METRICS.index(m)]) for m in HEADLINE_METRICS]
+                            paper[dataset][TABLE3_METRICS.index(m)] if paper else None)
+                    for m in HEADLINE_METRICS]
         row.append(" / ".join(str(len(cells.get((model, d)) or [])) for d in DATASETS))
         rows.append(row)
     return (tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
@@ -205,11 +236,12 @@ def table3(records: Iterable[Record], fmt: str = "github",
     headers = ["model"] + [f"{d} {m}" for d in DATASETS for m in TABLE3_METRICS]
     headers += [f"{d} s/epoch" for d in DATASETS]
     rows = []
-    for model, paper in TABLE3.items():
+    for model, paper in _with_variants(TABLE3, cells):
         row: list[Any] = [model]
         for dataset in DATASETS:
             runs = cells.get((model, dataset))
-            row += [_beside(mean_test(runs, m) if runs else None, paper[dataset][i])
+            row += [_beside(mean_test(runs, m) if runs else None,
+                            paper[dataset][i] if paper else None)
                     for i, m in enumerate(TABLE3_METRICS)]
         for dataset in DATASETS:
             runs = cells.get((model, dataset))
@@ -225,40 +257,48 @@ def table3(records: Iterable[Record], fmt: str = "github",
             + "\n\n" + _sources(cells, str))
 
 
-def _table4_codes(record: Record) -> tuple[int, int] | None:
+def _table4_cell(record: Record) -> tuple[tuple[int, int], str] | None:
+    """((M, K), training): training is Stu-base or Student, labelled where it is a variant."""
     config = record["config"]
     if config["backbone"] != "sasrec" or config["compressor"] != "ccode":
         return None
-    return ccode_shape(config) if ablation_of(config) in ("Stu-base", "Student") else None
+    name = ablation_of(config)
+    if name not in ("Stu-base", "Student"):
+        return None
+    return ccode_shape(config), variant_name(name, config)
 
 
-def table4_cells(records: Iterable[Record]) -> dict[tuple[tuple[int, int], str], list[Record]]:
-    """((M, K), dataset) -> the winning ccode runs (Stu-base or Student) of that shape."""
-    return _cells(records, _table4_codes)
+def table4_cells(records: Iterable[Record]
+                 ) -> dict[tuple[tuple[tuple[int, int], str], str], list[Record]]:
+    """(((M, K), training), dataset) -> the winning ccode runs of that shape and training."""
+    return _cells(records, _table4_cell)
 
 
 def table4(records: Iterable[Record], fmt: str = "github") -> str:
     """Table 4: ccode students by (M, K), their Eq. 11 and byte ratios, ours (paper's)."""
     cells = table4_cells(records)
     rows = []
-    for (codes, dataset), runs in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for ((codes, training), dataset), runs in sorted(
+            cells.items(), key=lambda kv: (kv[0][1], kv[0][0][0], ", ours" in kv[0][0][1],
+                                           kv[0][0][1])):
         paper = TABLE4.get(dataset, {}).get(codes)
         storage = runs[0]["size"]["item_storage"]
         rows.append([dataset, *codes, _beside(storage["paper_ratio"], paper and paper[0]),
-                     storage["byte_ratio"], ablation_of(runs[0]["config"]),
+                     storage["byte_ratio"], training,
                      *(_beside(mean_test(runs, m), paper and paper[1 + i])
                        for i, m in enumerate(TABLE3_METRICS))])
-    covered = {d: sum(1 for (_, dataset) in cells if dataset == d) for d in DATASETS}
+    covered = {d: len({codes for (codes, training), dataset in cells
+                       if dataset == d and ", ours" not in training}) for d in DATASETS}
     coverage = "; ".join(f"{d}: {covered[d]} of the paper's {len(TABLE4[d])} (M, K)"
                          for d in DATASETS)
     return ("Table 4: ccode students by codebook shape, test metrics in percent, ours (the "
-            f"paper's); {coverage}\n\n"
+            f"paper's); the paper's method covers {coverage}; rows marked ours are variants\n\n"
             + tabulate(rows, headers=["data", "M", "K", "Eq. 11 ratio", "byte ratio", "training",
                                       *TABLE3_METRICS], floatfmt=".1f", tablefmt=fmt)
-            + "\n\n" + _sources(cells, lambda codes: f"M={codes[0]} K={codes[1]}"))
+            + "\n\n" + _sources(cells, lambda cell: f"M={cell[0][0]} K={cell[0][1]} {cell[1]}"))
 
 
-def ablation_families(records: Iterable[Record]
+def ablation_families(records: Iterable[Record], variants: bool = False
                       ) -> list[tuple[str, list[Record], dict[str, list[Record]]]]:
     """Fig. 3's groups: (dataset, a Stu-base's seeds, ablation name -> the winning runs among
     the students distilled from that Stu-base).
@@ -269,10 +309,12 @@ def ablation_families(records: Iterable[Record]
     replaces the earlier one under the same key. Students of a training whose record is gone
     keep it as their own records saw it (`_earlier_training`). Every Stu-base that has distilled
     students forms a group, recorded trainings first, the best on validation first; a dataset
-    with no distilled student shows its best Stu-base alone.
+    with no distilled student shows its best Stu-base alone. `variants`: the families of our
+    variants of the method (`departures_from_paper`) instead of the paper's.
     """
     placed = [(name, record) for record in records
-              if at_paper_settings(record) and (name := student_ablation(record)) is not None]
+              if at_paper_settings(record) and (name := student_ablation(record)) is not None
+              and bool(departures_from_paper(record["config"])) == variants]
     bases = seed_groups(r for name, r in placed if name == "Stu-base")
     students: dict[int, dict[str, list[Record]]] = {}
     for name, record in placed:
@@ -346,6 +388,11 @@ class AblationRow:
         return paired or self.base
 
     @property
+    def variant(self) -> bool:
+        """Whether this family is a variant of ours, not the paper's method."""
+        return " ours" in self.base_label
+
+    @property
     def earlier_training(self) -> bool:
         """Whether its Stu-base is a training whose record a rerun has replaced."""
         return _is_earlier(self.base)
@@ -353,11 +400,13 @@ class AblationRow:
 
 def ablation_rows(records: Iterable[Record]) -> list[AblationRow]:
     """Fig. 3's rows, family by family (`ablation_families`), in the paper's order."""
-    rows = []
-    for dataset, base, students in ablation_families(records):
+    rows, records = [], list(records)
+    families = [(f, "") for f in ablation_families(records)]
+    families += [(f, " ours") for f in ablation_families(records, variants=True)]
+    for (dataset, base, students), ours in families:
         family = {"Stu-base": base, **students}
-        label = base[0]["key"] + (" (earlier training)" if _is_earlier(base)
-                                  else f" ({len(base)} seeds)" if len(base) > 1 else "")
+        label = base[0]["key"] + ours + (" (earlier training)" if _is_earlier(base)
+                                         else f" ({len(base)} seeds)" if len(base) > 1 else "")
         rows += [AblationRow(dataset, label, name, family[name], base)
                  for name in ABLATIONS if family.get(name)]
     return rows
@@ -377,7 +426,8 @@ def ablation_table(records: Iterable[Record], fmt: str = "github") -> str:
             cells[((row.base_label, row.name), row.dataset)] = row.runs
         gains = []
         for metric in ("HR@10", "NDCG@10"):
-            paper = FIG3_GAIN_PERCENT[row.dataset][metric] if row.name == "Student" else None
+            paper = (FIG3_GAIN_PERCENT[row.dataset][metric]
+                     if row.name == "Student" and not row.variant else None)
             ours = row.gain(metric)
             gains.append(_beside(ours, paper) if ours is not None or paper else "-")
         seeds = ", ".join(str(r["seed"]) for r in row.runs if "seed" in r) or "-"
@@ -385,7 +435,8 @@ def ablation_table(records: Iterable[Record], fmt: str = "github") -> str:
                      *(row.mean(m) for m in ABLATION_METRICS), *gains])
     return ("Ablation (the paper's Fig. 3): test metrics in percent, the mean over the seeds "
             "listed; each student's gain over the Stu-base seeds it was distilled from, in "
-            "percent, ours (the paper's)\n\n"
+            "percent, ours (the paper's); a Stu-base marked ours heads a variant of ours of the "
+            "method (how it departs: the footnotes)\n\n"
             + tabulate(rows, headers=["data", "Stu-base", "student", "seeds", *ABLATION_METRICS,
                                       "HR@10 gain %", "NDCG@10 gain %"],
                        floatfmt=".2f", tablefmt=fmt)

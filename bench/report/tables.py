@@ -8,7 +8,8 @@ from typing import Any, Iterable
 import numpy as np
 from tabulate import tabulate
 
-from ecbench.bench.training.config import RunConfig, backbone_preset, distill_weights, repeat_head
+from ecbench.bench.training.config import (RunConfig, backbone_preset, compressor_preset,
+                                           distill_weights, repeat_head)
 from ecbench.bench.report.paper import FIG6_CODES, FIG6_USAGE_RANGE, TABLE5_SECONDS
 
 RUN_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@20")
@@ -50,6 +51,10 @@ def variant(config: dict[str, Any]) -> str:
                      + (f" eta {distill['eta_schedule']}" if distill["eta_schedule"] != "none"
                         else ""))
         parts += distill_departures(config["data"], distill)
+        if distill.get("teacher_table", "copy") != "live":
+            parts.append("teacher table copied")
+        if distill.get("reduction", "mean") != "sum":
+            parts.append("KD mean")
     if config["compressor_options"].get("eval_table") == "mixed":
         parts.append("eval mixed (legacy)")
     if config.get("refit"):
@@ -64,6 +69,46 @@ def variant(config: dict[str, Any]) -> str:
     if config.get("dropout_epochs") is not None:
         parts.append(f"dropout in {config['dropout_epochs']} epoch(s)")
     return ", ".join(parts) or "-"
+
+
+# ccode's options as the paper trains its students (Section 4, 6.1.3): codes learned end to end
+# throughout (Eq. 13-15) with the reconstruction loss (Eq. 12), every item's code sampled each
+# step from the encoder's distribution; the mixup weight comes from the dataset's preset.
+PAPER_CCODE = {"freeze_codes_after": None, "initial_codes": "encoder", "random_codebooks": 0,
+               "code_sample": 1.0, "gumbel_scale": 1.0, "tau": 0.3, "mse_weight": 1.0,
+               "standardize": True, "eval_table": "compressed"}
+
+
+def departures_from_paper(config: dict[str, Any]) -> list[str]:
+    """How a ccode student's training departs from the paper's method, in a few words each
+    (empty: it is the paper's Stu-base, Student or one of its ablations). A distillation
+    record from before the choice was recorded read a copy of the teacher's table and
+    averaged its losses."""
+    if config["compressor"] != "ccode":
+        return []
+    from ecbench.compressors.ccode import CCodeConfig
+
+    options = {**{k: getattr(CCodeConfig(), k) for k in PAPER_CCODE}, "eta": CCodeConfig.eta,
+               **config["compressor_options"]}
+    named = {"freeze_codes_after": lambda n: ("codes frozen at init" if n == 0
+                                              else f"codes frozen after {n} epochs"),
+             "initial_codes": lambda v: f"{v} codes",
+             "random_codebooks": lambda n: f"{n} random codebooks"}
+    out = [named[k](options[k]) if k in named else f"{k.replace('_', ' ')} {options[k]}"
+           for k, v in PAPER_CCODE.items() if options[k] != v]
+    if options["eta"] != compressor_preset(config["data"], "ccode")["eta"]:
+        out.append("no mixup in pretraining" if options["eta"] == 0
+                   else f"pretraining eta {options['eta']:g}")
+    distill = config.get("distill")
+    if distill:
+        if distill.get("teacher_table", "copy") != "live":
+            out.append("teacher table copied")
+        if distill.get("reduction", "mean") != "sum":
+            out.append("KD mean")
+        if distill["eta_schedule"] != "none":
+            out.append(f"eta {distill['eta_schedule']}")
+        out += distill_departures(config["data"], distill)
+    return out
 
 
 def distill_departures(data: str, distill: dict[str, Any]) -> list[str]:

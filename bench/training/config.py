@@ -147,6 +147,15 @@ def distill_weights(data: str) -> dict[str, float]:
     return {**DISTILL_WEIGHTS, **preset_for(data).get("distill", {})}
 
 
+def compressor_preset(data: str, compressor: str) -> dict[str, Any]:
+    """The preset options of `compressor` on `data`: ccode pretrains on the mixed table E' of
+    Eq. 16 (Eq. 24-25, the paper's Stu-base) with the dataset's mixup weight; `--eta 0`
+    pretrains on the compressed table alone (a variant)."""
+    if compressor == "ccode":
+        return {"eta": distill_weights(data)["eta"]}
+    return {}
+
+
 def backbone_preset(data: str, backbone: str) -> dict[str, Any]:
     """The preset options of `backbone` on `data` (empty where the paper gives none)."""
     return dict(preset_for(data).get("backbones", {}).get(backbone, {}))

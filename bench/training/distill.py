@@ -33,6 +33,8 @@ from ecbench.bench.training.config import DISTILL_WEIGHTS
 from ecbench.bench.training.train import evaluate as evaluate_model
 
 EtaSchedule = Literal["none", "linear", "cosine"]
+TeacherTable = Literal["live", "copy"]
+Reduction = Literal["sum", "mean"]
 
 
 @dataclass
@@ -52,6 +54,14 @@ class DistillConfig:
     # Apart from --epochs, so that the teacher and the pretrained student it derives stay the
     # recorded runs of the same settings.
     epochs: int | None = None
+    # Which teacher table the student's mixup, reconstruction target and code encoder read:
+    # the teacher's current one each step (Algorithm 1, the paper's released code), or the copy
+    # made before pretraining (how this suite distilled before; a variant of ours).
+    teacher_table: TeacherTable = "live"
+    # How L_con and L_soft reduce over the batch: summed (Eq. 20 and the released code, which
+    # also sums L_soft over the catalogue), so that beta and gamma weigh them at the paper's
+    # scale beside the batch-mean L_rec; or averaged (ours before, about 1/batch of that).
+    reduction: Reduction = "sum"
 
     def __post_init__(self) -> None:
         if self.beta < 0 or self.gamma < 0:
@@ -63,6 +73,10 @@ class DistillConfig:
                              f"got {self.eta_schedule!r}")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"--kd-epochs must be at least 1, got {self.epochs}")
+        if self.teacher_table not in ("live", "copy"):
+            raise ValueError(f"--teacher-table must be live or copy, got {self.teacher_table!r}")
+        if self.reduction not in ("sum", "mean"):
+            raise ValueError(f"--kd-reduction must be sum or mean, got {self.reduction!r}")
         if self.temperature <= 0:
             raise ValueError(f"the contrastive temperature must be positive, got {self.temperature}")
 
@@ -94,18 +108,22 @@ def recombine(teacher_views: tuple[torch.Tensor, ...], student_views: tuple[torc
     return torch.cat([hot_t, cold_s], 1), torch.cat([hot_s, cold_t], 1)
 
 
-def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Eq. 20, averaged over the batch: row i of `positives` is the positive of anchor i, the
-    other rows its negatives; similarity is the cosine over `temperature`."""
+def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float,
+             reduction: Reduction = "sum") -> torch.Tensor:
+    """Eq. 20, summed over the batch (as the paper writes it) or averaged: row i of `positives`
+    is the positive of anchor i, the other rows its negatives; similarity is the cosine over
+    `temperature`."""
     logits = F.normalize(anchors, dim=1) @ F.normalize(positives, dim=1).t() / temperature
-    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device),
+                           reduction=reduction)
 
 
-def soft_target_loss(teacher_log_probs: torch.Tensor, student_log_probs: torch.Tensor
-                     ) -> torch.Tensor:
-    """KL(prob_tea || prob_stu) over the real items (Eq. 21-22), averaged over the batch; from
-    log-probabilities, which the recommendation losses share."""
-    return F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
+def soft_target_loss(teacher_log_probs: torch.Tensor, student_log_probs: torch.Tensor,
+                     reduction: Reduction = "sum") -> torch.Tensor:
+    """KL(prob_tea || prob_stu) over the real items (Eq. 21-22), summed over the batch (the
+    released code) or averaged; from log-probabilities, which the recommendation losses share."""
+    return F.kl_div(student_log_probs, teacher_log_probs, log_target=True,
+                    reduction="sum" if reduction == "sum" else "batchmean")
 
 
 class DistillationPair(nn.Module):
@@ -170,6 +188,9 @@ class DistillationObjective:
         targets = batch.targets - 1
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"), \
                 teacher.compressor.shared_weight(), student.compressor.shared_weight():
+            if cfg.teacher_table == "live":
+                student.compressor.follow_teacher_table(
+                    teacher.compressor.current_weight().detach().float())
             with torch.set_grad_enabled(cfg.bidirectional and torch.is_grad_enabled()):
                 t_views = teacher.encode_views(batch.items, batch.lengths, self.hot_items)
                 t_scores = teacher.score_session(t_views[0], batch.items)
@@ -185,14 +206,14 @@ class DistillationObjective:
         if cfg.bidirectional:
             terms["rec_teacher"] = F.nll_loss(t_log_probs, targets)
         if cfg.soft and cfg.gamma > 0:
-            terms["soft"] = cfg.gamma * soft_target_loss(t_log_probs, s_log_probs)
+            terms["soft"] = cfg.gamma * soft_target_loss(t_log_probs, s_log_probs, cfg.reduction)
         if cfg.contrastive and cfg.beta > 0:
             in_session = batch.items > 0
             hot = self.hot_items[batch.items] & in_session
             z_t, z_s = recombine(t_views, s_views, hot.any(1), (in_session & ~hot).any(1))
             terms["contrastive"] = cfg.beta * info_nce(
                 pair.project_teacher(z_t.float()), pair.project_student(z_s.float()),
-                cfg.temperature)
+                cfg.temperature, cfg.reduction)
         for name, value in terms.items():
             self._term_sums[name] = self._term_sums.get(name, 0.0) + value.item()
         self._steps += 1

@@ -129,9 +129,13 @@ def evaluate(model: Backbone, examples: Examples, max_len: int) -> dict[str, flo
 def model_size(model: Backbone) -> dict[str, Any]:
     storage = model.compressor.storage()
     encoder = sum(p.numel() for p in model.non_item_parameters())
+    item_values = sum(math.prod(t.shape) for t in storage.tensors)
     return {
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "item_table_parameters": sum(p.numel() for p in model.compressor.parameters()),
+        # what the deployed model holds: its encoder and the values the item table stores
+        # (codes counted as values); training-only parts such as ccode's code encoder apart
+        "parameters": encoder + item_values,
+        "item_table_values": item_values,
+        "training_parameters": sum(p.numel() for p in model.parameters()),
         "encoder_parameters": encoder,
         "item_storage": storage.to_dict(),
         "deployed_bytes": storage.total_bytes + 4 * encoder,
