@@ -273,3 +273,15 @@ def test_with_the_teacher_table_copied_the_student_keeps_the_pretraining_copy(ti
     objective.loss(batch)
     torch.testing.assert_close(pair.student.compressor.teacher[1:], copied[1:])
     assert (pair.teacher.compressor.weight().detach() - copied).norm() > 0
+
+
+def test_the_released_code_loop_leaves_the_teacher_and_projections_as_they_were(tiny_synthetic):
+    """Legacy: the released code never steps the teacher's optimiser, keeps its dropout on
+    while it distils, and never trains W_t, W_s (its optimiser predates them)."""
+    pair, _ = _pair(tiny_synthetic, DistillConfig(released_code=True))
+    before = {name: p.detach().clone() for name, p in pair.named_parameters()}
+    objective, _ = _train_steps(pair, tiny_synthetic, steps=3)
+    assert pair.teacher.training  # dropout on, as the released loop runs it
+    moved = {name for name, p in pair.named_parameters() if not torch.equal(p, before[name])}
+    assert moved and all(name.startswith("student.") for name in moved)
+    assert "rec_teacher" not in objective.end_epoch()["loss_terms"]

@@ -84,6 +84,9 @@ _DISTILLATION_OPTIONS = [
                  show_default=True,
                  help="L_con and L_soft summed over the batch (the paper's Eq. 20 and released "
                       "code, the scale beta and gamma were set for) or averaged (ours)"),
+    click.option("--released-code-loop", is_flag=True,
+                 help="legacy: distil as the paper's released code does (teacher never stepped, "
+                      "its dropout on, W_t and W_s left at their initialisation); labelled"),
     click.option("--pretrained", default=None,
                  help="distillation: the student's record, model file or key to start from "
                       "[the same run without --kd, trained first if not recorded]"),
@@ -133,7 +136,7 @@ def make_run_config(opts: dict[str, Any], extra: list[str]) -> RunConfig:
 
 
 _KD_SWITCHES = ("no_contrastive", "no_bidirectional", "no_soft", "no_mixup", "beta", "gamma",
-                "kd_eta", "kd_epochs", "pretrained")
+                "kd_eta", "kd_epochs", "pretrained", "released_code_loop")
 # distillation options whose command-line default is not "given" (checked apart)
 _KD_CHOICES = {"eta_schedule": "none", "teacher_table": "live", "kd_reduction": "sum"}
 
@@ -163,6 +166,7 @@ def make_distill_options(opts: dict[str, Any], preset: dict[str, Any]) -> dict[s
                                eta_schedule=opts.get("eta_schedule", "none"),
                                teacher_table=opts.get("teacher_table", "live"),
                                reduction=opts.get("kd_reduction", "sum"),
+                               released_code=bool(opts.get("released_code_loop")),
                                epochs=opts.get("kd_epochs"), **weights)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -55,6 +55,8 @@ def variant(config: dict[str, Any]) -> str:
             parts.append("teacher table copied")
         if distill.get("reduction", "mean") != "sum":
             parts.append("KD mean")
+        if distill.get("released_code"):
+            parts.append("released-code loop (legacy)")
     if config["compressor_options"].get("eval_table") == "mixed":
         parts.append("eval mixed (legacy)")
     if config.get("refit"):
@@ -105,6 +107,8 @@ def departures_from_paper(config: dict[str, Any]) -> list[str]:
             out.append("teacher table copied")
         if distill.get("reduction", "mean") != "sum":
             out.append("KD mean")
+        if distill.get("released_code"):
+            out.append("released-code loop (legacy)")
         if distill["eta_schedule"] != "none":
             out.append(f"eta {distill['eta_schedule']}")
         out += distill_departures(config["data"], distill)

@@ -62,6 +62,11 @@ class DistillConfig:
     # also sums L_soft over the catalogue), so that beta and gamma weigh them at the paper's
     # scale beside the batch-mean L_rec; or averaged (ours before, about 1/batch of that).
     reduction: Reduction = "sum"
+    # Legacy: distil as the paper's released code does, whatever its text says: the teacher's
+    # optimiser never steps (its weights stay: in effect Stu-w/o-b), the teacher runs in
+    # training mode (dropout on) while it distils, and the projections W_t, W_s stay at their
+    # random initialisation (its student optimiser was built before they were created).
+    released_code: bool = False
 
     def __post_init__(self) -> None:
         if self.beta < 0 or self.gamma < 0:
@@ -140,12 +145,19 @@ class DistillationPair(nn.Module):
         self.project_student = nn.Linear(2 * dim, dim, bias=False)  # W_s
         for layer in (self.project_teacher, self.project_student):
             nn.init.uniform_(layer.weight, -0.1, 0.1)  # the paper's initialisation
-        if not config.bidirectional:
+        if not config.bidirectional or config.released_code:
             self.teacher.requires_grad_(False)
+        if config.released_code:
+            self.project_teacher.requires_grad_(False)
+            self.project_student.requires_grad_(False)
+
+    @property
+    def teacher_learns(self) -> bool:
+        return self.config.bidirectional and not self.config.released_code
 
     def train(self, mode: bool = True) -> "DistillationPair":
         super().train(mode)
-        if not self.config.bidirectional:
+        if not self.config.bidirectional and not self.config.released_code:
             self.teacher.eval()  # a frozen teacher gives its deterministic predictions
         return self
 
@@ -191,7 +203,7 @@ class DistillationObjective:
             if cfg.teacher_table == "live":
                 student.compressor.follow_teacher_table(
                     teacher.compressor.current_weight().detach().float())
-            with torch.set_grad_enabled(cfg.bidirectional and torch.is_grad_enabled()):
+            with torch.set_grad_enabled(pair.teacher_learns and torch.is_grad_enabled()):
                 t_views = teacher.encode_views(batch.items, batch.lengths, self.hot_items)
                 t_scores = teacher.score_session(t_views[0], batch.items)
             s_views = student.encode_views(batch.items, batch.lengths, self.hot_items)
@@ -203,7 +215,7 @@ class DistillationObjective:
         extra = student.compressor.extra_loss()
         if extra is not None:
             terms["mse"] = extra
-        if cfg.bidirectional:
+        if pair.teacher_learns:
             terms["rec_teacher"] = F.nll_loss(t_log_probs, targets)
         if cfg.soft and cfg.gamma > 0:
             terms["soft"] = cfg.gamma * soft_target_loss(t_log_probs, s_log_probs, cfg.reduction)
