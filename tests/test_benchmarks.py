@@ -78,15 +78,18 @@ def test_bench_ccode_lookup_scoring(benchmark, deployed_ccode, batch):
     query = torch.randn(batch, 128)
     with torch.no_grad():
         scores = benchmark(deployed_ccode.score, query)
-        dense = query @ deployed_ccode.weight().T
-    torch.testing.assert_close(scores, dense, atol=1e-4, rtol=0)
+        # Eq. 10 by plain indexing, independent of the lookup-table path
+        table = deployed_ccode.codebooks[torch.arange(4), deployed_ccode.codes.long()].sum(1)
+        table[0] = 0
+    torch.testing.assert_close(scores, query @ table.T, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("batch", [1, 100])
 def test_bench_dense_scoring(benchmark, tmall, batch):
     table, query = torch.randn(tmall.num_items, 128), torch.randn(batch, 128)
     scores = benchmark(torch.matmul, query, table.T)
-    assert scores.shape == (batch, tmall.num_items)
+    expected = (query.double()[:, None, :] * table.double()[None, :, :]).sum(-1)
+    torch.testing.assert_close(scores.double(), expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("layout", ["rows", "columns"])
@@ -109,7 +112,8 @@ def tmall_deployed(tmall):
     out = {}
     for name, options in (("ccode", {"M": 4, "K": 32}), ("full", {})):
         config = RunConfig(compressor=name, compressor_options=options, dim=128)
-        out[name] = DeployedRecommender(deployable_model(config, tmall.num_items, None))
+        model = deployable_model(config, tmall.num_items, None).eval()
+        out[name] = (model, DeployedRecommender(model))
     return out
 
 
@@ -119,6 +123,11 @@ def test_bench_deployed_end_to_end(benchmark, tmall, tmall_deployed, compressor,
     from ecbench.bench.deploy.latency import timing_batches
 
     item_seq, lengths = timing_batches(tmall, batch, 1, 50)[0]
+    model, deployed = tmall_deployed[compressor]
     with torch.no_grad():
-        values, items = benchmark(tmall_deployed[compressor], item_seq, lengths)
-    assert items.shape == (batch, 20) and (items > 0).all()
+        values, items = benchmark(deployed, item_seq, lengths)
+        # the training model's own dense scores, ranked by torch.topk, padding excluded
+        scores = model.score(item_seq, lengths)[:, 1:]
+    expected = scores.topk(20)
+    torch.testing.assert_close(values, expected.values, atol=1e-4, rtol=0)
+    assert (items > 0).all() and (items - 1 == expected.indices).float().mean() > 0.99

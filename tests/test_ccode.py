@@ -105,7 +105,11 @@ def test_lookup_table_scoring_equals_dense_scoring(learned, batch):
     learned.freeze_codes()
     query = torch.randn(batch, DIM)
     fast = learned.score(query)
-    dense = query @ learned.weight().T
+    # Eq. 10 by plain indexing: e_v = sum_i E_i[C_v^i], a path independent of the lookup tables
+    codes = learned.codes.long()
+    table = learned.codebooks[torch.arange(learned.M), codes].sum(1)
+    table[0] = 0
+    dense = query @ table.detach().T
     torch.testing.assert_close(fast, dense, atol=1e-4, rtol=0)
     assert torch.equal(fast[:, 1:].topk(20).indices, dense[:, 1:].topk(20).indices)
     assert torch.count_nonzero(fast[:, 0]) == 0  # padding scores like the zero vector

@@ -121,3 +121,24 @@ def test_factorisations():
     assert math.prod(balanced_factors(256, 2)) == 256
     cover = covering_factors(40728, 3)
     assert math.prod(cover) >= 40728 and max(cover) - min(cover) <= 1
+
+
+@pytest.mark.parametrize("name, config", [("tt", TTConfig(rank=4, cores=2, item_factors="8x8",
+                                                          dim_factors="4x4")),
+                                          ("sttd", STTDConfig(rank=8, stp=2, cores=3))])
+def test_the_deployed_table_is_rebuilt_from_its_cores_on_every_call(name, config):
+    """What a phone runs holds the cores, never the dense table: a change to a core shows in
+    the very next call's scores, and no stored tensor has the table's shape."""
+    table = compressors.build(name, config, num_items=64, dim=16)
+    table.deploy()
+    form = table.inference_form().eval()
+    stored = [tuple(v.shape) for v in form.state_dict().values()]
+    assert (64, 16) not in stored
+    query = torch.randn(3, 16)
+    with torch.no_grad(), form.call():
+        before = form.score(query)
+    with torch.no_grad():
+        next(form.parameters()).mul_(2.0)
+    with torch.no_grad(), form.call():
+        after = form.score(query)
+    assert not torch.allclose(before, after)
