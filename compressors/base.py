@@ -192,6 +192,13 @@ class Compressor(nn.Module):
         changes the scores, so a legacy run can record its deployed figures beside."""
         yield False
 
+    @contextmanager
+    def mixed_scoring(self) -> Iterator[bool]:
+        """Within this block, score as the paper's released code scored its students: with the
+        teacher's table mixed in (ccode's Eq. 16 at its eta), where this table has one. Yields
+        whether it does; a legacy figure beside the deployed one, never what is deployed."""
+        yield False
+
     def undeploy(self) -> None:
         """Back to the training form after loading a deployed model, to train on (distillation
         after pretraining); default: the deployed form is the training form."""

@@ -312,6 +312,18 @@ class CompositionalCodeTable(Compressor):
         finally:
             self.config = legacy
 
+    @contextmanager
+    def mixed_scoring(self) -> Iterator[bool]:
+        if self.config.eta <= 0 or self._evaluates_mixed():
+            yield False  # nothing to mix in, or already scored so (then test is mixed)
+            return
+        deployed = self.config
+        self.config = dataclasses.replace(deployed, eval_table="mixed")
+        try:
+            yield True
+        finally:
+            self.config = deployed
+
     def set_mixup(self, eta: float) -> None:
         """Change the mixup weight of Eq. 16 (training only), e.g. to anneal it to 0."""
         self.config = dataclasses.replace(self.config, eta=eta)

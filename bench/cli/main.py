@@ -27,6 +27,9 @@ SUMMARY_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MR
 def summary_table(record: dict[str, Any]) -> str:
     name = f"{record['config']['backbone']}+{record['config']['compressor']}"
     rows = [[name] + [record["test"][m] for m in SUMMARY_METRICS]]
+    if record.get("test_mixed_table"):
+        rows.append([f"{name} (legacy: teacher table mixed in)"]
+                    + [record["test_mixed_table"][m] for m in SUMMARY_METRICS])
     if record.get("test_compressed_table"):
         rows.append([f"{name} (compressed table alone)"]
                     + [record["test_compressed_table"][m] for m in SUMMARY_METRICS])

@@ -186,6 +186,9 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
     else:
         ranks = evaluate_ranks(model, prepared.test, config.max_len)
         test, test_epochs = metrics_from_ranks(ranks), None
+    with model.compressor.mixed_scoring() as mixes:
+        # the paper's scoring of the same model (its released code's): a labelled legacy figure
+        test_mixed = evaluate(model, prepared.test, config.max_len) if mixes else None
     with model.compressor.compressed_scoring() as legacy_table:
         # a legacy scoring (ccode's mixed table): what the same model scores deployed, beside
         test_compressed = (evaluate(model, prepared.test, config.max_len) if legacy_table
@@ -226,6 +229,8 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
         "test_epochs": test_epochs,
         # with a legacy scoring table: the selected model scored with its compressed table alone
         "test_compressed_table": test_compressed,
+        # legacy: the same model scored with the teacher's table mixed in at its final eta
+        "test_mixed_table": test_mixed,
         "test_by_case": None if legacy else metrics_by_case(
             ranks, test_case_groups(prepared.test, prepared.hot_items, config.max_len)),
         "teacher": teacher.summary() if teacher is not None else None,
