@@ -15,3 +15,7 @@ class ConfigError(EcbenchError):
 
 class TrainingDiverged(EcbenchError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RecordError(EcbenchError):
+    """A run record, manifest or model file that cannot be read safely."""

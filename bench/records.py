@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import platform
 import shlex
 import subprocess
@@ -12,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
+
+from ecbench.bench.errors import RecordError
 
 RECORD_SCHEMA = 1
 # Where a user's runs go unless told otherwise: a folder of their own in the working directory,
@@ -50,6 +53,28 @@ def record_path(results_dir: Path, config: dict[str, Any], key: str) -> Path:
     return Path(results_dir) / "runs" / f"{data}-{config['backbone']}-{config['compressor']}-{key}.json"
 
 
+def ensure_writable(folder: Path, what: str = "results") -> None:
+    """Refuse, before any work, a folder that cannot take files (read-only, full or not a
+    folder), rather than finding out when the work is done and its result has nowhere to go.
+    Probes the folder, or the nearest folder above it that exists; creates nothing."""
+    folder = Path(folder)
+    probe_in = folder
+    while not probe_in.exists() and probe_in != probe_in.parent:
+        probe_in = probe_in.parent
+    try:
+        if not probe_in.is_dir():
+            raise NotADirectoryError(20, "not a folder")
+        fd, probe = tempfile.mkstemp(prefix=".ecbench-probe-", dir=probe_in)
+        try:
+            os.write(fd, b"0" * 4096)  # a full disk fails here, not at mkstemp
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise RecordError(f"{folder}: the {what} folder cannot be written "
+                          f"({exc.strerror or exc}); nothing was run") from None
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
 
@@ -57,14 +82,65 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 write_record = write_json
 
 
+KEY_PATTERN = re.compile(r"[0-9a-f]{16}")
+
+
+def is_record_key(key: object) -> bool:
+    """A run key as `RunConfig.key` makes it: 16 hex digits, safe inside a file name."""
+    return isinstance(key, str) and KEY_PATTERN.fullmatch(key) is not None
+
+
+def record_key(record: dict[str, Any], path: Path | str) -> str:
+    """The record's key, checked before it names a file (a key of "../../x" must not steer
+    where a model file is looked for)."""
+    key = record.get("key")
+    if not is_record_key(key):
+        raise RecordError(f"{path}: its key {_short(key)} is not a record key (16 hex digits)")
+    return key
+
+
 def find_record(results_dir: Path, key: str) -> Path | None:
+    if not is_record_key(key):
+        return None  # not a key: no record file can be named by it
     matches = sorted((Path(results_dir) / "runs").glob(f"*-{key}.json"))
     return matches[0] if matches else None
 
 
 def load_record(path: Path) -> dict[str, Any]:
-    with open(path) as handle:
-        return json.load(handle)
+    """A JSON record (run, benchmark, analysis) or manifest; one line of error otherwise."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RecordError(f"{path}: nested too deeply to be a record") from None
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(record, dict):
+        raise RecordError(f"{path}: not a record (expected a JSON object, found "
+                          f"{type(record).__name__})")
+    return record
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """A model file or checkpoint through torch's safe loader (tensors and plain containers
+    only: no pickled code runs); one line of error for anything else."""
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except Exception as exc:  # the safe unpickler and the zip reader raise many types
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecordError(f"{path}: not a model file that loads safely ({reason[:200]})"
+                          ) from None
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 MANIFEST = "manifest.json"
@@ -113,12 +189,7 @@ def curate(results_dir: Path, files: list[Path]) -> list[Path]:
         if source.parent.name not in RECORD_FOLDERS or source.suffix != ".json":
             raise ValueError(f"{source}: not a record file (a .json under a folder named "
                              f"{', '.join(RECORD_FOLDERS)})")
-        try:
-            record = load_record(source)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{source}: not valid JSON ({exc})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{source}: not a record (expected a JSON object)")
+        load_record(source)  # refuses what is not a JSON object
     curated = read_manifest(results_dir) or set()
     added = []
     for source in sources:

@@ -20,7 +20,7 @@ def run_failing(args: list[str], tmp_path) -> str:
     assert "Traceback" not in proc.stderr, proc.stderr
     # what the run announced before it started (its threads, its plan), then one error line
     lines = [line for line in proc.stderr.strip().splitlines()
-             if not line.startswith(("threads: ", "plan: "))]
+             if not line.startswith(("threads: ", "data ", "plan: "))]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert records_under(results) == []
     assert not list(work.glob("checkpoints/*.pt"))

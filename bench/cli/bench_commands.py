@@ -75,6 +75,44 @@ def bench_threads_command(data: str, data_root: str | None, steps: int, results_
     click.echo(f"record: {path}")
 
 
+@bench_group.command("memory", context_settings={"ignore_unknown_options": True,
+                                                 "allow_extra_args": True})
+@click.option("--data", default="synthetic", show_default=True)
+@data_root_option
+@click.option("--compressor", default="full", show_default=True)
+@click.option("--dim", type=int, default=None)
+@click.option("--steps", type=int, default=30, show_default=True,
+              help="training steps before the evaluation")
+@click.option("--synthetic-items", type=int, default=None,
+              help="with --data synthetic: a generated catalogue of this many items (and 2.5x "
+                   "as many sessions)")
+@results_option
+@click.pass_context
+def bench_memory_command(ctx: click.Context, **opts: Any) -> None:
+    """Peak memory of training steps and of a full-ranking evaluation of the test set, in one
+    process; evaluation should stay within about 1.5x of training."""
+    from ecbench.bench.data.synthetic import SyntheticConfig, synthetic_dataset
+    from ecbench.bench.training.benchmarks import benchmark_memory
+
+    dataset = None
+    if opts["synthetic_items"]:
+        if opts["data"] != "synthetic":
+            raise ConfigError("--synthetic-items goes with --data synthetic")
+        items = opts["synthetic_items"]
+        dataset = synthetic_dataset(SyntheticConfig(num_items=items, num_sessions=5 * items // 2,
+                                                    num_topics=max(40, items // 500)))
+    config = make_run_config({**BENCH_DEFAULTS, **opts, "backbone": "sasrec"}, list(ctx.args))
+    result, path = benchmark_memory(config, data_root=opts["data_root"], steps=opts["steps"],
+                                    results_dir=opts["results_dir"], dataset=dataset)
+    m = result["measurements"]
+    click.echo(tabulate([[phase, mb] for phase, mb in m["peak_mb"].items()],
+                        headers=["after", "peak MiB"], floatfmt=".0f"))
+    click.echo(f"evaluation / training: {m['evaluation_over_training']:.2f}x over "
+               f"{m['test_cases']:,} test cases and {m['num_items']:,} items "
+               f"(scored {m['eval_batch_size']} at a time)")
+    click.echo(f"record: {path}")
+
+
 @bench_group.command("score", context_settings={"ignore_unknown_options": True,
                                                 "allow_extra_args": True})
 @click.option("--data", default="synthetic", show_default=True)

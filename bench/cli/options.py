@@ -17,7 +17,7 @@ from ecbench.bench.training.config import (RunConfig, backbone_preset, canonical
                                            compressor_preset, parse_part_options, preset_for)
 from ecbench.bench.cpu import AUTO_THREADS_CAP, resolve_threads
 from ecbench.bench.errors import ConfigError
-from ecbench.bench.records import CURATED_RESULTS, USER_RESULTS
+from ecbench.bench.records import CURATED_RESULTS, USER_RESULTS, ensure_writable
 
 threads_option = click.option(
     "--threads", default="auto", show_default=True,
@@ -37,9 +37,14 @@ def chosen_threads(value: str) -> int:
 # The locations every command shares, declared once.
 data_root_option = click.option("--data-root", default=None,
                                 help="folder of named datasets [$ECBENCH_DATA or ./data]")
+def _writable_results(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    ensure_writable(value)
+    return value
+
+
 results_option = click.option(
     "--results", "results_dir", type=click.Path(path_type=Path, file_okay=False),
-    default=USER_RESULTS, show_default=True,
+    default=USER_RESULTS, show_default=True, callback=_writable_results,
     help="where records go: a folder of your own [$ECBENCH_RESULTS]; the project's curated "
          "records are added with `ecbench curate`")
 curated_results_option = click.option(

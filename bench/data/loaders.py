@@ -45,24 +45,50 @@ def safe_load(raw: bytes, what: str):
         raise DataError(f"{what}: malformed pickle ({type(exc).__name__}: {exc})") from None
 
 
-def _int_sessions(obj, what: str) -> Sessions:
+# A pickle stores each int in at least two bytes, so a file of B bytes holds at most B / 2 item
+# ids unless it repeats objects by reference (its memo): a 1 MB pickle naming one long session
+# a million times would expand to gigabytes. Past this many ids per byte it is refused.
+MAX_IDS_PER_BYTE = 4
+
+
+def _describe(value) -> str:
+    """A short description of a value of any type: never the repr of a nested structure, which
+    can be deep enough to overflow the stack or large enough to flood a terminal."""
+    if type(value) in (int, float, bool) or value is None:
+        return repr(value)
+    if isinstance(value, (str, bytes)):
+        return repr(value[:20]) + ("..." if len(value) > 20 else "")
+    return f"a {type(value).__name__}"
+
+
+def _int_sessions(obj, what: str, budget: int) -> Sessions:
+    """Lists (or tuples) of ints as flat sessions; `budget`: the most item ids the file may
+    hold (`MAX_IDS_PER_BYTE` x its size), checked before anything is expanded."""
     if not isinstance(obj, (list, tuple)):
-        raise DataError(f"{what}: expected a list of sessions, got {type(obj).__name__}")
+        raise DataError(f"{what}: expected a list of sessions, got {_describe(obj)}")
     for i, session in enumerate(obj):
         if type(session) not in (list, tuple):
-            raise DataError(f"{what}: session {i} is a {type(session).__name__}, not a list")
-    bad = next((item for session in obj for item in session if type(item) is not int), None)
+            raise DataError(f"{what}: session {i} is {_describe(session)}, not a list")
+    total = sum(map(len, obj))
+    if total > budget:
+        raise DataError(f"{what}: {total:,} item ids from a file of {budget // MAX_IDS_PER_BYTE:,} "
+                        "bytes: it repeats sessions by reference; refused")
+    bad = next(((i, item) for i, session in enumerate(obj) for item in session
+                if type(item) is not int), None)
     if bad is not None:
-        raise DataError(f"{what}: item {bad!r} is a {type(bad).__name__}, not an int")
+        raise DataError(f"{what}: session {bad[0]} holds {_describe(bad[1])}, not an int id")
     try:
         return Sessions.from_lists(obj)
     except OverflowError:
         raise DataError(f"{what}: an item id does not fit in 64 bits") from None
 
 
-def _int_labels(obj, what: str) -> np.ndarray:
+def _int_labels(obj, what: str, budget: int) -> np.ndarray:
     if not isinstance(obj, (list, tuple)) or any(type(x) is not int for x in obj):
         raise DataError(f"{what}: labels must be a list of ints")
+    if len(obj) > budget:
+        raise DataError(f"{what}: {len(obj):,} labels from a file of {budget // MAX_IDS_PER_BYTE:,} "
+                        "bytes: it repeats them by reference; refused")
     try:
         return np.asarray(obj, dtype=np.int64)
     except OverflowError:
@@ -82,13 +108,14 @@ def load_standard(folder: str | os.PathLike, name: str | None = None) -> Session
     raw = {f: p.read_bytes() for f, p in paths.items()}
     checksum = hashlib.sha256(raw[TRAIN_FILE] + b"\0" + raw[TEST_FILE]).hexdigest()
 
+    budget = {f: MAX_IDS_PER_BYTE * len(b) for f, b in raw.items()}
     train_obj = safe_load(raw[TRAIN_FILE], f"{name}/{TRAIN_FILE}")
-    train = _int_sessions(train_obj, f"{name}/{TRAIN_FILE}")
+    train = _int_sessions(train_obj, f"{name}/{TRAIN_FILE}", budget[TRAIN_FILE])
     test_obj = safe_load(raw[TEST_FILE], f"{name}/{TEST_FILE}")
     if not (isinstance(test_obj, (tuple, list)) and len(test_obj) == 2):
         raise DataError(f"{name}/{TEST_FILE}: expected a pair (prefixes, labels)")
-    prefixes = _int_sessions(test_obj[0], f"{name}/{TEST_FILE} prefixes")
-    labels = _int_labels(test_obj[1], f"{name}/{TEST_FILE} labels")
+    prefixes = _int_sessions(test_obj[0], f"{name}/{TEST_FILE} prefixes", budget[TEST_FILE])
+    labels = _int_labels(test_obj[1], f"{name}/{TEST_FILE} labels", budget[TEST_FILE])
     if len(train.items) == 0:
         raise DataError(f"{name}/{TRAIN_FILE}: no items")
     num_items = int(train.items.max()) + 1

@@ -86,6 +86,27 @@ class SessionDataset:
         validate(self)
 
 
+# Item ids are dense in the standard layout (1..N). The item table is sized by the largest id,
+# so a stray huge id would ask for gigabytes; ids this much sparser than dense are refused.
+MAX_ID_SPARSITY = 4
+
+
+def check_dense_ids(data: SessionDataset) -> None:
+    """Refuse, before anything is sized by it, an item count far beyond the distinct training
+    ids (a stray id of 5e7 among 40,000 items), naming the id and the session it is in."""
+    if len(data.train.items) == 0 or data.train.items.min() < 1:
+        return  # reported by the checks that follow
+    distinct = len(np.unique(data.train.items))
+    if data.num_items - 1 <= MAX_ID_SPARSITY * distinct + 1000:
+        return
+    largest = int(data.train.items.max())
+    position = int(np.argmax(data.train.items))
+    session = int(np.searchsorted(data.train.offsets, position, side="right") - 1)
+    raise DataError(f"{data.name}: item id {largest:,} (training session {session}) is far "
+                    f"beyond the {distinct:,} distinct ids: ids must be numbered 1..N; a table "
+                    f"sized by it would hold {largest:,} rows")
+
+
 def validate(data: SessionDataset) -> None:
     """Reject data no model can be trained or scored on, with a message naming the problem."""
     name = data.name
@@ -101,6 +122,7 @@ def validate(data: SessionDataset) -> None:
         empty = np.flatnonzero(lengths == 0)
         if len(empty):
             raise DataError(f"{name}: {len(empty)} empty {part}s (first at index {empty[0]})")
+    check_dense_ids(data)
     for part, ids in (("training sessions", data.train.items),
                       ("test prefixes", data.test_prefixes.items),
                       ("test labels", data.test_labels)):

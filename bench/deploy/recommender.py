@@ -17,7 +17,7 @@ from torch import nn
 from ecbench.backbones import Backbone
 from ecbench.bench.training.config import RunConfig
 from ecbench.bench.errors import ConfigError
-from ecbench.bench.records import load_record
+from ecbench.bench.records import load_record, load_weights, record_key
 from ecbench.bench.training.teacher import MissingModel
 from ecbench.bench.evaluation.topk import top_k
 from ecbench.bench.training.train import apply_budget, build_model
@@ -86,11 +86,11 @@ def deployable_model(config: RunConfig, num_items: int, state: dict[str, torch.T
 def load_trained(record_path: Path, workdir: Path) -> tuple[RunConfig, dict[str, Any], Backbone]:
     """A recorded run's config, record and deployed model (weights from WORKDIR/models)."""
     record = load_record(record_path)
-    config = RunConfig(**record["config"])
-    model_file = Path(workdir) / "models" / f"{record['key']}.pt"
+    config = RunConfig.from_record(record, record_path)
+    model_file = Path(workdir) / "models" / f"{record_key(record, record_path)}.pt"
     if not model_file.is_file():
         raise MissingModel(f"the model of record {record_path} is not at {model_file}: "
                            "pass the --workdir it was trained in")
-    state = torch.load(model_file, weights_only=True)
+    state = load_weights(model_file)
     config = apply_budget(config, record["dataset"]["num_items"])
     return config, record, deployable_model(config, record["dataset"]["num_items"], state)

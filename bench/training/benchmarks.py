@@ -12,12 +12,12 @@ import torch
 
 from ecbench.bench.data.batching import Batch
 from ecbench.bench.training.config import RunConfig, backbone_preset
-from ecbench.bench.records import now_iso, provenance, write_json
+from ecbench.bench.records import load_weights, now_iso, provenance, write_json
 from ecbench.bench.cpu import configure_cpu
 from ecbench.bench.training.distill import DistillationObjective, DistillationPair, DistillConfig
 from ecbench.bench.training.teacher import teacher_config
-from ecbench.bench.training.train import (Prepared, SupervisedObjective, build_model, load_dataset,
-                                          prepare)
+from ecbench.bench.training.train import (Prepared, SupervisedObjective, build_model,
+                                          eval_batch_size, evaluate_ranks, load_dataset, prepare)
 
 WARMUP_STEPS = 20
 
@@ -152,7 +152,7 @@ def benchmark_scoring(config: RunConfig, *, data_root: str | None, threads: int,
     model = build_model(config, data.num_items).eval()
     compressor = model.compressor
     if model_file is not None:
-        model.load_state_dict(torch.load(model_file, weights_only=True))
+        model.load_state_dict(load_weights(model_file))
     elif compressor.uses_teacher():
         compressor.init_from_table(torch.randn(data.num_items, config.dim) * 0.1)
     compressor.deploy()
@@ -194,3 +194,38 @@ def _options_tag(config: RunConfig) -> str:
     """The compressor's non-default options for a file name, e.g. "-K256-M3"; "" if none."""
     options = "-".join(f"{k}{v}" for k, v in config.compressor_options.items())
     return "-" + options if options else ""
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def benchmark_memory(config: RunConfig, *, data_root: str | None, steps: int,
+                     results_dir: Path, dataset: Any = None) -> tuple[dict[str, Any], Path]:
+    """Peak memory of a run's phases, in order, in one process: the data prepared, `steps`
+    training steps, then a full-ranking evaluation of the whole test set. Evaluation is
+    bounded by its chunk of test cases (`eval_batch_size`), not by the test set, so its peak
+    should stay near training's."""
+    configure_cpu(1)
+    torch.manual_seed(config.seed)
+    data = dataset if dataset is not None else load_dataset(config.data, data_root)
+    prepared = prepare(config, data)
+    peaks = {"data": peak_rss_mb()}
+    objective = SupervisedObjective(build_model(config, data.num_items))
+    step = step_timer(objective, config)
+    for _, batch in zip(range(steps), prepared.fit.batches(config.batch_size, config.max_len)):
+        step(batch)
+    peaks["training"] = peak_rss_mb()
+    started = time.perf_counter()
+    evaluate_ranks(objective.module, prepared.test, config.max_len)
+    peaks["evaluation"] = peak_rss_mb()
+    measurements = {
+        "peak_mb": peaks, "evaluation_over_training": peaks["evaluation"] / peaks["training"],
+        "evaluation_seconds": time.perf_counter() - started, "training_steps": steps,
+        "test_cases": len(prepared.test), "num_items": data.num_items,
+        "eval_batch_size": eval_batch_size(data.num_items)}
+    return _write_record("memory", config, data.name, measurements, 1,
+                         f"{config.backbone}-{config.compressor}-d{config.dim}", results_dir)

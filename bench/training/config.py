@@ -9,9 +9,10 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from ecbench.bench.errors import ConfigError
+from ecbench.bench.errors import ConfigError, RecordError
 
 SelectOn = Literal["validation", "test"]
 
@@ -60,6 +61,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.dim >= 1, f"--dim must be positive, got {self.dim}"),
+            (self.ratio is None or self.ratio > 1,
+             f"--ratio must exceed 1 (the dense table's bytes over the compressed one's), "
+             f"got {self.ratio}"),
             (self.max_len >= 1, f"--max-len must be positive, got {self.max_len}"),
             (self.batch_size >= 1, f"--batch-size must be positive, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
@@ -102,6 +106,23 @@ class RunConfig:
     def repeat_head(self) -> str | None:
         """The repeat head of `backbones.repeat` the model gets, if any."""
         return repeat_head(vars(self))
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], source: Path | str) -> "RunConfig":
+        """The config a run record stores, checked: a key this version does not know (a
+        record written by another version) or a value it refuses is one line of error."""
+        config = record.get("config")
+        if not isinstance(config, dict):
+            raise RecordError(f"{source}: its config is missing or not an object")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - fields)
+        if unknown:
+            raise RecordError(f"{source}: unknown config key(s) {', '.join(unknown)} (a record "
+                              "of another version of ecbench?)")
+        try:
+            return cls(**config)
+        except (TypeError, ValueError, ConfigError) as exc:
+            raise RecordError(f"{source}: its config is refused: {exc}") from None
 
     def key(self, data_checksum: str) -> str:
         """A short hash of the config and the exact data it ran on."""

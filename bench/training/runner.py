@@ -20,8 +20,9 @@ from ecbench.bench.evaluation.cases import session_recency_ranks, test_case_grou
 from ecbench.bench.training.distill import DistillationObjective, DistillationPair, DistillConfig
 from ecbench.bench.errors import ConfigError
 from ecbench.bench.evaluation.metrics import metrics_by_case, metrics_from_ranks, popularity_ranks
-from ecbench.bench.records import (USER_RESULTS, RECORD_SCHEMA, atomic_write, find_record,
-                                   load_record, now_iso, provenance, record_path, write_record)
+from ecbench.bench.records import (USER_RESULTS, RECORD_SCHEMA, atomic_write, ensure_writable,
+                                   find_record, load_record, now_iso, provenance, record_path,
+                                   write_record)
 from ecbench.bench.cpu import configure_cpu
 from ecbench.bench.data.sessions import SessionDataset
 from ecbench.bench.training.plan import describe_plan, stages_to_train
@@ -83,6 +84,8 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
     With `announce`, first log what the run will train (teacher, Stu-base, distillation) and
     an upper bound on its time (`plan.describe_plan`)."""
     started = now_iso()
+    ensure_writable(Path(results_dir) / "runs")
+    ensure_writable(Path(workdir), "work")
     origin = provenance(threads)  # before training: the code that actually ran
     wall_start = time.perf_counter()
     configure_cpu(threads)
@@ -97,12 +100,20 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
             log(f"reusing the record of an identical run: {existing}")
             return load_record(existing), existing
         if announce:
+            log(describe_data(dataset, prepared))
             log(plan_of(config, dataset, prepared, results_dir, Path(workdir)))
         context = RunContext(config, dataset, prepared, checkpoint, Path(workdir), resume,
                              progress, log, origin)
         return train_and_record(context, key, data_root=data_root, results_dir=results_dir,
                                 force=force, threads=threads, started=started,
                                 wall_start=wall_start)
+
+
+def describe_data(dataset: SessionDataset, prepared: Prepared) -> str:
+    """One line of the dataset's counts, so a user sees what was read before training."""
+    return (f"data {dataset.name}: {len(dataset.train):,} training sessions, "
+            f"{len(prepared.fit):,} training pairs and {len(prepared.validation):,} validation "
+            f"pairs, {dataset.num_items - 1:,} items, {len(prepared.test):,} test cases")
 
 
 def plan_of(config: RunConfig, dataset: SessionDataset, prepared: Prepared, results_dir: Path,
@@ -120,7 +131,9 @@ def plan_run(config: RunConfig, *, data_root: str | None, results_dir: Path, wor
     configure_cpu(threads)
     dataset = load_dataset(config.data, data_root)
     config = apply_budget(config, dataset.num_items)
-    return plan_of(config, dataset, prepare(config, dataset), results_dir, workdir)
+    prepared = prepare(config, dataset)
+    return "\n".join([describe_data(dataset, prepared),
+                      plan_of(config, dataset, prepared, results_dir, workdir)])
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import torch
 from ecbench.backbones import Backbone
 from ecbench.bench.training.config import RunConfig
 from ecbench.bench.errors import ConfigError
-from ecbench.bench.records import find_record, load_record
+from ecbench.bench.records import find_record, load_record, load_weights, record_key
 
 
 class MissingModel(ConfigError):
@@ -30,7 +30,7 @@ class Teacher:
 
     @property
     def config(self) -> RunConfig:
-        return RunConfig(**self.record["config"])
+        return RunConfig.from_record(self.record, self.record_path)
 
     def summary(self) -> dict[str, Any]:
         return {"key": self.record["key"], "record": str(self.record_path),
@@ -66,11 +66,12 @@ def locate_teacher_record(spec: str, results_dir: Path, what: str = "teacher") -
 def load_teacher(record_path: Path, workdir: Path) -> Teacher:
     """A run's record and trained weights; weights live in the work folder, as runs leave them."""
     record = load_record(record_path)
-    model_file = Path(workdir) / "models" / f"{record['key']}.pt"
+    RunConfig.from_record(record, record_path)  # refuses a config this version cannot run
+    model_file = Path(workdir) / "models" / f"{record_key(record, record_path)}.pt"
     if not model_file.is_file():
         raise MissingModel(f"the model of record {record_path} is not at {model_file}: "
                            "pass the --workdir it was trained in, or rerun it with --force")
-    return Teacher(record, record_path, torch.load(model_file, weights_only=True))
+    return Teacher(record, record_path, load_weights(model_file))
 
 
 Train = Callable[[RunConfig, bool], tuple[dict[str, Any], Path]]

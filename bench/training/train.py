@@ -23,12 +23,14 @@ from ecbench.bench.training.config import RunConfig, build_part_config, canonica
 from ecbench.bench.errors import ConfigError, DataError, EcbenchError, TrainingDiverged
 from ecbench.bench.data.loaders import load_standard, resolve_dataset_path
 from ecbench.bench.evaluation.metrics import metrics_from_ranks, pessimistic_ranks
-from ecbench.bench.records import atomic_write
+from ecbench.bench.cpu import large_blocks_mapped
+from ecbench.bench.records import atomic_write, load_weights
 from ecbench.bench.data.sessions import (SessionDataset, Split, hot_items, item_popularity,
                                          split_validation)
 from ecbench.bench.data.synthetic import synthetic_dataset
 
 EVAL_BATCH_SIZE = 500
+EVAL_SCORE_BYTES = 32 * 2**20
 
 
 def load_dataset(data: str, data_root: str | None = None) -> SessionDataset:
@@ -104,18 +106,26 @@ def build_model(config: RunConfig, num_items: int) -> Backbone:
     return model
 
 
+def eval_batch_size(num_items: int) -> int:
+    """Test cases scored at once: as many as keep a [B, num_items] score matrix within
+    `EVAL_SCORE_BYTES` (its comparisons and masks come on top), at least 16, at most 500, so
+    evaluation memory is bounded by the catalogue, not by the test set."""
+    return max(16, min(EVAL_BATCH_SIZE, EVAL_SCORE_BYTES // (4 * max(num_items, 1))))
+
+
 def scored_batches(model: Backbone, examples: Examples, max_len: int,
-                   batch_size: int = EVAL_BATCH_SIZE) -> Iterator[tuple[Batch, torch.Tensor]]:
+                   batch_size: int | None = None) -> Iterator[tuple[Batch, torch.Tensor]]:
     """Each evaluation batch with the model's scores over every item [B, num_items], in eval
     mode, without gradients, the table reconstructed once for the whole pass."""
     model.eval()
-    with torch.no_grad(), model.compressor.shared_weight():
-        for batch in examples.batches(batch_size, max_len):
+    with torch.no_grad(), model.compressor.shared_weight(), large_blocks_mapped():
+        rows = batch_size or eval_batch_size(model.compressor.num_items)
+        for batch in examples.batches(rows, max_len):
             yield batch, model.score(batch.items, batch.lengths)
 
 
 def evaluate_ranks(model: Backbone, examples: Examples, max_len: int,
-                   batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+                   batch_size: int | None = None) -> np.ndarray:
     """Pessimistic rank of every example's label among all real items."""
     ranks = [pessimistic_ranks(scores, batch.targets)
              for batch, scores in scored_batches(model, examples, max_len, batch_size)]
@@ -233,8 +243,8 @@ class Trainer:
     def load_checkpoint(self) -> bool:
         if not self.checkpoint_path.is_file():
             return False
+        payload = load_weights(self.checkpoint_path)
         try:
-            payload = torch.load(self.checkpoint_path, weights_only=True)
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
         except Exception as exc:
