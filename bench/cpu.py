@@ -137,3 +137,14 @@ def configure_cpu(threads: int) -> None:
     torch.set_flush_denormal(True)
     _keep_freed_memory()
     _bound_onednn_cache()
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (MemAvailable), or None."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

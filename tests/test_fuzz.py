@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import tracemalloc
 
 import click
 import pytest
@@ -18,6 +19,9 @@ from ecbench.bench.records import load_record
 from ecbench.bench.training.config import RunConfig
 from ecbench.compressors import UnknownEntryError
 
+# what loading one of these tiny files may take at the most (ids up to 2**70 are refused
+# before any table is sized by them)
+MEMORY_LIMIT = 16 * 2**20
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -45,11 +49,16 @@ def test_the_loader_accepts_with_the_right_counts_or_refuses_in_one_error(tmp_pa
                                                                        protocol):
     folder = tmp_path / f"fuzz-{abs(hash((str(train), str(test), protocol)))}"
     write(folder, train, test, protocol)
+    tracemalloc.start()
     try:
         data = load_standard(folder)
     except DataError as exc:
         assert "\n" not in str(exc) and len(str(exc)) < 400
         return
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < MEMORY_LIMIT, f"loading took {peak:,} bytes"
     assert valid_ids(train) and len(data.train) == len(train)
     assert data.num_items == max(x for s in train for x in s) + 1
     assert len(data.test_labels) == len(test[1]) == len(data.test_prefixes)

@@ -132,3 +132,9 @@ def test_evaluation_memory_is_bounded_by_its_chunk_not_the_test_set(tmp_path):
     record = json.loads(next((tmp_path / "bench").glob("memory-*.json")).read_text())
     assert record["measurements"]["test_cases"] > 10_000
     assert record["measurements"]["evaluation_over_training"] < 1.5
+
+
+def test_a_run_the_free_memory_cannot_hold_is_refused_before_allocation(tmp_path):
+    """A dimension no machine here can hold for the synthetic catalogue: refused up front."""
+    line = one_line_error(run_cli(["run", "--dim", "4000000", "--plan-only"], tmp_path))
+    assert "needs about" in line and "GiB is free; nothing was run" in line

@@ -29,8 +29,8 @@ from ecbench.bench.training.plan import describe_plan, stages_to_train
 from ecbench.bench.training.teacher import (Teacher, copy_encoder, pretrain_config, resolve_pretrained,
                            resolve_teacher, teacher_table)
 from ecbench.bench.training.train import (Prepared, Trainer, TrainState, apply_budget, build_model,
-                                          evaluate, evaluate_ranks, load_dataset, model_size,
-                                          prepare)
+                                          check_memory, evaluate, evaluate_ranks, load_dataset,
+                                          model_size, prepare)
 
 def start_from_teacher(model: Backbone, config: RunConfig, teacher: Teacher, num_items: int,
                        log: Callable[[str], None]) -> None:
@@ -91,6 +91,7 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
     configure_cpu(threads)
     dataset = load_dataset(config.data, data_root)
     config = apply_budget(config, dataset.num_items)
+    check_memory(config, dataset.num_items, dataset.name)
     prepared = prepare(config, dataset)
     key = config.key(dataset.checksum)
     with run_lock(Path(workdir), key, log):  # one process trains a run; others wait, then reuse
@@ -131,6 +132,7 @@ def plan_run(config: RunConfig, *, data_root: str | None, results_dir: Path, wor
     configure_cpu(threads)
     dataset = load_dataset(config.data, data_root)
     config = apply_budget(config, dataset.num_items)
+    check_memory(config, dataset.num_items, dataset.name)
     prepared = prepare(config, dataset)
     return "\n".join([describe_data(dataset, prepared),
                       plan_of(config, dataset, prepared, results_dir, workdir)])

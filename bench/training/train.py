@@ -23,7 +23,7 @@ from ecbench.bench.training.config import RunConfig, build_part_config, canonica
 from ecbench.bench.errors import ConfigError, DataError, EcbenchError, TrainingDiverged
 from ecbench.bench.data.loaders import load_standard, resolve_dataset_path
 from ecbench.bench.evaluation.metrics import metrics_from_ranks, pessimistic_ranks
-from ecbench.bench.cpu import large_blocks_mapped
+from ecbench.bench.cpu import available_memory, large_blocks_mapped
 from ecbench.bench.records import atomic_write, load_weights
 from ecbench.bench.data.sessions import (SessionDataset, Split, hot_items, item_popularity,
                                          split_validation)
@@ -87,6 +87,25 @@ def apply_budget(config: RunConfig, num_items: int) -> RunConfig:
         raise ConfigError(str(exc)) from None
     options = canonical_options(entry.config, dataclasses.asdict(solved))
     return dataclasses.replace(config, compressor_options=options)
+
+
+def estimated_memory(config: RunConfig, num_items: int) -> int:
+    """A rough upper estimate of a run's bytes that grow with the catalogue: a dense item table
+    with its gradient and Adam's two moments (a compressed table stores less, but the full
+    softmax rebuilds it), and a training batch's [B, num_items] scores, their softmax and
+    gradient, with room for the evaluation chunk."""
+    table = 4 * num_items * config.dim * 5
+    scores = 4 * num_items * config.batch_size * 4
+    return table + scores + 2 * EVAL_SCORE_BYTES
+
+
+def check_memory(config: RunConfig, num_items: int, name: str) -> None:
+    """Refuse, before anything is allocated, a run the machine's free memory cannot hold."""
+    need, free = estimated_memory(config, num_items), available_memory()
+    if free is not None and need > 0.9 * free:
+        raise DataError(f"{name}: a run over {num_items - 1:,} items at dim {config.dim} and "
+                        f"batch {config.batch_size} needs about {need / 2**30:.1f} GiB, and "
+                        f"{free / 2**30:.1f} GiB is free; nothing was run")
 
 
 def build_model(config: RunConfig, num_items: int) -> Backbone:
