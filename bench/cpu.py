@@ -39,7 +39,7 @@ def _keep_freed_memory() -> bool:
 
 _M_MMAP_THRESHOLD = -3
 _DEFAULT_MMAP_MAX = 65536
-EVAL_MMAP_THRESHOLD = 16 * 2**20
+EVAL_MMAP_THRESHOLD = 2**20
 
 
 @contextlib.contextmanager
@@ -47,9 +47,10 @@ def large_blocks_mapped(threshold: int = EVAL_MMAP_THRESHOLD) -> Iterator[None]:
     """Within this block, glibc maps blocks over `threshold` fresh and returns them on free.
 
     Training keeps freed memory (`_keep_freed_memory`), which is right for its steps of equal
-    shapes, but an evaluation pass interleaves [B, num_items] score matrices with the small
-    tensors it keeps, each of which splits a freed score block, so the heap grew by a score
-    matrix per batch: 4.7 GB for 59,000 test cases of a 43,000-item catalogue. Restored after.
+    shapes, but an evaluation pass interleaves [B, num_items] scores and masks with the small
+    tensors it keeps, each of which splits a freed block, so the heap grew with every batch:
+    4.7 GB for 59,000 test cases of a 43,000-item catalogue. Every block of a megabyte or more
+    (a batch's scores and masks) is mapped while evaluating. Restored after.
     """
     libc = _libc() if _keeping_freed_memory else None
     if libc is None:  # glibc's own defaults already map large blocks
