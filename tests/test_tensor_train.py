@@ -74,6 +74,22 @@ def test_two_core_stp_table_is_the_stp_of_its_cores():
     torch.testing.assert_close(t.weight(), expected)
 
 
+def test_three_core_stp_table_is_an_explicit_sum_over_its_ranks():
+    """X[(m1, m2), m3] with m2 = c2 n + t2, m3 = c3 n + t3 is, by Eq. 4-7 (A x B = A (B kron
+    I_n), each core's rank split as j n + t): sum_{i, j} G1[m1, i n + t2] G2[i, c2, j n + t3]
+    G3[j, c3], written out as one einsum, apart from the code's chain of products."""
+    torch.manual_seed(3)
+    n, r = 2, 8
+    t = STTDTable(512, 8, STTDConfig(rank=r, stp=n, cores=3, item_factors="8x8x8",
+                                     dim_factors="2x2x2"))
+    g1, g2, g3 = (core.detach() for core in t.stp_cores)
+    m1, m2, m3 = g1.shape[0], g2.shape[1] * n, g3.shape[1] * n
+    x = torch.einsum("aiu,icjv,jd->acudv", g1.view(m1, r // n, n),
+                     g2.view(r // n, m2 // n, r // n, n), g3)
+    expected = x.reshape(m1 * m2, m3)  # rows (m1, c2, t2), columns (c3, t3)
+    torch.testing.assert_close(t.full_tensor().detach(), expected)
+
+
 def test_sttd_storage_matches_eq8():
     t = STTDTable(40728, 128, STTDConfig(rank=128, stp=4, cores=3))
     items, dims = t.item_factors, t.dim_factors
