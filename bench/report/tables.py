@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
@@ -213,26 +214,59 @@ def paper_model(backbone: str, compressor: str) -> str:
     return f"{backbone}+{compressor}"
 
 
+@dataclass(frozen=True)
+class LatencyCell:
+    """One model's time in Table 5, with what a reader must know about it."""
+
+    ms: float
+    record_date: str
+    trained: bool
+    may_hold_dense_table: bool
+
+    def flags(self) -> str:
+        marks = [m for m, on in (("untrained", not self.trained),
+                                 ("may hold a dense table", self.may_hold_dense_table)) if on]
+        return f" ({', '.join(marks)})" if marks else ""
+
+
+def _model_cells(record: dict[str, Any], runtime: str, batch: int
+                 ) -> dict[tuple[str, str], LatencyCell]:
+    cells = {}
+    for model in record["models"]:
+        timing = model["runtimes"].get(runtime, {})
+        ms = timing.get("batches", {}).get(str(batch))
+        if not ms:
+            continue
+        config = model["config"]
+        name = paper_model(config["backbone"], config["compressor"])
+        head = repeat_head(config)
+        cells[f"{name} + repeat {head}" if head else name, record["dataset"]["name"]] = LatencyCell(
+            ms["end_to_end"]["median_ms"], record["date"],
+            bool(model.get("source", {}).get("trained", True)),
+            bool((timing.get("artefact") or {}).get("may_hold_dense_table")))
+    return cells
+
+
 def latency_cells(records: Iterable[dict[str, Any]], runtime: str, batch: int,
-                  cache: str = "warm") -> dict[tuple[str, str], float]:
-    """(model, dataset) -> ms per `batch` sessions, end to end, from the records timed with
-    `cache` warm or cold (`ecbench.bench.deploy.latency`); the latest record wins."""
-    cells: dict[tuple[str, str], tuple[str, float]] = {}
+                  cache: str = "warm") -> dict[tuple[str, str], LatencyCell]:
+    """(model, dataset) -> its cell, from the records timed with `cache` warm or cold
+    (`ecbench.bench.deploy.latency`). Ratios hold only within one process, so every cell of a
+    dataset (and of its repeat-head models, timed apart) comes from one record: the one that
+    timed the most of them, the latest among equals."""
+    chosen: dict[tuple[str, bool], tuple[tuple[int, str], dict]] = {}
     for record in records:
         if record["protocol"].get("cache", "warm") != cache:
             continue
-        dataset = record["dataset"]["name"]
-        for model in record["models"]:
-            timing = model["runtimes"].get(runtime, {}).get("batches", {}).get(str(batch))
-            if not timing:
+        cells = _model_cells(record, runtime, batch)
+        for heads in (False, True):
+            mine = {k: c for k, c in cells.items() if (" + repeat " in k[0]) == heads}
+            if not mine:
                 continue
-            config = model["config"]
-            name = paper_model(config["backbone"], config["compressor"])
-            head = repeat_head(config)
-            key = (f"{name} + repeat {head}" if head else name, dataset)
-            if key not in cells or record["date"] >= cells[key][0]:
-                cells[key] = (record["date"], timing["end_to_end"]["median_ms"])
-    return {key: ms for key, (_, ms) in cells.items()}
+            group = (record["dataset"]["name"], heads)
+            rank = (len(mine), record["date"])
+            if group not in chosen or rank >= chosen[group][0]:
+                chosen[group] = (rank, mine)
+    return {key: cell for _, cells in chosen.values() for key, cell in cells.items()}
 
 
 def table5(records: Iterable[dict[str, Any]], runtime: str = "eager", batch: int = 100,
@@ -250,17 +284,22 @@ def table5(records: Iterable[dict[str, Any]], runtime: str = "eager", batch: int
     for model in order:
         row: list[Any] = [model]
         for d in datasets:
-            ours, ours_student = cells.get((model, d)), cells.get((STUDENT, d))
+            cell, student = cells.get((model, d)), cells.get((STUDENT, d))
             paper = TABLE5_SECONDS.get(model, {}).get(d)
             paper_student = TABLE5_SECONDS[STUDENT].get(d)
-            row += [None if ours is None else ours * scale,
+            row += [None if cell is None else f"{cell.ms * scale:.2f}{cell.flags()}",
                     None if paper is None else 1e3 * paper,
-                    None if ours is None or not ours_student else ours / ours_student,
+                    None if cell is None or not student or " + repeat " in model
+                    else cell.ms / student.ms,
                     None if paper is None or not paper_student else paper / paper_student]
         if any(v is not None for v in row[1:]):
             rows.append(row)
+    dates = sorted({c.record_date for c in cells.values()})
     title = (f"ms per 100 sessions ({runtime}, batch {batch}, one thread, {cache} caches; "
-             "paper: Pixel 2 emulator, PyTorch Mobile)")
+             "paper: Pixel 2 emulator, PyTorch Mobile); each dataset's models timed in one "
+             f"process (records of {', '.join(dates) or '-'}; repeat heads timed apart, so "
+             "their ratio to the student is not shown); untrained: a model of the trained "
+             "one's shape, timing only")
     return title + "\n\n" + tabulate(rows, headers=headers, floatfmt=".2f", tablefmt=fmt,
                                      missingval="-")
 
