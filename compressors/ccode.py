@@ -302,27 +302,28 @@ class CompositionalCodeTable(Compressor):
 
     @contextmanager
     def compressed_scoring(self) -> Iterator[bool]:
-        if not self._evaluates_mixed():
-            yield False
-            return
-        legacy = self.config
-        self.config = dataclasses.replace(legacy, eval_table="compressed")
-        try:
-            yield True
-        finally:
-            self.config = legacy
+        with self._scored_with("compressed", when=self._evaluates_mixed()) as changed:
+            yield changed
 
     @contextmanager
     def mixed_scoring(self) -> Iterator[bool]:
-        if self.config.eta <= 0 or self._evaluates_mixed():
-            yield False  # nothing to mix in, or already scored so (then test is mixed)
+        # nothing to mix in, or already scored so (then the test itself is the mixed one)
+        with self._scored_with("mixed", when=self.config.eta > 0
+                               and not self._evaluates_mixed()) as changed:
+            yield changed
+
+    @contextmanager
+    def _scored_with(self, eval_table: str, when: bool) -> Iterator[bool]:
+        """Within this block, evaluate with `eval_table` if `when`; yields whether it did."""
+        if not when:
+            yield False
             return
-        deployed = self.config
-        self.config = dataclasses.replace(deployed, eval_table="mixed")
+        kept = self.config
+        self.config = dataclasses.replace(kept, eval_table=eval_table)
         try:
             yield True
         finally:
-            self.config = deployed
+            self.config = kept
 
     def set_mixup(self, eta: float) -> None:
         """Change the mixup weight of Eq. 16 (training only), e.g. to anneal it to 0."""

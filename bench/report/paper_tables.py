@@ -203,12 +203,10 @@ def _with_variants(paper: dict[str, Any], cells: dict[tuple[Any, str], list[Reco
     return [*paper.items(), *((row, None) for row in extra)]
 
 
-def headline_table(records: Iterable[Record]) -> str:
-    """The README's headline: Table 3's rows at @10 on both datasets, ours (the paper's), with
-    the number of seeds behind each of ours; the records are named in results/tables/table3.md."""
-    cells = _cells(records, table3_model)
-    headers = ["model"] + [f"{name} {m}" for d, name in zip(DATASETS, ("Tmall", "RetailRocket"))
-                           for m in HEADLINE_METRICS] + ["seeds"]
+def _table3_rows(cells: dict[tuple[Any, str], list[Record]], metrics: tuple[str, ...]
+                 ) -> list[list[Any]]:
+    """Table 3's rows (the paper's models, then our variants), each dataset's `metrics` as
+    ours (the paper's)."""
     rows = []
     for model, paper in _with_variants(TABLE3, cells):
         row: list[Any] = [model]
@@ -216,9 +214,19 @@ def headline_table(records: Iterable[Record]) -> str:
             runs = cells.get((model, dataset))
             row += [_beside(mean_test(runs, m) if runs else None,
                             paper[dataset][TABLE3_METRICS.index(m)] if paper else None)
-                    for m in HEADLINE_METRICS]
-        row.append(" / ".join(str(len(cells.get((model, d)) or [])) for d in DATASETS))
+                    for m in metrics]
         rows.append(row)
+    return rows
+
+
+def headline_table(records: Iterable[Record]) -> str:
+    """The README's headline: Table 3's rows at @10 on both datasets, ours (the paper's), with
+    the number of seeds behind each of ours; the records are named in results/tables/table3.md."""
+    cells = _cells(records, table3_model)
+    headers = ["model"] + [f"{name} {m}" for d, name in zip(DATASETS, ("Tmall", "RetailRocket"))
+                           for m in HEADLINE_METRICS] + ["seeds"]
+    rows = [row + [" / ".join(str(len(cells.get((row[0], d)) or [])) for d in DATASETS)]
+            for row in _table3_rows(cells, HEADLINE_METRICS)]
     return (tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
             + "\n\nTest HR@10 and NDCG@10 in percent: ours, selected on validation and scored "
             "in the deployed form (the compressed table alone, ties counted against the "
@@ -236,13 +244,8 @@ def table3(records: Iterable[Record], fmt: str = "github",
     headers = ["model"] + [f"{d} {m}" for d in DATASETS for m in TABLE3_METRICS]
     headers += [f"{d} s/epoch" for d in DATASETS]
     rows = []
-    for model, paper in _with_variants(TABLE3, cells):
-        row: list[Any] = [model]
-        for dataset in DATASETS:
-            runs = cells.get((model, dataset))
-            row += [_beside(mean_test(runs, m) if runs else None,
-                            paper[dataset][i] if paper else None)
-                    for i, m in enumerate(TABLE3_METRICS)]
+    for row in _table3_rows(cells, TABLE3_METRICS):
+        model = row[0]
         for dataset in DATASETS:
             runs = cells.get((model, dataset))
             row.append(training_cost(runs, train_benchmarks) if runs else None)

@@ -51,13 +51,7 @@ def variant(config: dict[str, Any]) -> str:
         parts.append("KD" + (f" {' '.join(flags)}" if flags else "")
                      + (f" eta {distill['eta_schedule']}" if distill["eta_schedule"] != "none"
                         else ""))
-        parts += distill_departures(config["data"], distill)
-        if distill.get("teacher_table", "copy") != "live":
-            parts.append("teacher table copied")
-        if distill.get("reduction", "mean") != "sum":
-            parts.append("KD mean")
-        if distill.get("released_code"):
-            parts.append("released-code loop (legacy)")
+        parts += distill_departures(config["data"], distill) + loop_departures(distill)
     if config["compressor_options"].get("eval_table") == "mixed":
         parts.append("eval mixed (legacy)")
     if config.get("refit"):
@@ -72,6 +66,15 @@ def variant(config: dict[str, Any]) -> str:
     if config.get("dropout_epochs") is not None:
         parts.append(f"dropout in {config['dropout_epochs']} epoch(s)")
     return ", ".join(parts) or "-"
+
+
+def loop_departures(distill: dict[str, Any]) -> list[str]:
+    """How a distillation's loop departs from Algorithm 1: a copied teacher table, averaged
+    KD losses (a record that predates these choices had both), the released code's loop."""
+    return [label for label, departs in (
+        ("teacher table copied", distill.get("teacher_table", "copy") != "live"),
+        ("KD mean", distill.get("reduction", "mean") != "sum"),
+        ("released-code loop (legacy)", bool(distill.get("released_code")))) if departs]
 
 
 # ccode's options as the paper trains its students (Section 4, 6.1.3): codes learned end to end
@@ -104,12 +107,7 @@ def departures_from_paper(config: dict[str, Any]) -> list[str]:
                    else f"pretraining eta {options['eta']:g}")
     distill = config.get("distill")
     if distill:
-        if distill.get("teacher_table", "copy") != "live":
-            out.append("teacher table copied")
-        if distill.get("reduction", "mean") != "sum":
-            out.append("KD mean")
-        if distill.get("released_code"):
-            out.append("released-code loop (legacy)")
+        out += loop_departures(distill)
         if distill["eta_schedule"] != "none":
             out.append(f"eta {distill['eta_schedule']}")
         out += distill_departures(config["data"], distill)
