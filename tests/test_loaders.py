@@ -91,13 +91,13 @@ def test_non_list_session_is_rejected(make_dataset, intruder, kind):
 @pytest.mark.parametrize("item,kind", [(2.0, "float"), ("2", "str"), (True, "bool")])
 def test_non_int_item_is_rejected(make_dataset, item, kind):
     folder = make_dataset("bad", GOOD_TRAIN + [[1, item]], GOOD_TEST)
-    with pytest.raises(DataError, match=f"is a {kind}, not an int"):
+    with pytest.raises(DataError, match=f"session 5 holds a {kind} .*, not an int id"):
         load_standard(folder)
 
 
 def test_dict_instead_of_session_list_is_rejected(make_dataset):
     folder = make_dataset("bad", {"sessions": GOOD_TRAIN}, GOOD_TEST)
-    with pytest.raises(DataError, match="expected a list of sessions, got dict"):
+    with pytest.raises(DataError, match="expected a list of sessions, got a dict"):
         load_standard(folder)
 
 

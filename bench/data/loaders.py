@@ -54,11 +54,12 @@ MAX_IDS_PER_BYTE = 4
 def _describe(value) -> str:
     """A short description of a value of any type: never the repr of a nested structure, which
     can be deep enough to overflow the stack or large enough to flood a terminal."""
-    if type(value) in (int, float, bool) or value is None:
-        return repr(value)
+    kind = f"a {type(value).__name__}"
+    if type(value) in (int, float, bool):
+        return f"{kind} ({value!r})"
     if isinstance(value, (str, bytes)):
-        return repr(value[:20]) + ("..." if len(value) > 20 else "")
-    return f"a {type(value).__name__}"
+        return f"{kind} ({value[:20]!r}{'...' if len(value) > 20 else ''})"
+    return "None" if value is None else kind
 
 
 def _int_sessions(obj, what: str, budget: int) -> Sessions:
