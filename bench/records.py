@@ -241,6 +241,17 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+_code_state: dict[str, Any] | None = None
+
+
+def remember_code_state() -> None:
+    """Take the commit (and whether the tree was dirty) now, when the process starts and its
+    code is imported: a record written at the end of a long run must name the code that ran,
+    not what the checkout holds by then."""
+    global _code_state
+    _code_state = git_state()
+
+
 def provenance(threads: int) -> dict[str, Any]:
     import numpy
     import torch
@@ -248,7 +259,7 @@ def provenance(threads: int) -> dict[str, Any]:
     return {
         # quoted as a shell would need it: "--compressor 'sttd --rank 64'" is one argument
         "command": shlex.join(["ecbench", *sys.argv[1:]]) if sys.argv else None,
-        "git": git_state(),
+        "git": dict(_code_state) if _code_state is not None else git_state(),
         "versions": {"python": platform.python_version(), "torch": str(torch.__version__),
                      "numpy": numpy.__version__, "ecbench": _own_version()},
         "machine": {"hostname": platform.node(), "platform": platform.platform(),

@@ -445,3 +445,4 @@ def test_analyse_reproduces_the_recorded_test_and_breaks_it_down(cli_run):
     assert sum(missed[g]["missed_cases"] for g in ("repeat", "new")) == round(
         n * (1 - record["test"]["HR@10"] / 100))
     assert all(0 <= m["in_session"] <= 100 and 0 <= m["hot"] <= 100 for m in missed.values())
+

@@ -20,6 +20,7 @@ from ecbench.bench.cli.options import (BENCH_DEFAULTS, chosen_threads, data_root
                                        threads_option, workdir_option)
 from ecbench.bench.training.config import RunConfig, build_part_config
 from ecbench.bench.errors import ConfigError, EcbenchError
+from ecbench.bench.records import remember_code_state
 
 SUMMARY_METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR@20")
 
@@ -290,6 +291,7 @@ def reserve_general_options() -> None:
 
 
 def main() -> None:
+    remember_code_state()  # the code this process runs, whatever the checkout holds later
     try:
         reserve_general_options()
         cli.main(standalone_mode=False)
