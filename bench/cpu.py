@@ -48,9 +48,9 @@ def large_blocks_mapped(threshold: int = EVAL_MMAP_THRESHOLD) -> Iterator[None]:
 
     Training keeps freed memory (`_keep_freed_memory`), which is right for its steps of equal
     shapes, but an evaluation pass interleaves [B, num_items] scores and masks with the small
-    tensors it keeps, each of which splits a freed block, so the heap grew with every batch:
-    4.7 GB for 59,000 test cases of a 43,000-item catalogue. Every block of a megabyte or more
-    (a batch's scores and masks) is mapped while evaluating. Restored after.
+    tensors it keeps, each of which splits a freed block, so the heap grew with every batch
+    scored (`ecbench bench memory` records the peaks). Every block of a megabyte or more (a
+    batch's scores and masks) is mapped while evaluating. Restored after.
     """
     libc = _libc() if _keeping_freed_memory else None
     if libc is None:  # glibc's own defaults already map large blocks
