@@ -85,6 +85,12 @@ def test_dry_run_checks_every_run_before_anything_starts(tmp_path):
     assert not (tmp_path / "r").exists()  # nothing ran
 
 
+def test_an_unknown_executor_is_an_error_also_under_dry_run(tmp_path):
+    good = _spec(tmp_path, 'base = ["--epochs", "1"]\n')
+    proc = run_cli(["sweep", str(good), "--dry-run", "--executor", "rya"], tmp_path)
+    assert proc.returncode != 0 and "unknown" in proc.stderr and "rya" in proc.stderr
+
+
 @pytest.mark.slow
 def test_parallel_runs_train_their_shared_teacher_once(tmp_path):
     spec = _spec(tmp_path, 'base = ["--compressor", "ccode", "--M", "2", "--K", "64", '

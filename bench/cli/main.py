@@ -163,6 +163,7 @@ def sweep_command(spec: Path, executor: str, workers: int, threads: int, data_ro
     from ecbench.bench import sweep
 
     loaded = sweep.load_spec(spec)
+    entry = sweep.registry.get(executor)  # an unknown executor is an error, --dry-run or not
     common = ["--threads", str(threads), "--results", str(results_dir), "--workdir", str(workdir),
               "--no-progress", "--resume"] + (["--data-root", data_root] if data_root else [])
     jobs = [tuple(common) + args for args in loaded.jobs()]
@@ -182,7 +183,6 @@ def sweep_command(spec: Path, executor: str, workers: int, threads: int, data_ro
         for args in jobs:
             click.echo(f"ecbench run {own(args)}")
         return
-    entry = sweep.registry.get(executor)
     options = {"workers": workers} if "workers" in {f.name for f in entry.options()} else {}
     runner = sweep.registry.build(executor, build_part_config(entry.config, options, executor))
     logs = Path(workdir) / "sweeps" / loaded.name
