@@ -48,6 +48,10 @@ class RegistryEntry(Generic[T]):
     def options(self) -> list[dataclasses.Field]:
         return list(dataclasses.fields(self.config))
 
+    def flags(self) -> list[str]:
+        """Its options as the command line spells them (`--hidden-size`)."""
+        return [option_flag(f.name) for f in self.options()]
+
     def default_config(self) -> Any:
         return self.config()
 
@@ -85,13 +89,11 @@ class Registry(Generic[T]):
     def _check_options(self, entry: RegistryEntry[Any], kind: str) -> None:
         """Refuse `entry` (a part of `kind`) if one of its options clashes with a reserved
         flag or with an option of an entry of this registry (when `kind` is another kind)."""
-        for field in dataclasses.fields(entry.config):
-            flag = option_flag(field.name)
+        for flag in entry.flags():
             owner = self._reserved.get(flag)
             if owner is None and kind != self.kind:
                 owner = next((f"{self.kind} {other.name!r}" for other in self._entries.values()
-                              if flag in {option_flag(f.name)
-                                          for f in dataclasses.fields(other.config)}), None)
+                              if flag in other.flags()), None)
             if owner is not None:
                 raise OptionClashError(
                     f"{kind} {entry.name!r} ({entry.source}) declares option {flag}, which "

@@ -96,13 +96,6 @@ def variant_name(name: str, config: dict[str, Any]) -> str:
     return name if not departures else f"{name}, ours: {', '.join(departures)}"
 
 
-def paper_student(record: Record) -> str | None:
-    """`student_ablation`, for the paper's method only: a variant of ours takes no cell named
-    after the paper's Stu-base, Student or ablations."""
-    name = student_ablation(record)
-    return name if name is not None and not departures_from_paper(record["config"]) else None
-
-
 def student_ablation(record: Record) -> str | None:
     """`ablation_of` a SASRec ccode run with the paper's student codes for its dataset."""
     config = record["config"]

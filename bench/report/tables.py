@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -94,8 +95,7 @@ def departures_from_paper(config: dict[str, Any]) -> list[str]:
         return []
     from ecbench.compressors.ccode import CCodeConfig
 
-    options = {**{k: getattr(CCodeConfig(), k) for k in PAPER_CCODE}, "eta": CCodeConfig.eta,
-               **config["compressor_options"]}
+    options = {**dataclasses.asdict(CCodeConfig()), **config["compressor_options"]}
     named = {"freeze_codes_after": lambda n: ("codes frozen at init" if n == 0
                                               else f"codes frozen after {n} epochs"),
              "initial_codes": lambda v: f"{v} codes",

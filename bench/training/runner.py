@@ -88,11 +88,7 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
     ensure_writable(Path(workdir), "work")
     origin = provenance(threads)  # before training: the code that actually ran
     wall_start = time.perf_counter()
-    configure_cpu(threads)
-    dataset = load_dataset(config.data, data_root)
-    config = apply_budget(config, dataset.num_items)
-    check_memory(config, dataset.num_items, dataset.name)
-    prepared = prepare(config, dataset)
+    config, dataset, prepared = load_prepared(config, data_root, threads)
     key = config.key(dataset.checksum)
     with run_lock(Path(workdir), key, log):  # one process trains a run; others wait, then reuse
         existing = find_record(results_dir, key)
@@ -101,13 +97,23 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
             log(f"reusing the record of an identical run: {existing}")
             return load_record(existing), existing
         if announce:
-            log(describe_data(dataset, prepared))
-            log(plan_of(config, dataset, prepared, results_dir, Path(workdir)))
+            log(announcement(config, dataset, prepared, results_dir, Path(workdir)))
         context = RunContext(config, dataset, prepared, checkpoint, Path(workdir), resume,
                              progress, log, origin)
         return train_and_record(context, key, data_root=data_root, results_dir=results_dir,
                                 force=force, threads=threads, started=started,
                                 wall_start=wall_start)
+
+
+def load_prepared(config: RunConfig, data_root: str | None, threads: int
+                  ) -> tuple[RunConfig, SessionDataset, Prepared]:
+    """The run's data, read and split, with its byte budget solved and its memory checked
+    before anything is sized by the catalogue."""
+    configure_cpu(threads)
+    dataset = load_dataset(config.data, data_root)
+    config = apply_budget(config, dataset.num_items)
+    check_memory(config, dataset.num_items, dataset.name)
+    return config, dataset, prepare(config, dataset)
 
 
 def describe_data(dataset: SessionDataset, prepared: Prepared) -> str:
@@ -117,25 +123,21 @@ def describe_data(dataset: SessionDataset, prepared: Prepared) -> str:
             f"pairs, {dataset.num_items - 1:,} items, {len(prepared.test):,} test cases")
 
 
-def plan_of(config: RunConfig, dataset: SessionDataset, prepared: Prepared, results_dir: Path,
-            workdir: Path) -> str:
-    """One line: what `config` would train that is not recorded yet, and its time bound."""
+def announcement(config: RunConfig, dataset: SessionDataset, prepared: Prepared,
+                 results_dir: Path, workdir: Path) -> str:
+    """Two lines before training: the dataset's counts, and what `config` would train that is
+    not recorded yet with its time bound."""
     stages = stages_to_train(config, dataset.checksum,
                              needs_teacher=needs_teacher(config, dataset.num_items),
                              results_dir=results_dir, workdir=workdir)
-    return describe_plan(stages, prepared)
+    return describe_data(dataset, prepared) + "\n" + describe_plan(stages, prepared)
 
 
 def plan_run(config: RunConfig, *, data_root: str | None, results_dir: Path, workdir: Path,
              threads: int) -> str:
-    """`plan_of` a run without running it (`ecbench run --plan-only`)."""
-    configure_cpu(threads)
-    dataset = load_dataset(config.data, data_root)
-    config = apply_budget(config, dataset.num_items)
-    check_memory(config, dataset.num_items, dataset.name)
-    prepared = prepare(config, dataset)
-    return "\n".join([describe_data(dataset, prepared),
-                      plan_of(config, dataset, prepared, results_dir, workdir)])
+    """`announcement` of a run without running it (`ecbench run --plan-only`)."""
+    config, dataset, prepared = load_prepared(config, data_root, threads)
+    return announcement(config, dataset, prepared, results_dir, workdir)
 
 
 @contextmanager
