@@ -35,7 +35,7 @@ class PackedSessions:
         flat_items = item_seq.reshape(-1)
         # a boolean index, not nonzero().squeeze(1) or masked_select: ExecuTorch mishandles
         # nonzero's [N, 1] output and ONNX has no masked_select
-        flat_index = torch.arange(flat_items.shape[0])[flat_items > 0]
+        flat_index = torch.arange(flat_items.shape[0], device=item_seq.device)[flat_items > 0]
         session_of = torch.div(flat_index, length, rounding_mode="floor")
         # a subtraction, not `% length`: the ONNX exporter cannot take a symbolic modulus
         return cls(batch, length, flat_index, session_of, flat_index - session_of * length,

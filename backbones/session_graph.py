@@ -68,14 +68,14 @@ class SessionGraphs:
         a session, rows and columns in each session's node order, and the items [B, n] (0 pads)."""
         counts = torch.bincount(self.node_session, minlength=self.num_sessions)
         start = torch.cumsum(counts, 0) - counts
-        local = torch.arange(self.num_nodes) - start[self.node_session]
+        local = torch.arange(self.num_nodes, device=counts.device) - start[self.node_session]
         n = int(counts.max()) if self.num_nodes else 0
-        items = torch.zeros(self.num_sessions, n, dtype=torch.long)
+        items = counts.new_zeros(self.num_sessions, n)
         items[self.node_session, local] = self.node_item
         session = self.node_session[self.edge_source]
         source, target = local[self.edge_source], local[self.edge_target]
-        a_in = torch.zeros(self.num_sessions, n, n).index_put_((session, target, source),
+        a_in = self.in_weight.new_zeros(self.num_sessions, n, n).index_put_((session, target, source),
                                                                self.in_weight)
-        a_out = torch.zeros(self.num_sessions, n, n).index_put_((session, source, target),
+        a_out = self.out_weight.new_zeros(self.num_sessions, n, n).index_put_((session, source, target),
                                                                 self.out_weight)
         return a_in, a_out, items

@@ -89,9 +89,13 @@ class _DenseScores(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
+        # under autocast the forward multiplied in bfloat16 while its inputs stay float32:
+        # the backward multiplies in the gradient's type and hands each input its own back
         query, table = ctx.saved_tensors
-        grad_query = grad @ table if ctx.needs_input_grad[0] else None
-        grad_table = torch.mm(grad.t(), query) if ctx.needs_input_grad[1] else None
+        grad_query = ((grad @ table.to(grad.dtype)).to(query.dtype) if ctx.needs_input_grad[0]
+                      else None)
+        grad_table = (torch.mm(grad.t(), query.to(grad.dtype)).to(table.dtype)
+                      if ctx.needs_input_grad[1] else None)
         return grad_query, grad_table
 
 

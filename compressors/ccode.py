@@ -169,6 +169,7 @@ class CompositionalCodeTable(Compressor):
         if table.shape != (self.num_items, self.dim):
             raise ValueError(f"teacher table is {tuple(table.shape)}, expected "
                              f"{(self.num_items, self.dim)}: another dataset or dim")
+        table = table.to(self.codebooks.device)
         self.teacher.copy_(table)
         self.teacher[0] = 0  # the padding row, as in every table (mixup and MSE rely on it)
         self._set_encoder_input(table[1:])
@@ -179,7 +180,8 @@ class CompositionalCodeTable(Compressor):
             if i < semantic:
                 centroids, assignment = kmeans(residual, self.K, iterations=15, seed=i)
             else:
-                assignment = balanced_random_codes(len(residual), self.K, seed=i)
+                assignment = balanced_random_codes(len(residual), self.K, seed=i).to(
+                    residual.device)
                 centroids = cluster_means(residual, assignment, self.K)
             self.codebooks[i] = centroids
             residual -= centroids[assignment]
@@ -373,8 +375,8 @@ class CompositionalCodeTable(Compressor):
         kept = self.config.initial_codes == "kmeans"
         codes = self.codes.clone() if kept else log_alpha.argmax(-1)
         codes[0] = 0
-        unique, fixed = make_codes_unique(codes.numpy(), log_alpha.numpy(), self.K)
-        return torch.from_numpy(unique), fixed
+        unique, fixed = make_codes_unique(codes.cpu().numpy(), log_alpha.cpu().numpy(), self.K)
+        return torch.from_numpy(unique).to(self.codes.device), fixed
 
     def score(self, query: torch.Tensor) -> torch.Tensor:
         """Exact scores; with frozen codes via per-session lookup tables over the codebooks,
@@ -394,7 +396,7 @@ class CompositionalCodeTable(Compressor):
         rng = np.random.default_rng(seed)
         keys = rng.choice(self.K ** self.M, size=self.num_items - 1, replace=False)
         digits = (keys[:, None] // self.K ** np.arange(self.M - 1, -1, -1)) % self.K
-        self.codes[1:] = torch.from_numpy(digits)
+        self.codes[1:] = torch.from_numpy(digits).to(self.codes.device)
         self.codes[0] = 0
         self._set_deployed(True)
 
@@ -404,8 +406,9 @@ class CompositionalCodeTable(Compressor):
             raise ValueError("ccode has no inference form before deploy(): its codes are not fixed")
         if self._evaluates_mixed():
             raise ValueError("the legacy mixed evaluation needs the teacher table: not deployable")
-        codes = self.codes.numpy().astype(smallest_unsigned_dtype(self.K - 1))
-        return CodeLookupForm(torch.from_numpy(codes), self.codebooks.detach().clone(), exportable)
+        codes = self.codes.cpu().numpy().astype(smallest_unsigned_dtype(self.K - 1))
+        return CodeLookupForm(torch.from_numpy(codes), self.codebooks.detach().cpu().clone(),
+                              exportable)
 
     def _lookup_index(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes offset into the flat codebooks, [N, M] and [M, N]; cached until codes change."""

@@ -106,7 +106,7 @@ def balanced_random_codes(n: int, k: int, seed: int) -> torch.Tensor:
 
 def cluster_means(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     """The mean row of `x` in each of the k clusters of `labels` (zero for an empty one)."""
-    sums = torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, labels, x)
+    sums = x.new_zeros(k, x.shape[1]).index_add_(0, labels, x)
     return sums / torch.bincount(labels, minlength=k).clamp(min=1).unsqueeze(1).to(x.dtype)
 
 

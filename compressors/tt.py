@@ -133,9 +133,9 @@ class TTTable(Compressor):
         tensor = padded.reshape(*self.item_factors, *self.dim_factors)
         tensor = tensor.permute(*[i for k in range(d) for i in (k, d + k)]).reshape(
             [self.item_factors[k] * self.dim_factors[k] for k in range(d)])
-        factors = tensor_train(tensor.double().numpy(), rank=self.ranks).factors
+        factors = tensor_train(tensor.double().cpu().numpy(), rank=self.ranks).factors
         for core, factor in zip(self.tt_cores, factors):
-            f = torch.as_tensor(factor, dtype=core.dtype)
+            f = torch.as_tensor(factor, dtype=core.dtype, device=core.device)
             core.zero_()
             core[: f.shape[0], ..., : f.shape[2]] = f.reshape(
                 f.shape[0], core.shape[1], core.shape[2], f.shape[2])

@@ -20,7 +20,7 @@ LAYERS = ["compressors", "backbones", "bench.base", "bench.data", "bench.evaluat
           "bench.training", "bench.deploy", "bench.report", "bench.sweep", "bench.cli"]
 # Parts on the same level that must not import each other.
 SIBLINGS = {("bench.sweep", "bench.report"), ("bench.report", "bench.sweep")}
-BASE_MODULES = {"errors", "records", "cpu"}
+BASE_MODULES = {"errors", "records", "cpu", "device"}
 
 
 def part_of(module: str) -> str | None:

@@ -8,9 +8,10 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from ecbench.bench.cli.options import (BENCH_DEFAULTS, chosen_threads, data_root_option,
-                                       distillation_options, make_run_config, results_option,
-                                       threads_option, workdir_option)
+from ecbench.bench.cli.options import (BENCH_DEFAULTS, chosen_device, chosen_threads,
+                                       data_root_option, device_option, distillation_options,
+                                       make_run_config, results_option, threads_option,
+                                       workdir_option)
 from ecbench.bench.errors import ConfigError
 
 
@@ -32,6 +33,7 @@ def bench_group() -> None:
               help="timed training steps (after warm-up); 0 = one whole epoch")
 @distillation_options
 @threads_option
+@device_option
 @results_option
 @click.pass_context
 def bench_train_command(ctx: click.Context, **opts: Any) -> None:
@@ -44,7 +46,8 @@ def bench_train_command(ctx: click.Context, **opts: Any) -> None:
     config = make_run_config({**BENCH_DEFAULTS, **opts}, list(ctx.args))
     result, path = benchmark_training(config, data_root=opts["data_root"], steps=opts["steps"],
                                       threads=chosen_threads(opts["threads"]),
-                                      results_dir=opts["results_dir"])
+                                      results_dir=opts["results_dir"],
+                                      device=chosen_device(opts["device"]))
     rows = [[f"{k} {inner}", value] if isinstance(v, dict) else [k, v]
             for k, v in result["measurements"].items()
             for inner, value in (v.items() if isinstance(v, dict) else [(None, v)])]

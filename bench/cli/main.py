@@ -15,9 +15,10 @@ from tabulate import tabulate
 
 from ecbench import backbones
 from ecbench import compressors
-from ecbench.bench.cli.options import (BENCH_DEFAULTS, chosen_threads, data_root_option,
-                                       distillation_options, make_run_config, results_option,
-                                       threads_option, workdir_option)
+from ecbench.bench.cli.options import (BENCH_DEFAULTS, chosen_device, chosen_threads,
+                                       data_root_option, device_option, distillation_options,
+                                       make_run_config, results_option, threads_option,
+                                       workdir_option)
 from ecbench.bench.training.config import RunConfig, build_part_config
 from ecbench.bench.errors import ConfigError, EcbenchError
 from ecbench.bench.records import remember_code_state
@@ -107,6 +108,7 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
               help="students: start the encoder from the teacher's or at random [teacher]")
 @distillation_options
 @threads_option
+@device_option
 @results_option
 @workdir_option("checkpoints and trained models")
 @click.option("--refit", is_flag=True,
@@ -125,17 +127,45 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
     config = make_run_config(opts, list(ctx.args))
     if opts["plan_only"]:
         click.echo(plan_run(config, data_root=opts["data_root"], results_dir=opts["results_dir"],
-                            workdir=opts["workdir"], threads=chosen_threads(opts["threads"])),
-                   err=True)
+                            workdir=opts["workdir"], threads=chosen_threads(opts["threads"]),
+                            device=chosen_device(opts["device"])), err=True)
         return
     progress = sys.stderr.isatty() if opts["progress"] is None else opts["progress"]
     record, path = run_experiment(
         config, data_root=opts["data_root"], results_dir=opts["results_dir"],
         workdir=opts["workdir"], resume=opts["resume"], force=opts["force"],
         threads=chosen_threads(opts["threads"]), progress=progress,
-        log=lambda m: click.echo(m, err=True))
+        log=lambda m: click.echo(m, err=True), device=chosen_device(opts["device"]))
     click.echo(summary_table(record))
     click.echo(f"record: {path}")
+
+
+def job_chains(jobs: list[tuple[str, ...]], data_root: str | None) -> list[list[str]]:
+    """Each run's chain of run keys (`runner.chain_keys`), each dataset read once."""
+    from ecbench.bench.training.runner import chain_keys
+    from ecbench.bench.training.train import load_dataset
+
+    datasets: dict[str, Any] = {}
+    chains = []
+    for args in jobs:
+        config = run_config_of(list(args))
+        if config.data not in datasets:
+            datasets[config.data] = load_dataset(config.data, data_root)
+        chains.append(chain_keys(config, datasets[config.data]))
+    return chains
+
+
+def sweep_devices(spec: str) -> str:
+    """The local executor's devices for `--device`: cpu, every GPU (auto or cuda, on a
+    machine with CUDA), or the one GPU named."""
+    from ecbench.bench.device import cuda_count, resolve_device
+
+    device = resolve_device(spec)
+    if device.type == "cpu":
+        return "cpu"
+    if spec.strip().lower() in ("auto", "cuda"):
+        return ",".join(f"cuda:{i}" for i in range(cuda_count()))
+    return str(device)
 
 
 def run_config_of(args: list[str]) -> RunConfig:
@@ -149,21 +179,32 @@ def run_config_of(args: list[str]) -> RunConfig:
 @click.option("--executor", default="local", show_default=True,
               help="where runs go: local, or an installed executor plugin")
 @click.option("--workers", type=int, default=2, show_default=True,
-              help="local: runs at a time (workers x --threads <= cores)")
+              help="local, on the CPU: runs at a time (workers x --threads <= cores)")
 @click.option("--threads", type=int, default=1, show_default=True, help="threads per run")
+@device_option
+@click.option("--runs-per-gpu", type=int, default=1, show_default=True,
+              help="on GPUs: runs trained at once on each GPU, each its own process")
+@click.option("--address", default=None,
+              help="ray: the cluster to join (ray://HOST:10001 or auto) [a local Ray]")
 @data_root_option
 @results_option
 @workdir_option()
 @click.option("--dry-run", is_flag=True, help="check the spec and list its runs, run nothing")
-def sweep_command(spec: Path, executor: str, workers: int, threads: int, data_root: str | None,
+def sweep_command(spec: Path, executor: str, workers: int, threads: int, device: str,
+                  runs_per_gpu: int, address: str | None, data_root: str | None,
                   results_dir: Path, workdir: Path, dry_run: bool) -> None:
     """Run every `ecbench run` of a sweep SPEC (TOML: base arguments, a grid of option values,
     extra runs; see bench/sweeps/). Finished runs are reused, killed ones resume; runs that
-    need the same teacher train it once. Writes a log per run under WORKDIR/sweeps/NAME."""
+    need the same teacher train it once. Writes a log per run under WORKDIR/sweeps/NAME.
+
+    On GPUs (`--device`), `--runs-per-gpu` runs share each GPU. `--executor ray` sends each
+    run to a Ray cluster as a task and brings its records and models back here."""
     from ecbench.bench import sweep
 
     loaded = sweep.load_spec(spec)
     entry = sweep.registry.get(executor)  # an unknown executor is an error, --dry-run or not
+    # so is a device this machine lacks (a cluster's executor resolves it where runs go)
+    devices = device if executor != "local" else sweep_devices(device)
     common = ["--threads", str(threads), "--results", str(results_dir), "--workdir", str(workdir),
               "--no-progress", "--resume"] + (["--data-root", data_root] if data_root else [])
     jobs = [tuple(common) + args for args in loaded.jobs()]
@@ -183,7 +224,12 @@ def sweep_command(spec: Path, executor: str, workers: int, threads: int, data_ro
         for args in jobs:
             click.echo(f"ecbench run {own(args)}")
         return
-    options = {"workers": workers} if "workers" in {f.name for f in entry.options()} else {}
+    offered = {"workers": workers, "threads": threads, "runs_per_gpu": runs_per_gpu,
+               "address": address, "data_root": data_root, "results_dir": str(results_dir),
+               "workdir": str(workdir),
+               "devices": devices}
+    declared = {f.name for f in entry.options()}
+    options = {k: v for k, v in offered.items() if k in declared and v is not None}
     runner = sweep.registry.build(executor, build_part_config(entry.config, options, executor))
     logs = Path(workdir) / "sweeps" / loaded.name
 
@@ -191,7 +237,10 @@ def sweep_command(spec: Path, executor: str, workers: int, threads: int, data_ro
         state = "done" if result.ok else f"FAILED (exit {result.returncode}, log {result.log})"
         click.echo(f"{state} in {result.seconds:.0f}s: {own(result.args)}", err=True)
 
-    results = runner.run_all(jobs, logs=logs, on_done=report)
+    # an executor that ships prerequisites to where runs go needs each run's chain of keys
+    chains = job_chains(jobs, data_root) if getattr(runner, "needs_chains", False) else None
+    results = runner.run_all(jobs, logs=logs, on_done=report,
+                             **({"chains": chains} if chains is not None else {}))
     rows = [[own(r.args), "ok" if r.ok else f"exit {r.returncode}",
              r.seconds, r.record or str(r.log)] for r in results]
     click.echo(tabulate(rows, headers=["run", "status", "seconds", "record (or log)"],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -18,6 +18,9 @@ from ecbench.bench.training.config import (RunConfig, backbone_preset, canonical
 from ecbench.bench.cpu import AUTO_THREADS_CAP, resolve_threads
 from ecbench.bench.errors import ConfigError
 from ecbench.bench.records import CURATED_RESULTS, USER_RESULTS, ensure_writable
+
+if TYPE_CHECKING:
+    import torch
 
 threads_option = click.option(
     "--threads", default="auto", show_default=True,
@@ -33,6 +36,24 @@ def chosen_threads(value: str) -> int:
                    f"{os.cpu_count() or 1}, at most {AUTO_THREADS_CAP}; --threads N sets it)",
                    err=True)
     return threads
+
+device_option = click.option(
+    "--device", default="auto", show_default=True,
+    help="where training and evaluation run: auto (a CUDA GPU when there is one, else the "
+         "CPU), cpu, cuda or cuda:N; not part of a run's key, recorded in its provenance")
+
+
+def chosen_device(value: str) -> "torch.device":
+    """`--device` resolved, saying on stderr what auto chose."""
+    from ecbench.bench.device import describe_device, resolve_device
+
+    device = resolve_device(value)
+    if value == "auto":
+        name = describe_device(device).get("name")
+        click.echo(f"device: {device}{f' ({name})' if name else ''} (auto; --device sets it)",
+                   err=True)
+    return device
+
 
 # The locations every command shares, declared once.
 data_root_option = click.option("--data-root", default=None,

@@ -15,25 +15,29 @@ of the sweep resumes its unfinished runs and reuses the finished ones (their rec
 that need the same teacher or pretrained student do not train it twice: the first takes the
 run's lock (`ecbench.bench.training.runner.run_lock`), the others wait for its record.
 
-The executor decides where runs go. `local` runs `--workers` processes on this machine; an
-executor for a cluster (Ray, Dask, Slurm) is a plugin registered under the entry-point group
-``ecbench.executors`` with the same `run_all` contract.
+The executor decides where runs go. `local` runs `--workers` processes on this machine (or
+`--runs-per-gpu` on each GPU); `ray` sends each run to a Ray cluster as a task
+(`ray_executor`). Another (Dask, Slurm) is a plugin registered under the entry-point group
+``ecbench.executors`` with the same `run_all` contract (`jobs.Executor`).
 """
 
 from __future__ import annotations
 
 import itertools
-import shlex
-import subprocess
+import queue
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Callable
 
 from ecbench.bench.errors import ConfigError
+from ecbench.bench.sweep.jobs import Executor, JobResult, run_command, run_job
+from ecbench.bench.sweep.ray_executor import RayConfig, RayExecutor
 from ecbench.compressors.named_registry import Registry
+
+__all__ = ["Executor", "JobResult", "LocalConfig", "LocalExecutor", "RayConfig", "RayExecutor",
+           "SweepSpec", "load_spec", "registry", "run_command", "run_job"]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -97,66 +101,51 @@ def load_spec(path: Path) -> SweepSpec:
                      runs=tuple(_strings(r, f"runs[{i}]") for i, r in enumerate(runs)))
 
 
-@dataclass(frozen=True)
-class JobResult:
-    args: tuple[str, ...]
-    returncode: int
-    seconds: float
-    log: Path
-    record: str | None  # the record the run wrote or reused
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-
-class Executor(Protocol):
-    def run_all(self, jobs: list[tuple[str, ...]], *, logs: Path,
-                on_done: Callable[[JobResult], None]) -> list[JobResult]: ...
-
-
-def run_command(args: Iterable[str]) -> list[str]:
-    """The command line of one run: this interpreter's `ecbench run`."""
-    return [sys.executable, "-m", "ecbench.bench.cli", "run", *args]
-
-
-def run_job(index: int, args: tuple[str, ...], logs: Path) -> JobResult:
-    """One run as its own process, its output in `logs/<index>.log`."""
-    log = logs / f"{index:03d}.log"
-    command = run_command(args)
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        out.write(f"$ {shlex.join(command)}\n")
-        out.flush()
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=out, text=True)
-        out.write(done.stdout)
-    record = next((line.split(":", 1)[1].strip() for line in done.stdout.splitlines()
-                   if line.startswith("record:")), None)
-    return JobResult(args, done.returncode, time.perf_counter() - start, log, record)
-
-
 @dataclass
 class LocalConfig:
     workers: int = 2
+    # where runs train: "cpu", or the GPUs to share out, comma-separated ("cuda:0,cuda:1")
+    devices: str = "cpu"
+    runs_per_gpu: int = 1  # runs packed on each GPU at once, each its own process
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"--workers must be at least 1, got {self.workers}")
+        if self.runs_per_gpu < 1:
+            raise ValueError(f"--runs-per-gpu must be at least 1, got {self.runs_per_gpu}")
+
+
+def device_slots(devices: str, runs_per_gpu: int) -> list[str]:
+    """One entry per run that may train at once on the GPUs of `devices`: each GPU
+    `runs_per_gpu` times ([] for the CPU)."""
+    gpus = [d.strip() for d in devices.split(",") if d.strip().startswith("cuda")]
+    return [gpu for _ in range(runs_per_gpu) for gpu in gpus]
 
 
 class LocalExecutor:
-    """`workers` runs at a time on this machine (give each `--threads` so that workers x
-    threads does not exceed the cores)."""
+    """Runs on this machine: on the CPU `workers` at a time (give each `--threads` so that
+    workers x threads does not exceed the cores); on GPUs `runs_per_gpu` on each GPU at once,
+    each run told its GPU with `--device`."""
 
     def __init__(self, config: LocalConfig) -> None:
-        self.workers = config.workers
+        self.slots = device_slots(config.devices, config.runs_per_gpu)
+        self.workers = len(self.slots) or config.workers
 
     def run_all(self, jobs: list[tuple[str, ...]], *, logs: Path,
-                on_done: Callable[[JobResult], None]) -> list[JobResult]:
+                on_done: Callable[[JobResult], None],
+                chains: list[list[str]] | None = None) -> list[JobResult]:
+        """Runs share prerequisites through run locks on this machine: `chains` is unused."""
         logs.mkdir(parents=True, exist_ok=True)
+        free: queue.Queue[str] = queue.Queue()
+        for slot in self.slots or ["cpu"] * self.workers:
+            free.put(slot)
 
         def work(index: int) -> JobResult:
-            result = run_job(index, jobs[index], logs)
+            device = free.get()  # a worker thread holds one slot while its run lasts
+            try:
+                result = run_job(index, jobs[index] + ("--device", device), logs)
+            finally:
+                free.put(device)
             on_done(result)
             return result
 
@@ -170,3 +159,9 @@ registry: Registry[Executor] = Registry("executor", "ecbench.executors")
 @registry.register("local", config=LocalConfig, description="processes on this machine")
 def build_local(config: LocalConfig) -> LocalExecutor:
     return LocalExecutor(config)
+
+
+@registry.register("ray", config=RayConfig,
+                   description="Ray tasks on this machine or a cluster (pip install 'ecbench[ray]')")
+def build_ray(config: RayConfig) -> RayExecutor:
+    return RayExecutor(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,23 +15,30 @@ from ecbench.bench.data.batching import Batch
 from ecbench.bench.training.config import RunConfig, backbone_preset
 from ecbench.bench.records import load_weights, now_iso, provenance, write_json
 from ecbench.bench.cpu import configure_cpu
+from ecbench.bench.device import describe_device, synchronize
 from ecbench.bench.training.distill import DistillationObjective, DistillationPair, DistillConfig
 from ecbench.bench.training.teacher import teacher_config
 from ecbench.bench.training.train import (Prepared, SupervisedObjective, build_model,
                                           eval_batch_size, evaluate_ranks, load_dataset, prepare)
 
 WARMUP_STEPS = 20
+# On a GPU, steps are timed in blocks of this many (one synchronisation a block), so that the
+# timing keeps the queue of launched work that training has, which a wait per step would drain.
+CUDA_TIMING_BLOCK = 25
 
 
 def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, threads: int,
-                       results_dir: Path) -> tuple[dict[str, Any], Path]:
-    """Time training steps (batch building, forward, full softmax, backward, Adam) at `config`.
+                       results_dir: Path, device: torch.device = torch.device("cpu")
+                       ) -> tuple[dict[str, Any], Path]:
+    """Time training steps (batch building, forward, full softmax, backward, Adam) at `config`
+    on `device`.
 
     With `steps == 0` one whole epoch is timed; otherwise `steps` steps after a warm-up, and the
     epoch time is extrapolated from the median step. Anything but the
-    teacher itself (a distillation, a compressed table, another backbone) is timed step by step
-    alternately with the teacher's plain training (SASRec, full table, the same settings), in
-    the same process, so the ratio of the two (`cost_vs_teacher`) holds on a busy machine.
+    teacher itself (a distillation, a compressed table, another backbone) is timed alternately
+    with the teacher's plain training (SASRec, full table, the same settings), in the same
+    process, so the ratio of the two (`cost_vs_teacher`) holds on a busy machine. On the CPU
+    each step is timed; on a GPU each block of `CUDA_TIMING_BLOCK` steps, as the mean step.
     """
     configure_cpu(threads)
     torch.manual_seed(config.seed)
@@ -40,19 +48,27 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
     if reference != config:
         objectives["teacher"] = SupervisedObjective(
             build_model(reference, prepared.data.num_items))
-    timers = {name: step_timer(objective, config) for name, objective in objectives.items()}
+    timers = {name: step_timer(objective, config, device)
+              for name, objective in objectives.items()}
     fit = prepared.fit
     order = np.random.default_rng(config.seed).permutation(len(fit))
     n_batches = fit.num_batches(config.batch_size)
     timed = n_batches if steps == 0 else min(steps, n_batches - WARMUP_STEPS)
+    block = 1 if device.type == "cpu" else CUDA_TIMING_BLOCK
+    batches = fit.batches(config.batch_size, config.max_len, order, device=device)
     durations: dict[str, list[float]] = {name: [] for name in timers}
-    for i, batch in enumerate(fit.batches(config.batch_size, config.max_len, order)):
-        if i >= WARMUP_STEPS + timed and steps:
+    done, target = 0, n_batches if steps == 0 else WARMUP_STEPS + timed
+    while done < target:
+        warming = steps != 0 and done < WARMUP_STEPS
+        group = list(itertools.islice(batches, WARMUP_STEPS - done if warming
+                                      else min(block, target - done)))
+        if not group:
             break
-        for name, step_once in timers.items():
-            seconds = step_once(batch)
-            if steps == 0 or i >= WARMUP_STEPS:
-                durations[name].append(seconds)
+        for name, run_steps in timers.items():
+            seconds = run_steps(group)
+            if steps == 0 or done >= WARMUP_STEPS:
+                durations[name].extend([seconds / len(group)] * len(group))
+        done += len(group)
     measurements = _step_measurements(durations["run"], steps, n_batches, config,
                                       prepared.data.num_items)
     if config.distill is not None:
@@ -64,8 +80,10 @@ def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, 
                                            / measurements["teacher"]["median_step_seconds"])
     tag = (f"{config.backbone}-{config.compressor}{_options_tag(config)}"
            f"{'-kd' if config.distill else ''}-d{config.dim}-{config.precision}")
+    if device.type != "cpu":
+        tag += f"-{device.type}"
     return _write_record("train", config, prepared.data.name, measurements, threads, tag,
-                         results_dir)
+                         results_dir, device=describe_device(device))
 
 
 def reference_teacher(config: RunConfig) -> RunConfig:
@@ -78,23 +96,29 @@ def reference_teacher(config: RunConfig) -> RunConfig:
                                backbone_options=backbone_preset(config.data, "sasrec"))
 
 
-def step_timer(objective: Any, config: RunConfig) -> Callable[[Batch], float]:
-    """A function that runs one training step of `objective` on a batch and returns its seconds."""
-    model = objective.module
+def step_timer(objective: Any, config: RunConfig, device: torch.device = torch.device("cpu")
+               ) -> Callable[[list[Batch]], float]:
+    """A function that runs training steps of `objective` on `device`, one per batch given,
+    and returns their seconds (the device's queue drained at both ends)."""
+    model = objective.module.to(device)
+    objective.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.l2, fused=True)
     model.train()
     objective.start_epoch(1)
 
-    def step(batch: Batch) -> float:
+    def run_steps(batches: list[Batch]) -> float:
+        synchronize(device)
         start = time.perf_counter()
-        loss = objective.loss(batch, config.precision)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        for batch in batches:
+            loss = objective.loss(batch, config.precision)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        synchronize(device)
         return time.perf_counter() - start
 
-    return step
+    return run_steps
 
 
 def _step_measurements(durations: list[float], steps: int, n_batches: int, config: RunConfig,
@@ -215,9 +239,9 @@ def benchmark_memory(config: RunConfig, *, data_root: str | None, steps: int,
     prepared = prepare(config, data)
     peaks = {"data": peak_rss_mb()}
     objective = SupervisedObjective(build_model(config, data.num_items))
-    step = step_timer(objective, config)
+    run_steps = step_timer(objective, config)
     for _, batch in zip(range(steps), prepared.fit.batches(config.batch_size, config.max_len)):
-        step(batch)
+        run_steps([batch])
     peaks["training"] = peak_rss_mb()
     started = time.perf_counter()
     evaluate_ranks(objective.module, prepared.test, config.max_len)

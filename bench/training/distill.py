@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from ecbench.backbones import Backbone
 from ecbench.bench.data.batching import Batch, Examples
+from ecbench.bench.device import autocast
 from ecbench.bench.training.config import DISTILL_WEIGHTS
 from ecbench.bench.training.train import evaluate as evaluate_model
 
@@ -177,8 +178,12 @@ class DistillationObjective:
         annealed = (self.mixup is not None and pair.config.eta > 0
                     and pair.config.eta_schedule != "none")
         self.settled_epoch = epochs if annealed else 0
-        self._term_sums: dict[str, float] = {}
+        self._term_sums: dict[str, torch.Tensor] = {}  # on the device: read once an epoch
         self._steps = 0
+
+    def to(self, device: torch.device) -> None:
+        """Keep the hot-item mask where the batches are."""
+        self.hot_items = self.hot_items.to(device)
 
     def start_epoch(self, epoch: int) -> dict[str, Any]:
         cfg = self.module.config
@@ -192,13 +197,14 @@ class DistillationObjective:
 
     def end_epoch(self) -> dict[str, Any]:
         """The mean of each term of Eq. 27 over the epoch's steps (weights applied)."""
-        return {"loss_terms": {k: v / max(self._steps, 1) for k, v in self._term_sums.items()}}
+        return {"loss_terms": {k: v.item() / max(self._steps, 1)
+                               for k, v in self._term_sums.items()}}
 
     def loss(self, batch: Batch, precision: str = "fp32") -> torch.Tensor:
         pair, cfg = self.module, self.module.config
         teacher, student = pair.teacher, pair.student
         targets = batch.targets - 1
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"), \
+        with autocast(batch.items.device, precision), \
                 teacher.compressor.shared_weight(), student.compressor.shared_weight():
             if cfg.teacher_table == "live":
                 student.compressor.follow_teacher_table(
@@ -227,7 +233,8 @@ class DistillationObjective:
                 pair.project_teacher(z_t.float()), pair.project_student(z_s.float()),
                 cfg.temperature, cfg.reduction)
         for name, value in terms.items():
-            self._term_sums[name] = self._term_sums.get(name, 0.0) + value.item()
+            kept = self._term_sums.get(name)
+            self._term_sums[name] = value.detach() if kept is None else kept + value.detach()
         self._steps += 1
         return sum(terms.values())
 

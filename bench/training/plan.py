@@ -9,11 +9,13 @@ its maximum epochs. Early stopping makes the real time shorter; evaluation adds 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ecbench.bench.records import find_record
 from ecbench.bench.training.benchmarks import step_timer, training_objective
@@ -41,47 +43,58 @@ def is_done(config: RunConfig, checksum: str, results_dir: Path, workdir: Path) 
             and (Path(workdir) / "models" / f"{key}.pt").is_file())
 
 
-def stages_to_train(config: RunConfig, checksum: str, *, needs_teacher: bool,
-                    results_dir: Path, workdir: Path) -> list[Stage]:
-    """The trainings `config` needs that are not recorded with their model, in order."""
+def run_chain(config: RunConfig, *, needs_teacher: bool) -> list[Stage]:
+    """Every training `config` stands on, in order: its teacher (a student that starts from a
+    trained table, or distils, without --teacher), its pretrained student (a distillation
+    without --pretrained), then itself."""
     stages = []
     if (config.distill is not None or needs_teacher) and not config.teacher:
         teacher = teacher_config(config)
-        if not is_done(teacher, checksum, results_dir, workdir):
-            stages.append(Stage("teacher", teacher, teacher.epochs))
+        stages.append(Stage("teacher", teacher, teacher.epochs))
     if config.distill is not None:
         if not config.pretrained:
             pretrained = pretrain_config(config)
-            if not is_done(pretrained, checksum, results_dir, workdir):
-                stages.append(Stage("pretrained student (Stu-base)", pretrained,
-                                    pretrained.epochs))
+            stages.append(Stage("pretrained student (Stu-base)", pretrained, pretrained.epochs))
         stages.append(Stage("distillation", config, config.distill.get("epochs")
                             or config.epochs))
     else:
-        stages.append(Stage("this run" if stages else "training", config, config.epochs))
+        stages.append(Stage("training", config, config.epochs))
     return stages
 
 
-def measured_step_seconds(config: RunConfig, prepared: Prepared) -> float:
-    """The median seconds of a few training steps of `config`'s model on real batches."""
-    step = step_timer(training_objective(config, prepared), config)
+def stages_to_train(config: RunConfig, checksum: str, *, needs_teacher: bool,
+                    results_dir: Path, workdir: Path) -> list[Stage]:
+    """The trainings `config` needs that are not recorded with their model, in order."""
+    *before, own = run_chain(config, needs_teacher=needs_teacher)
+    stages = [s for s in before if not is_done(s.config, checksum, results_dir, workdir)]
+    return stages + [Stage("this run", own.config, own.max_epochs) if stages else own]
+
+
+def measured_step_seconds(config: RunConfig, prepared: Prepared,
+                          device: torch.device = torch.device("cpu")) -> float:
+    """The seconds of a training step of `config`'s model on real batches on `device`: the
+    median of a few timed steps on the CPU, their mean on a GPU (timed together)."""
+    run_steps = step_timer(training_objective(config, prepared), config, device)
     order = np.random.default_rng(config.seed).permutation(len(prepared.fit))
-    seconds = []
-    for i, batch in enumerate(prepared.fit.batches(config.batch_size, config.max_len, order)):
-        if i >= WARMUP_STEPS + TIMED_STEPS:
-            break
-        elapsed = step(batch)
-        if i >= WARMUP_STEPS:
-            seconds.append(elapsed)
-    return float(np.median(seconds)) if seconds else 0.0
+    batches = list(itertools.islice(prepared.fit.batches(config.batch_size, config.max_len,
+                                                         order, device=device),
+                                    WARMUP_STEPS + TIMED_STEPS))
+    run_steps(batches[:WARMUP_STEPS])
+    timed = batches[WARMUP_STEPS:]
+    if not timed:
+        return 0.0
+    if device.type != "cpu":
+        return run_steps(timed) / len(timed)
+    return float(np.median([run_steps([batch]) for batch in timed]))
 
 
-def describe_plan(stages: list[Stage], prepared: Prepared) -> str:
+def describe_plan(stages: list[Stage], prepared: Prepared,
+                  device: torch.device = torch.device("cpu")) -> str:
     """One line: each stage, its epochs, batches and measured step, and the bound in all."""
     batches = prepared.fit.num_batches(stages[0].config.batch_size)
     parts, total = [], 0.0
     for stage in stages:
-        step = measured_step_seconds(stage.config, prepared)
+        step = measured_step_seconds(stage.config, prepared, device)
         bound = step * batches * stage.max_epochs
         total += bound
         parts.append(f"{stage.name} (up to {stage.max_epochs} epochs of {batches} steps at "

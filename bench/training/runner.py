@@ -24,8 +24,9 @@ from ecbench.bench.records import (USER_RESULTS, RECORD_SCHEMA, atomic_write, en
                                    find_record, load_record, now_iso, provenance, record_path,
                                    write_record)
 from ecbench.bench.cpu import configure_cpu
+from ecbench.bench.device import describe_device, resolve_device
 from ecbench.bench.data.sessions import SessionDataset
-from ecbench.bench.training.plan import describe_plan, stages_to_train
+from ecbench.bench.training.plan import describe_plan, run_chain, stages_to_train
 from ecbench.bench.training.teacher import (Teacher, copy_encoder, pretrain_config, resolve_pretrained,
                            resolve_teacher, teacher_table)
 from ecbench.bench.training.train import (Prepared, Trainer, TrainState, apply_budget, build_model,
@@ -73,22 +74,27 @@ class RunContext:
     progress: bool
     log: Callable[[str], None]
     origin: dict[str, Any]
+    device: torch.device = torch.device("cpu")
 
 
 def run_experiment(config: RunConfig, *, data_root: str | None = None,
                    results_dir: Path = USER_RESULTS, workdir: Path = Path(".ecbench"),
                    resume: bool = False, force: bool = False, threads: int = 2,
                    progress: bool = False, log: Callable[[str], None] = print,
-                   announce: bool = True) -> tuple[dict[str, Any], Path]:
-    """Train and evaluate `config`; write and return its run record (reused if already run).
-    With `announce`, first log what the run will train (teacher, Stu-base, distillation) and
-    an upper bound on its time (`plan.describe_plan`)."""
+                   announce: bool = True, device: torch.device | str = "cpu"
+                   ) -> tuple[dict[str, Any], Path]:
+    """Train and evaluate `config` on `device` (`bench.device.resolve_device`); write and
+    return its run record (reused if already run, wherever it ran). With `announce`, first log
+    what the run will train (teacher, Stu-base, distillation) and an upper bound on its time
+    (`plan.describe_plan`)."""
     started = now_iso()
+    device = resolve_device(device)
     ensure_writable(Path(results_dir) / "runs")
     ensure_writable(Path(workdir), "work")
-    origin = provenance(threads)  # before training: the code that actually ran
+    # before training: the code that actually ran, and where
+    origin = {**provenance(threads), "device": describe_device(device)}
     wall_start = time.perf_counter()
-    config, dataset, prepared = load_prepared(config, data_root, threads)
+    config, dataset, prepared = load_prepared(config, data_root, threads, device)
     key = config.key(dataset.checksum)
     with run_lock(Path(workdir), key, log):  # one process trains a run; others wait, then reuse
         existing = find_record(results_dir, key)
@@ -97,22 +103,23 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
             log(f"reusing the record of an identical run: {existing}")
             return load_record(existing), existing
         if announce:
-            log(announcement(config, dataset, prepared, results_dir, Path(workdir)))
+            log(announcement(config, dataset, prepared, results_dir, Path(workdir), device))
         context = RunContext(config, dataset, prepared, checkpoint, Path(workdir), resume,
-                             progress, log, origin)
+                             progress, log, origin, device)
         return train_and_record(context, key, data_root=data_root, results_dir=results_dir,
                                 force=force, threads=threads, started=started,
                                 wall_start=wall_start)
 
 
-def load_prepared(config: RunConfig, data_root: str | None, threads: int
+def load_prepared(config: RunConfig, data_root: str | None, threads: int,
+                  device: torch.device = torch.device("cpu")
                   ) -> tuple[RunConfig, SessionDataset, Prepared]:
-    """The run's data, read and split, with its byte budget solved and its memory checked
-    before anything is sized by the catalogue."""
+    """The run's data, read and split, with its byte budget solved and its memory (the
+    device's) checked before anything is sized by the catalogue."""
     configure_cpu(threads)
     dataset = load_dataset(config.data, data_root)
     config = apply_budget(config, dataset.num_items)
-    check_memory(config, dataset.num_items, dataset.name)
+    check_memory(config, dataset.num_items, dataset.name, device)
     return config, dataset, prepare(config, dataset)
 
 
@@ -124,20 +131,22 @@ def describe_data(dataset: SessionDataset, prepared: Prepared) -> str:
 
 
 def announcement(config: RunConfig, dataset: SessionDataset, prepared: Prepared,
-                 results_dir: Path, workdir: Path) -> str:
+                 results_dir: Path, workdir: Path,
+                 device: torch.device = torch.device("cpu")) -> str:
     """Two lines before training: the dataset's counts, and what `config` would train that is
     not recorded yet with its time bound."""
     stages = stages_to_train(config, dataset.checksum,
                              needs_teacher=needs_teacher(config, dataset.num_items),
                              results_dir=results_dir, workdir=workdir)
-    return describe_data(dataset, prepared) + "\n" + describe_plan(stages, prepared)
+    return describe_data(dataset, prepared) + "\n" + describe_plan(stages, prepared, device)
 
 
 def plan_run(config: RunConfig, *, data_root: str | None, results_dir: Path, workdir: Path,
-             threads: int) -> str:
+             threads: int, device: torch.device | str = "cpu") -> str:
     """`announcement` of a run without running it (`ecbench run --plan-only`)."""
-    config, dataset, prepared = load_prepared(config, data_root, threads)
-    return announcement(config, dataset, prepared, results_dir, workdir)
+    device = resolve_device(device)
+    config, dataset, prepared = load_prepared(config, data_root, threads, device)
+    return announcement(config, dataset, prepared, results_dir, workdir, device)
 
 
 @contextmanager
@@ -168,7 +177,8 @@ def train_and_record(context: "RunContext", key: str, *, data_root: str | None,
     def train_run(c: RunConfig, again: bool) -> tuple[dict[str, Any], Path]:
         return run_experiment(c, data_root=data_root, results_dir=results_dir, workdir=workdir,
                               resume=context.resume, force=again, threads=threads,
-                              progress=context.progress, log=log, announce=False)
+                              progress=context.progress, log=log, announce=False,
+                              device=context.device)
 
     teacher = None
     starts_from_table = needs_teacher(config, dataset.num_items)  # also checks the options
@@ -276,6 +286,15 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
     return record
 
 
+def chain_keys(config: RunConfig, dataset: SessionDataset) -> list[str]:
+    """The keys of every run that `config`'s run trains or reuses, prerequisites first and its
+    own last, its --ratio budget solved as the run solves it (what a cluster executor ships to
+    a run and waits on)."""
+    config = apply_budget(config, dataset.num_items)
+    chain = run_chain(config, needs_teacher=needs_teacher(config, dataset.num_items))
+    return [stage.config.key(dataset.checksum) for stage in chain]
+
+
 def needs_teacher(config: RunConfig, num_items: int) -> bool:
     """Whether the configured compressor starts from a trained table (built alone, cheaply)."""
     entry = compressors.registry.get(config.compressor)
@@ -298,8 +317,9 @@ def best_per_metric(history: list[dict[str, Any]], split: str, epochs: bool = Fa
 
 
 def save_model(workdir: Path, name: str, model: Backbone) -> Path:
+    """The model's weights, on the CPU so that the file loads on any machine."""
     model_file = Path(workdir) / "models" / f"{name}.pt"
-    state = model.state_dict()
+    state = {name: tensor.cpu() for name, tensor in model.state_dict().items()}
     atomic_write(model_file, lambda handle: torch.save(state, handle))
     return model_file
 
@@ -313,12 +333,13 @@ def train_supervised(ctx: RunContext, teacher: Teacher | None, results_dir: Path
                     select: bool) -> tuple[Backbone, TrainState]:
         torch.manual_seed(config.seed)
         model = build_model(config, dataset.num_items)
-        trainer = Trainer(phase_config, prepared, model, checkpoint, progress=ctx.progress,
-                          log=ctx.log, select=select)
-        if ctx.resume and trainer.load_checkpoint():  # the checkpoint holds any teacher start
-            ctx.log(f"resuming from {checkpoint} after epoch {trainer.state.epoch}")
-        elif teacher is not None:
+        resuming = ctx.resume and checkpoint.is_file()  # the checkpoint holds any teacher start
+        if teacher is not None and not resuming:  # on the CPU, before the model moves
             start_from_teacher(model, config, teacher, dataset.num_items, ctx.log)
+        trainer = Trainer(phase_config, prepared, model, checkpoint, progress=ctx.progress,
+                          log=ctx.log, select=select, device=ctx.device)
+        if resuming and trainer.load_checkpoint():
+            ctx.log(f"resuming from {checkpoint} after epoch {trainer.state.epoch}")
         trainer.state.provenance.append(ctx.origin)
         return model, trainer.fit()
 
@@ -372,7 +393,8 @@ def train_distilled(ctx: RunContext, teacher: Teacher, pretrained: Teacher) -> T
     epochs = pair.config.epochs or config.epochs
     objective = DistillationObjective(pair, torch.from_numpy(ctx.prepared.hot_items), epochs)
     trainer = Trainer(dataclasses.replace(config, epochs=epochs), ctx.prepared, student,
-                      ctx.checkpoint, progress=ctx.progress, log=ctx.log, objective=objective)
+                      ctx.checkpoint, progress=ctx.progress, log=ctx.log, objective=objective,
+                      device=ctx.device)
     if ctx.resume and trainer.load_checkpoint():
         ctx.log(f"resuming from {ctx.checkpoint} after epoch {trainer.state.epoch}")
     else:

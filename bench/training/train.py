@@ -24,6 +24,7 @@ from ecbench.bench.errors import ConfigError, DataError, EcbenchError, TrainingD
 from ecbench.bench.data.loaders import load_standard, resolve_dataset_path
 from ecbench.bench.evaluation.metrics import metrics_from_ranks, pessimistic_ranks
 from ecbench.bench.cpu import available_memory, large_blocks_mapped
+from ecbench.bench.device import autocast, rng_state, set_rng_state, synchronize
 from ecbench.bench.records import atomic_write, load_weights
 from ecbench.bench.data.sessions import (SessionDataset, Split, hot_items, item_popularity,
                                          split_validation)
@@ -31,6 +32,12 @@ from ecbench.bench.data.synthetic import synthetic_dataset
 
 EVAL_BATCH_SIZE = 500
 EVAL_SCORE_BYTES = 32 * 2**20
+# On a GPU, evaluation scores many more cases at once: its memory is large and each batch costs
+# kernel launches, not bandwidth.
+CUDA_EVAL_BATCH_SIZE = 8192
+CUDA_EVAL_SCORE_BYTES = 2 * 2**30
+# On a GPU the training loss is read back (a host synchronisation) only every this many steps.
+CUDA_LOSS_CHECK_STEPS = 200
 
 
 def load_dataset(data: str, data_root: str | None = None) -> SessionDataset:
@@ -99,13 +106,17 @@ def estimated_memory(config: RunConfig, num_items: int) -> int:
     return table + scores + 2 * EVAL_SCORE_BYTES
 
 
-def check_memory(config: RunConfig, num_items: int, name: str) -> None:
-    """Refuse, before anything is allocated, a run the machine's free memory cannot hold."""
-    need, free = estimated_memory(config, num_items), available_memory()
+def check_memory(config: RunConfig, num_items: int, name: str,
+                 device: torch.device = torch.device("cpu")) -> None:
+    """Refuse, before anything is allocated, a run the free memory of the machine (or of the
+    GPU it runs on) cannot hold."""
+    need = estimated_memory(config, num_items)
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
+    where = f"free on {device}" if device.type == "cuda" else "free"
     if free is not None and need > 0.9 * free:
         raise DataError(f"{name}: a run over {num_items - 1:,} items at dim {config.dim} and "
                         f"batch {config.batch_size} needs about {need / 2**30:.1f} GiB, and "
-                        f"{free / 2**30:.1f} GiB is free; nothing was run")
+                        f"{free / 2**30:.1f} GiB is {where}; nothing was run")
 
 
 def build_model(config: RunConfig, num_items: int) -> Backbone:
@@ -125,11 +136,20 @@ def build_model(config: RunConfig, num_items: int) -> Backbone:
     return model
 
 
-def eval_batch_size(num_items: int) -> int:
+def eval_batch_size(num_items: int, device: torch.device | None = None) -> int:
     """Test cases scored at once: as many as keep a [B, num_items] score matrix within
     `EVAL_SCORE_BYTES` (its comparisons and masks come on top), at least 16, at most 500, so
-    evaluation memory is bounded by the catalogue, not by the test set."""
-    return max(16, min(EVAL_BATCH_SIZE, EVAL_SCORE_BYTES // (4 * max(num_items, 1))))
+    evaluation memory is bounded by the catalogue, not by the test set. On CUDA the bounds are
+    `CUDA_EVAL_SCORE_BYTES` and `CUDA_EVAL_BATCH_SIZE`."""
+    on_cuda = device is not None and device.type == "cuda"
+    budget = CUDA_EVAL_SCORE_BYTES if on_cuda else EVAL_SCORE_BYTES
+    cap = CUDA_EVAL_BATCH_SIZE if on_cuda else EVAL_BATCH_SIZE
+    return max(16, min(cap, budget // (4 * max(num_items, 1))))
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device a model's parameters are on (the CPU for one without parameters)."""
+    return next(iter(model.parameters()), torch.empty(0)).device
 
 
 def scored_batches(model: Backbone, examples: Examples, max_len: int,
@@ -137,9 +157,10 @@ def scored_batches(model: Backbone, examples: Examples, max_len: int,
     """Each evaluation batch with the model's scores over every item [B, num_items], in eval
     mode, without gradients, the table reconstructed once for the whole pass."""
     model.eval()
+    device = model_device(model)
     with torch.no_grad(), model.compressor.shared_weight(), large_blocks_mapped():
-        rows = batch_size or eval_batch_size(model.compressor.num_items)
-        for batch in examples.batches(rows, max_len):
+        rows = batch_size or eval_batch_size(model.compressor.num_items, device)
+        for batch in examples.batches(rows, max_len, device=device):
             yield batch, model.score(batch.items, batch.lengths)
 
 
@@ -148,7 +169,7 @@ def evaluate_ranks(model: Backbone, examples: Examples, max_len: int,
     """Pessimistic rank of every example's label among all real items."""
     ranks = [pessimistic_ranks(scores, batch.targets)
              for batch, scores in scored_batches(model, examples, max_len, batch_size)]
-    return torch.cat(ranks).numpy()
+    return torch.cat(ranks).cpu().numpy()
 
 
 def evaluate(model: Backbone, examples: Examples, max_len: int) -> dict[str, float]:
@@ -177,7 +198,7 @@ def training_loss(model: Backbone, batch: Batch, precision: str = "fp32") -> tor
     With `precision="bf16"` the forward matrix products run in bfloat16 (autocast; weights,
     optimiser state and the softmax stay float32). Evaluation is always float32.
     """
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"), \
+    with autocast(batch.items.device, precision), \
             model.compressor.shared_weight():  # one table (one code sample) for the step
         scores = model.score(batch.items, batch.lengths)
     loss = F.cross_entropy(scores.float()[:, 1:], batch.targets - 1)
@@ -212,6 +233,9 @@ class SupervisedObjective:
     def __init__(self, model: Backbone) -> None:
         self.module = model
 
+    def to(self, device: torch.device) -> None:
+        """Move what the objective holds beside its module (nothing here)."""
+
     def start_epoch(self, epoch: int) -> dict[str, Any]:
         return self.module.compressor.start_epoch(epoch)
 
@@ -237,12 +261,15 @@ class Trainer:
     def __init__(self, config: RunConfig, prepared: Prepared, model: Backbone,
                  checkpoint_path: Path, progress: bool = False,
                  log: Callable[[str], None] = print, select: bool = True,
-                 objective: Any = None) -> None:
+                 objective: Any = None, device: torch.device = torch.device("cpu")) -> None:
         self.config = config
         self.select = select
         self.prepared = prepared
         self.objective = objective or SupervisedObjective(model)
-        self.model = self.objective.module  # what is optimised and checkpointed
+        self.device = device
+        # what is optimised and checkpointed, on the device before the optimiser sees it
+        self.model = self.objective.module.to(device)
+        self.objective.to(device)
         self.checkpoint_path = checkpoint_path
         self.progress = progress
         self.log = log
@@ -255,7 +282,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         payload = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(), "state": self.state.__dict__,
+            "torch_rng": rng_state(self.device), "state": self.state.__dict__,
         }
         atomic_write(self.checkpoint_path, lambda handle: torch.save(payload, handle))
 
@@ -269,7 +296,7 @@ class Trainer:
         except Exception as exc:
             raise EcbenchError(f"checkpoint {self.checkpoint_path} is unreadable or belongs to "
                                f"another model: {exc}") from None
-        torch.set_rng_state(payload["torch_rng"])
+        set_rng_state(payload["torch_rng"], self.device)
         self.state = TrainState(**payload["state"])
         return True
 
@@ -285,27 +312,41 @@ class Trainer:
             set_dropout(model, False)
         info = self.objective.start_epoch(epoch)
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(fit))
-        batches = fit.batches(cfg.batch_size, cfg.max_len, order)
+        batches = fit.batches(cfg.batch_size, cfg.max_len, order, device=self.device)
         if self.progress:
             from tqdm import tqdm
             batches = tqdm(batches, total=fit.num_batches(cfg.batch_size), mininterval=2.0,
                            desc=f"epoch {epoch}", leave=False, unit="batch")
-        total, count, start = 0.0, 0, time.perf_counter()
+        # The loss is summed on the device and read back every `check_every` steps: at once
+        # on the CPU (where reading it costs nothing), rarely on a GPU (each read waits for it).
+        check_every = 1 if self.device.type == "cpu" else CUDA_LOSS_CHECK_STEPS
+        total, window = 0.0, torch.zeros((), device=self.device)
+        count, first, start = 0, 0, time.perf_counter()
         for step, batch in enumerate(batches):
             loss = self.objective.loss(batch, cfg.precision)
-            value = loss.item()
-            if not math.isfinite(value):
-                kept = (f"the last good checkpoint (epoch {self.state.epoch}) is kept at "
-                        f"{self.checkpoint_path}" if self.checkpoint_path.is_file()
-                        else "no epoch had completed, so there is no checkpoint")
-                raise TrainingDiverged(f"loss became {value} at epoch {epoch}, step {step}; "
-                                       f"{kept}")
+            window += loss.detach() * len(batch.targets)
+            count += len(batch.targets)
+            if (step + 1) % check_every == 0:
+                total += self._checked(window, epoch, first, step)
+                window.zero_()
+                first = step + 1
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total += value * len(batch.targets)
-            count += len(batch.targets)
+        total += self._checked(window, epoch, first, step)
+        synchronize(self.device)
         return total / count, time.perf_counter() - start, {**info, **self.objective.end_epoch()}
+
+    def _checked(self, loss_sum: torch.Tensor, epoch: int, first: int, last: int) -> float:
+        """`loss_sum` as a float; a non-finite one stops training, naming where."""
+        value = loss_sum.item()
+        if math.isfinite(value):
+            return value
+        kept = (f"the last good checkpoint (epoch {self.state.epoch}) is kept at "
+                f"{self.checkpoint_path}" if self.checkpoint_path.is_file()
+                else "no epoch had completed, so there is no checkpoint")
+        where = f"step {last}" if first >= last else f"steps {first}-{last}"
+        raise TrainingDiverged(f"loss became {value} at epoch {epoch}, {where}; {kept}")
 
     def _evaluate_into(self, entry: dict[str, Any], split: str, examples: Examples) -> None:
         main, beside = self.objective.evaluate(examples, self.config.max_len)
