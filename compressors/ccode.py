@@ -128,10 +128,10 @@ class CompositionalCodeTable(Compressor):
         if config.K > num_items - 1:
             raise ValueError(f"--K {config.K} exceeds the {num_items - 1} items: codewords "
                              "would outnumber what they encode")
-        if config.K ** config.M < num_items - 1:
-            raise ValueError(f"--M {config.M} --K {config.K} give {config.K ** config.M} codes for "
-                             f"{num_items - 1} items: codes cannot be unique (Section 4.1)")
         self.config = config
+        # Section 4.1 makes every item's code unique; with fewer codes (K^M) than items, as in
+        # the paper's Table 4 at M=1 K=32, items must share codes, and so every score.
+        self.unique_codes = config.K ** config.M >= num_items - 1
         self.M, self.K = config.M, config.K
         self.codebooks = nn.Parameter(torch.empty(self.M, self.K, dim).uniform_(-0.1, 0.1))
         self.encoder = CodeEncoder(dim, self.M, self.K)
@@ -375,6 +375,8 @@ class CompositionalCodeTable(Compressor):
         kept = self.config.initial_codes == "kmeans"
         codes = self.codes.clone() if kept else log_alpha.argmax(-1)
         codes[0] = 0
+        if not self.unique_codes:  # too few codes: items share them (`storage` says how many)
+            return codes, (self.num_items - 1) - int(torch.unique(codes[1:], dim=0).shape[0])
         unique, fixed = make_codes_unique(codes.cpu().numpy(), log_alpha.cpu().numpy(), self.K)
         return torch.from_numpy(unique).to(self.codes.device), fixed
 
@@ -394,7 +396,8 @@ class CompositionalCodeTable(Compressor):
     def deploy_untrained(self, seed: int = 0) -> None:
         """Random unique codes (code learning would take minutes and not change the timing)."""
         rng = np.random.default_rng(seed)
-        keys = rng.choice(self.K ** self.M, size=self.num_items - 1, replace=False)
+        keys = rng.choice(self.K ** self.M, size=self.num_items - 1,
+                          replace=not self.unique_codes)
         digits = (keys[:, None] // self.K ** np.arange(self.M - 1, -1, -1)) % self.K
         self.codes[1:] = torch.from_numpy(digits).to(self.codes.device)
         self.codes[0] = 0
@@ -421,8 +424,9 @@ class CompositionalCodeTable(Compressor):
 
     def storage(self) -> StorageReport:
         tensors = ccode_tensors(self.num_items, self.dim, self.M, self.K)
-        notes = [f"collisions resolved: {int(self.collisions)}" if self.deployed
-                 else "codes not learned yet"]
+        notes = [("collisions resolved" if self.unique_codes else
+                  f"{self.K ** self.M} codes for {self.num_items - 1} items: items sharing one")
+                 + f": {int(self.collisions)}" if self.deployed else "codes not learned yet"]
         if tensors[0].dtype != "uint8":
             notes.append(f"K={self.K} needs {tensors[0].dtype} codes (uint8 holds K <= 256)")
         codebook_bytes = tensors[1].nbytes

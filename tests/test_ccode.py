@@ -158,9 +158,24 @@ def test_more_codewords_than_items_is_rejected():
         CompositionalCodeTable(11, 8, CCodeConfig(M=2, K=16))
 
 
-def test_too_few_codes_for_unique_items_is_rejected():
-    with pytest.raises(ValueError, match="codes cannot be unique"):
-        CompositionalCodeTable(101, 8, CCodeConfig(M=2, K=8))
+def test_too_few_codes_for_unique_items_are_shared_and_counted():
+    """64 codes for 100 items (the paper's Table 4 has such shapes, e.g. M=1 K=32 on Tmall):
+    items share codes, so the deployed table holds at most 64 distinct rows, and the storage
+    notes say how many items share."""
+    torch.manual_seed(0)
+    table = CompositionalCodeTable(101, 8, CCodeConfig(M=2, K=8))
+    table.init_from_table(torch.randn(101, 8))
+    table.eval()
+    table.deploy()
+    codes = table.codes[1:].tolist()
+    distinct_codes = len({tuple(c) for c in codes})
+    assert distinct_codes <= 64 and int(table.collisions) == 100 - distinct_codes
+    rows = table.weight()[1:]
+    assert len({tuple(r) for r in rows.tolist()}) == distinct_codes
+    assert f"items sharing one: {100 - distinct_codes}" in " ".join(table.storage().notes)
+    untrained = CompositionalCodeTable(101, 8, CCodeConfig(M=2, K=8))
+    untrained.deploy_untrained()  # random codes drawn with repeats where they must repeat
+    assert untrained.codes[1:].max() < 8
 
 
 def test_a_teacher_of_another_shape_is_rejected():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ecbench.bench.evaluation.metrics import (CUTOFFS, metrics_from_ranks, pessimistic_ranks,
-                                              popularity_ranks)
+                                              popularity_ranks, tied_with_another)
 
 
 def brute_force_rank(row: list[float], target: int) -> int:
@@ -18,6 +18,16 @@ def brute_force_rank(row: list[float], target: int) -> int:
     if math.isnan(t):
         return len(row) - 1
     return 1 + sum(1 for j in range(1, len(row)) if j != target and row[j] >= t)
+
+
+def test_a_label_tied_with_another_real_item_is_flagged_as_by_a_loop():
+    g = torch.Generator().manual_seed(9)
+    scores = torch.randint(0, 6, (64, 40), generator=g).float()
+    scores[:, 0] = scores[:, 1]  # the padding column never counts
+    targets = torch.randint(1, 40, (64,), generator=g)
+    expected = [sum(row[j] == row[t] for j in range(1, len(row)) if j != t) > 0
+                for row, t in zip(scores.tolist(), targets.tolist())]
+    assert tied_with_another(scores, targets).tolist() == expected
 
 
 @pytest.mark.parametrize("seed", range(4))

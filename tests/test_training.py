@@ -183,6 +183,10 @@ def test_cli_run_writes_a_complete_record(cli_run, repo_root):
     assert record["dataset"]["checksum"] == synthetic_dataset().checksum
     assert record["size"]["item_storage"]["total_bytes"] == record["dataset"]["num_items"] * 16 * 4
     assert record["size"]["item_storage"]["byte_ratio"] == 1.0
+    # a trained dense table tells every item apart, and float scores almost never tie
+    table = record["deployed_table"]
+    assert table["distinct_item_vectors"] == table["real_items"] == record["dataset"]["num_items"] - 1
+    assert 0.0 <= table["test_labels_tied_percent"] < 1.0
     prov = record["provenance"]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True,
                           text=True).stdout.strip()

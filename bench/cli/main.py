@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import shlex
 import sys
 import textwrap
 import typing
-from pathlib import Path
 from typing import Any
 
 import click
@@ -19,7 +17,7 @@ from ecbench.bench.cli.options import (BENCH_DEFAULTS, chosen_device, chosen_thr
                                        data_root_option, device_option, distillation_options,
                                        make_run_config, results_option, threads_option,
                                        workdir_option)
-from ecbench.bench.training.config import RunConfig, build_part_config
+from ecbench.bench.training.config import RunConfig
 from ecbench.bench.errors import ConfigError, EcbenchError
 from ecbench.bench.records import remember_code_state
 
@@ -140,115 +138,10 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
     click.echo(f"record: {path}")
 
 
-def job_chains(jobs: list[tuple[str, ...]], data_root: str | None) -> list[list[str]]:
-    """Each run's chain of run keys (`runner.chain_keys`), each dataset read once."""
-    from ecbench.bench.training.runner import chain_keys
-    from ecbench.bench.training.train import load_dataset
-
-    datasets: dict[str, Any] = {}
-    chains = []
-    for args in jobs:
-        config = run_config_of(list(args))
-        if config.data not in datasets:
-            datasets[config.data] = load_dataset(config.data, data_root)
-        chains.append(chain_keys(config, datasets[config.data]))
-    return chains
-
-
-def sweep_devices(spec: str) -> str:
-    """The local executor's devices for `--device`: cpu, every GPU (auto or cuda, on a
-    machine with CUDA), or the one GPU named."""
-    from ecbench.bench.device import cuda_count, resolve_device
-
-    device = resolve_device(spec)
-    if device.type == "cpu":
-        return "cpu"
-    if spec.strip().lower() in ("auto", "cuda"):
-        return ",".join(f"cuda:{i}" for i in range(cuda_count()))
-    return str(device)
-
-
 def run_config_of(args: list[str]) -> RunConfig:
     """The config an `ecbench run ARGS` would train, without running it (checks the args)."""
     ctx = run_command.make_context("run", list(args))
     return make_run_config(ctx.params, list(ctx.args))
-
-
-@cli.command("sweep")
-@click.argument("spec", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--executor", default="local", show_default=True,
-              help="where runs go: local, or an installed executor plugin")
-@click.option("--workers", type=int, default=2, show_default=True,
-              help="local, on the CPU: runs at a time (workers x --threads <= cores)")
-@click.option("--threads", type=int, default=1, show_default=True, help="threads per run")
-@device_option
-@click.option("--runs-per-gpu", type=int, default=1, show_default=True,
-              help="on GPUs: runs trained at once on each GPU, each its own process")
-@click.option("--address", default=None,
-              help="ray: the cluster to join (ray://HOST:10001 or auto) [a local Ray]")
-@data_root_option
-@results_option
-@workdir_option()
-@click.option("--dry-run", is_flag=True, help="check the spec and list its runs, run nothing")
-def sweep_command(spec: Path, executor: str, workers: int, threads: int, device: str,
-                  runs_per_gpu: int, address: str | None, data_root: str | None,
-                  results_dir: Path, workdir: Path, dry_run: bool) -> None:
-    """Run every `ecbench run` of a sweep SPEC (TOML: base arguments, a grid of option values,
-    extra runs; see bench/sweeps/). Finished runs are reused, killed ones resume; runs that
-    need the same teacher train it once. Writes a log per run under WORKDIR/sweeps/NAME.
-
-    On GPUs (`--device`), `--runs-per-gpu` runs share each GPU. `--executor ray` sends each
-    run to a Ray cluster as a task and brings its records and models back here."""
-    from ecbench.bench import sweep
-
-    loaded = sweep.load_spec(spec)
-    entry = sweep.registry.get(executor)  # an unknown executor is an error, --dry-run or not
-    # so is a device this machine lacks (a cluster's executor resolves it where runs go)
-    devices = device if executor != "local" else sweep_devices(device)
-    common = ["--threads", str(threads), "--results", str(results_dir), "--workdir", str(workdir),
-              "--no-progress", "--resume"] + (["--data-root", data_root] if data_root else [])
-    jobs = [tuple(common) + args for args in loaded.jobs()]
-
-    def own(args: tuple[str, ...]) -> str:
-        """A run's arguments as the spec gives them (without the sweep's common ones)."""
-        return shlex.join(args[len(common):])
-
-    for args in jobs:  # every run's arguments are checked before any starts
-        try:
-            run_config_of(list(args))
-        except (click.ClickException, ConfigError) as exc:
-            message = exc.format_message() if isinstance(exc, click.ClickException) else exc
-            raise ConfigError(f"sweep {loaded.name}: run {own(args)}: {message}") from None
-    click.echo(f"sweep {loaded.name}: {len(jobs)} runs", err=True)
-    if dry_run:
-        for args in jobs:
-            click.echo(f"ecbench run {own(args)}")
-        return
-    offered = {"workers": workers, "threads": threads, "runs_per_gpu": runs_per_gpu,
-               "address": address, "data_root": data_root, "results_dir": str(results_dir),
-               "workdir": str(workdir),
-               "devices": devices}
-    declared = {f.name for f in entry.options()}
-    options = {k: v for k, v in offered.items() if k in declared and v is not None}
-    runner = sweep.registry.build(executor, build_part_config(entry.config, options, executor))
-    logs = Path(workdir) / "sweeps" / loaded.name
-
-    def report(result: sweep.JobResult) -> None:
-        state = "done" if result.ok else f"FAILED (exit {result.returncode}, log {result.log})"
-        click.echo(f"{state} in {result.seconds:.0f}s: {own(result.args)}", err=True)
-
-    # an executor that ships prerequisites to where runs go needs each run's chain of keys
-    chains = job_chains(jobs, data_root) if getattr(runner, "needs_chains", False) else None
-    results = runner.run_all(jobs, logs=logs, on_done=report,
-                             **({"chains": chains} if chains is not None else {}))
-    rows = [[own(r.args), "ok" if r.ok else f"exit {r.returncode}",
-             r.seconds, r.record or str(r.log)] for r in results]
-    click.echo(tabulate(rows, headers=["run", "status", "seconds", "record (or log)"],
-                        floatfmt=".0f"))
-    failed = sum(not r.ok for r in results)
-    if failed:
-        raise click.ClickException(f"{failed} of {len(results)} runs failed; rerun the sweep "
-                                   "to resume them")
 
 
 def _describe_options(config_cls: type) -> list[str]:
@@ -317,9 +210,11 @@ def _add_commands() -> None:
     from ecbench.bench.cli.results_commands import (analyse_command, codes_command,
                                                     curate_command, table_command,
                                                     tables_command)
+    from ecbench.bench.cli.sweep_commands import reproduce_command, sweep_command
 
-    for command in (table_command, tables_command, curate_command, analyse_command,
-                    codes_command, bench_group, export_command):
+    for command in (sweep_command, reproduce_command, table_command, tables_command,
+                    curate_command, analyse_command, codes_command, bench_group,
+                    export_command):
         cli.add_command(command)
 
 

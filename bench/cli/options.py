@@ -44,11 +44,11 @@ device_option = click.option(
 
 
 def chosen_device(value: str) -> "torch.device":
-    """`--device` resolved, saying on stderr what auto chose."""
+    """`--device` resolved, saying on stderr when auto chose a GPU."""
     from ecbench.bench.device import describe_device, resolve_device
 
     device = resolve_device(value)
-    if value == "auto":
+    if value == "auto" and device.type != "cpu":
         name = describe_device(device).get("name")
         click.echo(f"device: {device}{f' ({name})' if name else ''} (auto; --device sets it)",
                    err=True)

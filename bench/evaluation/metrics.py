@@ -24,6 +24,14 @@ def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tens
                        torch.full_like(ranks, real.shape[1]), ranks)
 
 
+def tied_with_another(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Whether another real item scores exactly the target's score, [B] bool: a tie that
+    `pessimistic_ranks` counts against the model (items sharing a code share every score)."""
+    real = scores[:, 1:]
+    target_scores = scores.gather(1, targets.view(-1, 1))
+    return (real == target_scores).sum(1) > 1  # the target itself once
+
+
 def metrics_from_ranks(ranks: np.ndarray, cutoffs: Sequence[int] = CUTOFFS) -> dict[str, float]:
     """HR@K, NDCG@K (1/log2(rank+1)) and MRR@K in percent, each case counted once."""
     ranks = np.asarray(ranks, dtype=np.float64)

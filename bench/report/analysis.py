@@ -47,8 +47,8 @@ def rank_test(model: Backbone, examples: Examples, max_len: int) -> RankedTest:
         top = top_k(scores, TOP, first=1)[1]  # column 0 is padding
         tops.append(top)
         in_session.append((top[:, :, None] == batch.items[:, None, :]).any(-1))
-    return RankedTest(torch.cat(ranks).numpy(), torch.cat(tops).numpy(),
-                      torch.cat(in_session).numpy())
+    return RankedTest(torch.cat(ranks).cpu().numpy(), torch.cat(tops).cpu().numpy(),
+                      torch.cat(in_session).cpu().numpy())
 
 
 def missed_top(ranked: RankedTest, groups: dict[str, np.ndarray], hot_items: np.ndarray

@@ -67,7 +67,9 @@ def stages_to_train(config: RunConfig, checksum: str, *, needs_teacher: bool,
     """The trainings `config` needs that are not recorded with their model, in order."""
     *before, own = run_chain(config, needs_teacher=needs_teacher)
     stages = [s for s in before if not is_done(s.config, checksum, results_dir, workdir)]
-    return stages + [Stage("this run", own.config, own.max_epochs) if stages else own]
+    if stages and own.name == "training":  # after its prerequisites
+        own = Stage("this run", own.config, own.max_epochs)
+    return stages + [own]
 
 
 def measured_step_seconds(config: RunConfig, prepared: Prepared,

@@ -30,8 +30,9 @@ from ecbench.bench.training.plan import describe_plan, run_chain, stages_to_trai
 from ecbench.bench.training.teacher import (Teacher, copy_encoder, pretrain_config, resolve_pretrained,
                            resolve_teacher, teacher_table)
 from ecbench.bench.training.train import (Prepared, Trainer, TrainState, apply_budget, build_model,
-                                          check_memory, evaluate, evaluate_ranks, load_dataset,
-                                          model_size, prepare)
+                                          check_memory, distinct_item_vectors, evaluate,
+                                          evaluate_ranks_and_ties, load_dataset, model_size,
+                                          prepare)
 
 def start_from_teacher(model: Backbone, config: RunConfig, teacher: Teacher, num_items: int,
                        log: Callable[[str], None]) -> None:
@@ -211,7 +212,7 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
         test = best_per_metric(trained.history, "test")
         test_epochs = best_per_metric(trained.history, "test", epochs=True)
     else:
-        ranks = evaluate_ranks(model, prepared.test, config.max_len)
+        ranks, tied = evaluate_ranks_and_ties(model, prepared.test, config.max_len)
         test, test_epochs = metrics_from_ranks(ranks), None
     with model.compressor.mixed_scoring() as mixes:
         # the paper's scoring of the same model (its released code's): a labelled legacy figure
@@ -258,6 +259,12 @@ def final_test_and_record(ctx: RunContext, trained: Trained, key: str, teacher: 
         "test_compressed_table": test_compressed,
         # legacy: the same model scored with the teacher's table mixed in at its final eta
         "test_mixed_table": test_mixed,
+        # what the deployed table can tell apart: its distinct item rows, and the share of test
+        # labels that tie with another item (ranked against the model)
+        "deployed_table": None if legacy else {
+            "real_items": dataset.num_items - 1,
+            "distinct_item_vectors": distinct_item_vectors(model),
+            "test_labels_tied_percent": float(100.0 * tied.mean())},
         "test_by_case": None if legacy else metrics_by_case(
             ranks, test_case_groups(prepared.test, prepared.hot_items, config.max_len)),
         "teacher": teacher.summary() if teacher is not None else None,

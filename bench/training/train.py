@@ -22,7 +22,8 @@ from ecbench.bench.data.batching import Batch, Examples
 from ecbench.bench.training.config import RunConfig, build_part_config, canonical_options
 from ecbench.bench.errors import ConfigError, DataError, EcbenchError, TrainingDiverged
 from ecbench.bench.data.loaders import load_standard, resolve_dataset_path
-from ecbench.bench.evaluation.metrics import metrics_from_ranks, pessimistic_ranks
+from ecbench.bench.evaluation.metrics import (metrics_from_ranks, pessimistic_ranks,
+                                              tied_with_another)
 from ecbench.bench.cpu import available_memory, large_blocks_mapped
 from ecbench.bench.device import autocast, rng_state, set_rng_state, synchronize
 from ecbench.bench.records import atomic_write, load_weights
@@ -167,9 +168,26 @@ def scored_batches(model: Backbone, examples: Examples, max_len: int,
 def evaluate_ranks(model: Backbone, examples: Examples, max_len: int,
                    batch_size: int | None = None) -> np.ndarray:
     """Pessimistic rank of every example's label among all real items."""
-    ranks = [pessimistic_ranks(scores, batch.targets)
-             for batch, scores in scored_batches(model, examples, max_len, batch_size)]
-    return torch.cat(ranks).cpu().numpy()
+    return evaluate_ranks_and_ties(model, examples, max_len, batch_size)[0]
+
+
+def evaluate_ranks_and_ties(model: Backbone, examples: Examples, max_len: int,
+                            batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`evaluate_ranks`, and whether each label ties with another item (one pass)."""
+    ranks, ties = [], []
+    for batch, scores in scored_batches(model, examples, max_len, batch_size):
+        ranks.append(pessimistic_ranks(scores, batch.targets))
+        ties.append(tied_with_another(scores, batch.targets))
+    return torch.cat(ranks).cpu().numpy(), torch.cat(ties).cpu().numpy()
+
+
+@torch.no_grad()
+def distinct_item_vectors(model: Backbone) -> int:
+    """How many distinct rows the model's item table holds for its real items (items whose
+    rows are equal get equal scores from every session)."""
+    model.eval()
+    with model.compressor.shared_weight():
+        return int(torch.unique(model.compressor.current_weight()[1:], dim=0).shape[0])
 
 
 def evaluate(model: Backbone, examples: Examples, max_len: int) -> dict[str, float]:
