@@ -14,7 +14,7 @@ from ecbench.compressors.named_registry import (OptionClashError, Registry, Regi
 registry: Registry[Compressor] = Registry("compressor", "ecbench.compressors")
 
 # Built-ins register themselves on import.
-from ecbench.compressors import ccode, full, sttd, tt  # noqa: E402,F401
+from ecbench.compressors import ccode, full, hashing, sttd, tt  # noqa: E402,F401
 
 
 def build(name: str, config=None, **context) -> Compressor:
