@@ -106,8 +106,8 @@ def test_every_compressor_trains_deploys_and_scores_on_cuda(compressor, prepared
     loss.backward()
     assert torch.isfinite(loss)
     model.compressor.deploy()
-    ranks = evaluate_ranks(model, prepared.validation, config.max_len)
-    assert ranks.min() >= 1 and ranks.max() <= prepared.data.num_items - 1
+    assert ranks_are_real(evaluate_ranks(model, prepared.validation, config.max_len),
+                          prepared.data.num_items)
 
 
 @pytest.mark.parametrize("backbone", sorted(backbones.registry.names()))

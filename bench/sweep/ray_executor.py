@@ -30,6 +30,7 @@ from typing import IO, Any, Callable
 from ecbench.bench.errors import ConfigError
 from ecbench.bench.records import find_record, load_record, write_json
 from ecbench.bench.sweep.jobs import JobResult
+from ecbench.bench.training.plan import key_done
 
 SHIPPED_FOLDERS = ("results/runs", "work/models", "work/checkpoints")
 
@@ -167,8 +168,7 @@ class RayExecutor:
 
     def _done(self, key: str) -> bool:
         """Whether run `key` is recorded here with its model (so it is reused, not run)."""
-        return (find_record(self.results, key) is not None
-                and (self.workdir / "models" / f"{key}.pt").is_file())
+        return key_done(key, self.results, self.workdir)
 
     def _lock(self, chain: list[str]) -> list[IO] | None:
         """The local executor's run locks for every run of `chain`, without waiting; None

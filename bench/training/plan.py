@@ -38,7 +38,11 @@ class Stage:
 
 def is_done(config: RunConfig, checksum: str, results_dir: Path, workdir: Path) -> bool:
     """Whether a run's record and its model file are both at hand (so it is reused)."""
-    key = config.key(checksum)
+    return key_done(config.key(checksum), results_dir, workdir)
+
+
+def key_done(key: str, results_dir: Path, workdir: Path) -> bool:
+    """`is_done` for the run of `key`."""
     return (find_record(results_dir, key) is not None
             and (Path(workdir) / "models" / f"{key}.pt").is_file())
 

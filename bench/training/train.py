@@ -168,12 +168,15 @@ def scored_batches(model: Backbone, examples: Examples, max_len: int,
 def evaluate_ranks(model: Backbone, examples: Examples, max_len: int,
                    batch_size: int | None = None) -> np.ndarray:
     """Pessimistic rank of every example's label among all real items."""
-    return evaluate_ranks_and_ties(model, examples, max_len, batch_size)[0]
+    ranks = [pessimistic_ranks(scores, batch.targets)
+             for batch, scores in scored_batches(model, examples, max_len, batch_size)]
+    return torch.cat(ranks).cpu().numpy()
 
 
 def evaluate_ranks_and_ties(model: Backbone, examples: Examples, max_len: int,
                             batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """`evaluate_ranks`, and whether each label ties with another item (one pass)."""
+    """`evaluate_ranks`, and whether each label ties with another item, in one pass (for the
+    final test: validation every epoch needs the ranks alone)."""
     ranks, ties = [], []
     for batch, scores in scored_batches(model, examples, max_len, batch_size):
         ranks.append(pessimistic_ranks(scores, batch.targets))
