@@ -176,6 +176,18 @@ class Compressor(nn.Module):
         """Initialise from a trained [num_items, dim] table (only called if `uses_teacher()`)."""
         raise NotImplementedError(f"{type(self).__name__} cannot start from a teacher table")
 
+    def uses_item_counts(self) -> bool:
+        """Whether this table is shaped by how often items occur (hot rows, mixed dimensions):
+        the runner then calls `init_from_counts` with the training split's counts before
+        training. Parameter shapes must follow from the config alone; which item gets which
+        row is state (a buffer), saved with the model, so a deployed model loads without them."""
+        return False
+
+    def init_from_counts(self, counts: torch.Tensor) -> None:
+        """Arrange the table by the training split's item counts ([num_items] int64, count 0
+        for padding); only called if `uses_item_counts()`."""
+        raise NotImplementedError(f"{type(self).__name__} does not use item counts")
+
     def start_epoch(self, epoch: int) -> dict[str, Any]:
         """Called before training epoch `epoch` (1-based); what it returns goes into that epoch's
         history (e.g. ccode freezing its codes)."""
@@ -210,10 +222,16 @@ class Compressor(nn.Module):
     def deploy_untrained(self, seed: int = 0) -> None:
         """Deploy with arbitrary values of the deployed structure, for timing alone.
 
-        Default: a table that learns from a teacher starts from a random one, then `deploy()`.
+        Default: a table shaped by item counts gets long-tailed random counts, a table that
+        learns from a teacher starts from a random one, then `deploy()`.
         """
+        g = torch.Generator().manual_seed(seed)
+        if self.uses_item_counts():
+            counts = (1000.0 / torch.arange(1, self.num_items + 1)).long()
+            counts = counts[torch.randperm(self.num_items, generator=g)]
+            counts[0] = 0
+            self.init_from_counts(counts)
         if self.uses_teacher():
-            g = torch.Generator().manual_seed(seed)
             self.init_from_table(0.1 * torch.randn(self.num_items, self.dim, generator=g))
         self.deploy()
 

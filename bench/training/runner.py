@@ -341,6 +341,8 @@ def train_supervised(ctx: RunContext, teacher: Teacher | None, results_dir: Path
         torch.manual_seed(config.seed)
         model = build_model(config, dataset.num_items)
         resuming = ctx.resume and checkpoint.is_file()  # the checkpoint holds any teacher start
+        if model.compressor.uses_item_counts() and not resuming:  # the checkpoint holds it
+            model.compressor.init_from_counts(torch.from_numpy(prepared.popularity))
         if teacher is not None and not resuming:  # on the CPU, before the model moves
             start_from_teacher(model, config, teacher, dataset.num_items, ctx.log)
         trainer = Trainer(phase_config, prepared, model, checkpoint, progress=ctx.progress,
