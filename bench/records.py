@@ -144,7 +144,7 @@ def _short(value: object) -> str:
 
 
 MANIFEST = "manifest.json"
-RECORD_FOLDERS = ("runs", "bench", "analysis")
+RECORD_FOLDERS = ("runs", "bench", "analysis", "baselines")
 
 
 def read_manifest(results_dir: Path) -> set[str] | None:
