@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from chart_marks import bars, svg_text
 from helpers import run_cli
 from paper_records import KD
 from paper_records import distilled as _distilled
@@ -163,7 +164,7 @@ def test_ablation_keeps_students_with_the_training_they_were_distilled_from():
     assert by_name[(before, "Student")][-3] == "10.00 (10.55)"
     assert [cells[2] for cells in rows][0] == later  # the recorded training first
     assert "as the students distilled from it recorded it" in text
-    assert "<title>Student (earlier) HR@10: 22.00%</title>" in fig3(records)["fig3-tmall.svg"]
+    assert bars(fig3(records)["fig3-tmall"])[("Student (earlier)", "HR@10")] == 22.0
 
 
 def test_ablation_gain_over_the_stu_base_seeds_each_student_was_distilled_from():
@@ -293,16 +294,18 @@ def test_one_command_regenerates_every_table_from_the_records(tmp_path):
              "crowding": {g: {"missed_cases": 3, "neighbour_share_of_top": 0.02}
                           for g in ("repeat", "new")}}
     (results / "analysis" / "codes-k.json").write_text(json.dumps(codes))
-    written = {p.name: p.read_text() for p in write_all(results)}
+    written = {p.name: p.read_bytes() for p in write_all(results)}
+    written.update({name: text.decode() for name, text in written.items() if name.endswith(".md")})
     assert {"runs.md", "summary.md", "table3.md", "table4.md", "ablation.md", "protocol.md",
             "cases.md", "codes.md"} <= set(written)
     assert "26.00 (27.86)" in written["table3.md"]
     assert "the paper's range: 1090-1480" in written["codes.md"]
     assert all(p.parent == results / "tables" for p in (results / "tables").iterdir())
     # the figures, from the same records: Fig. 3's bars, Fig. 4's points, Fig. 6's cells
+    stems = ("fig3-tmall", "fig4-tmall-hr10", "fig4-tmall-ndcg10", "fig6-tmall-k")
     assert {p.name for p in (results / "figures").iterdir()} == {
-        "fig3-tmall.svg", "fig4-tmall-hr10.svg", "fig4-tmall-ndcg10.svg", "fig6-tmall-k.svg"}
-    assert "<title>Stu-base HR@10: 17.00%</title>" in written["fig3-tmall.svg"]
-    assert "<title>M=4, K 32: 17.00</title>" in written[
-        "fig4-tmall-hr10.svg"]
-    assert written["fig6-tmall-k.svg"].count("<title>codebook") == 4 * 32
+        f"{stem}.{fmt}" for stem in stems for fmt in ("svg", "pdf")}
+    assert all(written[f"{stem}.pdf"].startswith(b"%PDF-") for stem in stems)
+    assert {"Stu-base", "HR@10", "NDCG@10"} <= set(svg_text(written["fig3-tmall.svg"]))
+    assert {"M=4", "K", "32"} <= set(svg_text(written["fig4-tmall-hr10.svg"]))
+    assert {f"codebook {i}" for i in range(1, 5)} <= set(svg_text(written["fig6-tmall-k.svg"]))

@@ -3,8 +3,7 @@ other weights at the dataset's defaults, seeds averaged, never a mix of settings
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-
+from chart_marks import error_bars, points
 from helpers import run_cli
 from paper_records import KD, record, student
 
@@ -84,12 +83,28 @@ def test_labels_name_a_weight_off_its_default():
 def test_fig5_draws_a_point_per_value_and_no_curve_draws_nothing():
     records = [_kd(18.0, 13.0), _kd(16.0, 11.0, eta=0.5), _kd(12.0, 9.0, eta=0.0)]
     figures = sensitivity_figures(records)
-    assert list(figures) == ["fig5-tmall.svg"]
-    titles = {t.text for t in ET.fromstring(figures["fig5-tmall.svg"]).iter(
-        "{http://www.w3.org/2000/svg}title")}
-    assert {"HR@10, eta 0: 12.00", "HR@10, eta 0.5: 16.00", "HR@10, eta 0.8: 18.00"} <= titles
+    assert list(figures) == ["fig5-tmall"]
+    assert points(figures["fig5-tmall"]) == {
+        (metric, eta): value for metric in ("HR@10", "NDCG@10")
+        for eta, value in (("0", 12.0), ("0.5", 16.0), ("0.8", 18.0))}
+    assert figures["fig5-tmall"].axes[0].get_xlabel() == "eta"
+    assert error_bars(figures["fig5-tmall"]) == []  # a seed a point: no spread to draw
     assert sensitivity_figures([_kd(18.0, 13.0), record(26.0, 20.0)]) == {}
     assert "No curve is recorded yet" in sensitivity_table([_kd(18.0, 13.0)])
+
+
+def test_a_point_of_several_seeds_draws_their_spread_and_each_curve_its_lines():
+    records = [_kd(18.0, 13.0, seed=0), _kd(20.0, 15.0, seed=1), _kd(16.0, 11.0, eta=0.5),
+               _kd(17.0, 12.0, epochs=6), _kd(15.0, 10.0, eta=0.5, epochs=6)]
+    figure = sensitivity_figures(records)["fig5-tmall"]
+    longer = f"{CURVE}, 6 distillation epochs"
+    assert points(figure) == {
+        **{(f"{m} ({CURVE})", eta): v for m in ("HR@10", "NDCG@10")
+           for eta, v in (("0.5", 16.0), ("0.8", 19.0))},
+        **{(f"{m} ({longer})", eta): v for m in ("HR@10", "NDCG@10")
+           for eta, v in (("0.5", 15.0), ("0.8", 17.0))}}
+    # the two seeds at eta 0.8 (18 and 20): one error bar a metric, their sample deviation
+    assert error_bars(figure) == [("0.8", 19.0, round(2 ** 0.5, 6))] * 2
 
 
 def test_the_table_command_renders_the_recorded_curves(tmp_path):

@@ -69,7 +69,7 @@ def table_command(which: str, results_dir: Path, out: Path | None, runtime: str,
 def tables_command(results_dir: Path, out: Path | None, figures: Path | None) -> None:
     """Regenerate every table and figure from the records under RESULTS: runs, seed summary,
     the paper's Tables 3, 4 and 5 (each runtime, batch and cache recorded), Fig. 3 and Fig. 6,
-    analyses, the hyperparameter curves; and Fig. 3, 4, 5 and 6 as SVG."""
+    analyses, the hyperparameter curves; and Fig. 3, 4, 5 and 6, each as SVG and PDF."""
     from ecbench.bench.records import CURATED_RESULTS
     from ecbench.bench.report.all_tables import fill_readme_block, write_all
 

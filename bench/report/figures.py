@@ -1,4 +1,6 @@
-"""The paper's figures, drawn from the stored records as SVG (pure functions, like the tables).
+"""The paper's figures, drawn from the stored records with matplotlib (`plots`; pure functions,
+like the tables): each a `Figure` by file stem, written as STEM.svg and STEM.pdf. A point
+averaged over several seeds carries their standard deviation as an error bar.
 
 - Fig. 3, the ablation: test HR@10 and NDCG@10 of Stu-base, each ablation and the full student,
   from the same rows as `ecbench table ablation`;
@@ -12,8 +14,11 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ecbench.bench.report.paper_tables import DATASETS, ablation_rows, mean_test, table4_cells
-from ecbench.bench.report.svg import bar_chart, heatmap, line_chart
+from matplotlib.figure import Figure
+
+from ecbench.bench.report.paper_tables import (DATASETS, ablation_rows, mean_test, spread_test,
+                                               table4_cells)
+from ecbench.bench.report.plots import bar_chart, heatmap, line_chart
 from ecbench.bench.report.tables import variant
 
 Record = dict[str, Any]
@@ -24,8 +29,8 @@ def _slug(metric: str) -> str:
     return metric.replace("@", "").lower()
 
 
-def fig3(records: Iterable[Record]) -> dict[str, str]:
-    """fig3-DATASET.svg for each dataset with ablation rows; a Stu-base whose record a rerun has
+def fig3(records: Iterable[Record]) -> dict[str, Figure]:
+    """fig3-DATASET for each dataset with ablation rows; a Stu-base whose record a rerun has
     replaced labels its family's bars "(earlier)"."""
     rows = ablation_rows(records)
     figures = {}
@@ -35,14 +40,15 @@ def fig3(records: Iterable[Record]) -> dict[str, str]:
             continue
         categories = [r.name + (" (earlier)" if r.earlier_training else "") for r in mine]
         series = {m: [r.mean(m) for r in mine] for m in FIG_METRICS}
-        figures[f"fig3-{dataset}.svg"] = bar_chart(
+        spreads = {m: [spread_test(r.runs, m) for r in mine] for m in FIG_METRICS}
+        figures[f"fig3-{dataset}"] = bar_chart(
             f"Fig. 3 ablation, {dataset}: the deployed student, test metrics", categories,
-            series, "percent", "%")
+            series, "percent", errors=spreads)
     return figures
 
 
-def fig4(records: Iterable[Record]) -> dict[str, str]:
-    """fig4-DATASET-METRIC.svg: one line per M over the K values recorded."""
+def fig4(records: Iterable[Record]) -> dict[str, Figure]:
+    """fig4-DATASET-METRIC: one line per M over the K values recorded."""
     cells = table4_cells(records)
     figures = {}
     for dataset in DATASETS:
@@ -55,28 +61,31 @@ def fig4(records: Iterable[Record]) -> dict[str, str]:
         for metric in FIG_METRICS:
             series = {f"M={m}": [mean_test(shapes[m, k], metric) if (m, k) in shapes else None
                                   for k in ks] for m in ms}
-            figures[f"fig4-{dataset}-{_slug(metric)}.svg"] = line_chart(
+            spreads = {f"M={m}": [spread_test(shapes[m, k], metric) if (m, k) in shapes
+                                  else None for k in ks] for m in ms}
+            figures[f"fig4-{dataset}-{_slug(metric)}"] = line_chart(
                 f"Fig. 4 M and K, {dataset}: test {metric} by K, vectors per codebook",
-                [str(k) for k in ks], series, f"{metric} (%)", "K")
+                [str(k) for k in ks], series, f"{metric} (%)", "K", errors=spreads)
     return figures
 
 
-def fig6(code_analyses: Iterable[Record]) -> dict[str, str]:
-    """fig6-DATASET-KEY.svg: how many items use each codeword, a row per codebook."""
+def fig6(code_analyses: Iterable[Record]) -> dict[str, Figure]:
+    """fig6-DATASET-KEY: how many items use each codeword, a row per codebook."""
     figures = {}
     for analysis in code_analyses:
         usage = analysis["codes"]["codeword_usage"]
         shape = f"M={analysis['codes']['M']}, K={analysis['codes']['K']}"
-        figures[f"fig6-{analysis['dataset']}-{analysis['key']}.svg"] = heatmap(
+        figures[f"fig6-{analysis['dataset']}-{analysis['key']}"] = heatmap(
             f"Fig. 6 codeword usage, {analysis['dataset']} {variant(analysis['config'])} "
             f"({shape}; record {analysis['key']}): items per codeword", usage,
             [f"codebook {i + 1}" for i in range(len(usage))],
-            [str(k) for k in range(len(usage[0]))])
+            [str(k) for k in range(len(usage[0]))], "items")
     return figures
 
 
-def render_figures(runs: list[Record], code_analyses: list[Record]) -> dict[str, str]:
-    """File name -> SVG text, for every figure the records support."""
+def render_figures(runs: list[Record], code_analyses: list[Record]) -> dict[str, Figure]:
+    """File stem -> figure, for every figure the records support (`plots.figure_files` gives
+    its .svg and .pdf)."""
     from ecbench.bench.report.sensitivity import sensitivity_figures
 
     return {**fig3(runs), **fig4(runs), **sensitivity_figures(runs), **fig6(code_analyses)}

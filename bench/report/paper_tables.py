@@ -137,6 +137,13 @@ def mean_test(runs: list[Record], metric: str) -> float:
     return float(np.mean([r["test"][metric] for r in runs]))
 
 
+def spread_test(runs: list[Record], metric: str) -> float | None:
+    """The sample standard deviation of the runs' (seeds') test `metric`; None for one run."""
+    if len(runs) < 2:
+        return None
+    return float(np.std([r["test"][metric] for r in runs], ddof=1))
+
+
 def mean_of(runs: list[Record], value: Callable[[Record], float | None]) -> float | None:
     """The runs' mean of `value`, over the runs that hold one (None if none does)."""
     values = [v for v in map(value, runs) if v is not None]

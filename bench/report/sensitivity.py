@@ -15,15 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from tabulate import tabulate
 
 from ecbench.bench.training.config import distill_weights
 from ecbench.bench.report.paper_tables import (DATASETS, ablation_of, at_paper_settings, mean_test,
-                                student_ablation, validation_score)
-from ecbench.bench.report.svg import line_chart
+                                               spread_test, student_ablation, validation_score)
 from ecbench.bench.report.tables import settings_key, variant
+
+if TYPE_CHECKING:  # matplotlib is imported only to draw
+    from matplotlib.figure import Figure
 
 Record = dict[str, Any]
 WEIGHTS = {"eta": "the mixup weight eta (Fig. 5)", "beta": "the contrastive weight beta",
@@ -122,20 +124,26 @@ def sensitivity_table(records: Iterable[Record], fmt: str = "github") -> str:
     return intro + "\n\n" + tabulate(rows, headers=headers, floatfmt=floatfmt, tablefmt=fmt)
 
 
-def sensitivity_figures(records: Iterable[Record]) -> dict[str, str]:
-    """fig5-DATASET.svg (eta) and sensitivity-DATASET-WEIGHT.svg (beta, gamma): test HR@10 and
-    NDCG@10 over the weight's values, a line per metric and curve."""
+def sensitivity_figures(records: Iterable[Record]) -> dict[str, Figure]:
+    """fig5-DATASET (eta) and sensitivity-DATASET-WEIGHT (beta, gamma), by file stem: test
+    HR@10 and NDCG@10 over the weight's values, a line per metric and curve, an error bar (one
+    standard deviation) where a point has several seeds."""
+    from ecbench.bench.report.plots import line_chart
+
     figures = {}
     for dataset, by_weight in sensitivity_curves(records).items():
         for weight, curves in by_weight.items():
             if not curves:
                 continue
             values = sorted({v for points in curves.values() for v in points})
-            series = {(f"{metric} ({label})" if len(curves) > 1 else metric):
-                      [mean_test(points[v], metric) if v in points else None for v in values]
-                      for label, points in sorted(curves.items()) for metric in CURVE_METRICS}
-            name = f"fig5-{dataset}.svg" if weight == "eta" else f"sensitivity-{dataset}-{weight}.svg"
+            lines = {(f"{metric} ({label})" if len(curves) > 1 else metric): (points, metric)
+                     for label, points in sorted(curves.items()) for metric in CURVE_METRICS}
+            series = {name: [mean_test(points[v], metric) if v in points else None
+                             for v in values] for name, (points, metric) in lines.items()}
+            spreads = {name: [spread_test(points[v], metric) if v in points else None
+                              for v in values] for name, (points, metric) in lines.items()}
+            name = f"fig5-{dataset}" if weight == "eta" else f"sensitivity-{dataset}-{weight}"
             figures[name] = line_chart(
                 f"{dataset}: the distilled student's test metrics by {WEIGHTS[weight]}",
-                [f"{v:g}" for v in values], series, "percent", weight)
+                [f"{v:g}" for v in values], series, "percent", weight, errors=spreads)
     return figures
