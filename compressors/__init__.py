@@ -14,7 +14,8 @@ from ecbench.compressors.named_registry import (OptionClashError, Registry, Regi
 registry: Registry[Compressor] = Registry("compressor", "ecbench.compressors")
 
 # Built-ins register themselves on import.
-from ecbench.compressors import ccode, full, hashing, sttd, tt  # noqa: E402,F401
+from ecbench.compressors import (ccode, full, hashing, hybrid, mixed_dim, pq, pruned,  # noqa: E402,F401
+                                 quantized, sttd, tt)
 
 
 def build(name: str, config=None, **context) -> Compressor:

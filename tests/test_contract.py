@@ -19,7 +19,7 @@ NUM_ITEMS, DIM = 2001, 16
 SMALL_OPTIONS = {
     "full": {}, "tt": {"rank": 4}, "sttd": {"rank": 8, "stp": 2}, "ccode": {"M": 3, "K": 16},
     "hash": {"buckets": 200}, "qr": {},
-    "pq": {"groups": 4, "K": 16}, "quant": {"bits": 4}, "prune": {"density": 0.2},
+    "pq": {"groups": 4, "K": 16}, "quant": {"bits": 8}, "prune": {"density": 0.2},
     "mixed-dim": {}, "hybrid": {"exact_rows": 50, "M": 3, "K": 16},
 }
 # ExecuTorch cannot plan tt's data-dependent core slices (see test_export)

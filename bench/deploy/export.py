@@ -238,11 +238,11 @@ def _onnx_arrays(path: Path, prefix: str) -> list[StoredArray]:
 def holds_dense_table(fmt: str, path: Path, num_items: int, dim: int) -> bool:
     """Whether the artefact could hold a dense [num_items, dim] float32 table.
 
-    True if any stored tensor has that shape or at least that many bytes; an artefact whose
-    whole file is smaller than the table cannot hold it.
+    True if any stored tensor has at least that many bytes (a table of that shape in 8 or 4
+    bits, a quantised table, is not one); an artefact whose whole file is smaller than the
+    table cannot hold it.
     """
     dense = num_items * dim * 4
     if Path(path).stat().st_size < dense:
         return False
-    return any(a.shape == (num_items, dim) or a.nbytes >= dense
-               for a in artefact_tensors(fmt, path)) or fmt == "executorch"
+    return any(a.nbytes >= dense for a in artefact_tensors(fmt, path)) or fmt == "executorch"

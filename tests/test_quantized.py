@@ -1,0 +1,196 @@
+"""`quant`: per-row symmetric int8/int4 quantisation (checked against numpy), int4 packing,
+straight-through QAT, the deployed integer form and its bytes, the budget."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from ecbench import compressors
+from ecbench.compressors.quantized import (QuantConfig, QuantizedTable, pack_int4, quant_budget,
+                                           unpack_int4)
+
+QMAX = {8: 127, 4: 7}
+
+
+def numpy_quantize(table: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row quantisation, row by row in float32."""
+    qmax = np.float32(QMAX[bits])
+    q = np.zeros(table.shape, dtype=np.int64)
+    scales = np.ones(len(table), dtype=np.float32)
+    for i, row in enumerate(table):
+        amax = np.float32(np.abs(row).max())
+        if amax > 0:
+            scales[i] = amax / qmax
+            q[i] = np.clip(np.round(row / scales[i]), -qmax, qmax)
+    return q, scales
+
+
+def numpy_pack(q: np.ndarray) -> np.ndarray:
+    """Two 4-bit values a byte: column 2j low nibble, 2j + 1 high nibble, each as q + 8."""
+    rows, dim = q.shape
+    out = np.zeros((rows, (dim + 1) // 2), dtype=np.uint8)
+    for i in range(rows):
+        for j in range(out.shape[1]):
+            low = q[i, 2 * j] + 8
+            high = q[i, 2 * j + 1] + 8 if 2 * j + 1 < dim else 8
+            out[i, j] = low | (high << 4)
+    return out
+
+
+def table_with(num_items: int, dim: int, bits: int, mode: str = "ptq", seed: int = 0
+               ) -> QuantizedTable:
+    torch.manual_seed(seed)
+    table = QuantizedTable(num_items, dim, QuantConfig(bits=bits, mode=mode))
+    with torch.no_grad():
+        table.table.normal_()
+        table.table[3] = 0  # a zero real row
+    return table
+
+
+@pytest.mark.parametrize("bits, dim", [(8, 16), (4, 16), (4, 15)])
+def test_deploy_quantises_each_row_as_the_numpy_reference(bits, dim):
+    table = table_with(201, dim, bits)
+    w = table.table.detach().numpy().copy()
+    w[0] = 0  # the padding row
+    table.deploy()
+    q, scales = numpy_quantize(w, bits)
+    stored = table.qtable.numpy()
+    if bits == 8:
+        assert table.qtable.dtype == torch.int8 and np.array_equal(stored.astype(np.int64), q)
+    else:
+        assert table.qtable.dtype == torch.uint8 and np.array_equal(stored, numpy_pack(q))
+    np.testing.assert_array_equal(table.scales.numpy(), scales)
+    assert scales[0] == 1 and scales[3] == 1  # zero rows: scale 1, values 0
+    deployed = table.weight().numpy()
+    assert np.all(deployed[0] == 0) and np.all(deployed[3] == 0)
+    # round trip: each entry within half a step of its row
+    assert np.all(np.abs(deployed - w) <= scales[:, None] / 2 * (1 + 1e-5))
+    assert table.table.numel() == 0  # the float table is gone
+
+
+@pytest.mark.parametrize("dim", [1, 6, 7])
+def test_int4_packing_matches_the_numpy_reference_and_unpacks(dim):
+    g = torch.Generator().manual_seed(dim)
+    q = torch.randint(-7, 8, (9, dim), generator=g)
+    packed = pack_int4(q)
+    assert packed.dtype == torch.uint8 and packed.shape == (9, (dim + 1) // 2)
+    assert np.array_equal(packed.numpy(), numpy_pack(q.numpy()))
+    assert torch.equal(unpack_int4(packed, dim), q.to(torch.int32))
+    assert torch.equal(unpack_int4(packed[[2, 5]].unsqueeze(0), dim)[0], q[[2, 5]].to(torch.int32))
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_qat_trains_on_the_deployed_values_with_straight_through_gradients(bits):
+    table = table_with(101, 10, bits, mode="qat").train()
+    weight = table.weight()
+    deployed = copy.deepcopy(table)
+    deployed.deploy()
+    assert torch.equal(weight.detach(), deployed.weight())  # training sees what is deployed
+    assert not torch.equal(weight.detach()[1:], table.table.detach()[1:])  # and it is rounded
+    coefficients = torch.randn(101, 10)
+    (weight * coefficients).sum().backward()
+    expected = coefficients.clone()
+    expected[0] = 0  # the padding row takes no gradient
+    assert torch.equal(table.table.grad, expected)  # the rounding passes gradients through
+
+
+def test_ptq_trains_on_floats_and_evaluates_what_it_will_deploy():
+    table = table_with(101, 10, 8, mode="ptq").train()
+    float_rows = table.table.detach().clone()
+    float_rows[0] = 0
+    assert torch.equal(table.weight().detach(), float_rows)
+    table.eval()
+    previewed = table.weight().detach()
+    table.deploy()
+    assert torch.equal(previewed, table.weight())
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_ptq_and_qat_deploy_to_the_same_storage(bits):
+    reports, states = [], []
+    for mode in ("ptq", "qat"):
+        table = table_with(101, 9, bits, mode=mode)
+        table.deploy()
+        reports.append(table.storage().to_dict())
+        states.append({k: (tuple(v.shape), v.dtype) for k, v in table.state_dict().items()})
+    assert reports[0]["tensors"] == reports[1]["tensors"]
+    assert reports[0]["total_bytes"] == reports[1]["total_bytes"]
+    assert states[0] == states[1]
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_deployed_scores_and_rows_are_the_integer_table_times_the_scales(bits):
+    table = table_with(61, 7, bits)
+    table.deploy()
+    q = unpack_int4(table.qtable, 7).numpy() if bits == 4 else table.qtable.numpy()
+    scales = table.scales.numpy()
+    query = torch.randn(3, 7)
+    expected = np.array([[sum(float(qv[j]) * float(q[v, j]) for j in range(7)) * float(scales[v])
+                          for v in range(61)] for qv in query.numpy()])
+    np.testing.assert_allclose(table.score(query).numpy(), expected, rtol=1e-5, atol=1e-5)
+    ids = torch.tensor([[0, 4], [60, 3]])
+    assert torch.equal(table(ids), table.weight()[ids])
+    for exportable in (False, True):
+        form = table.inference_form(exportable)
+        np.testing.assert_allclose(form.score(query).numpy(), expected, rtol=1e-5, atol=1e-5)
+        assert torch.equal(form(ids), table.weight()[ids])
+        held = dict(form.named_buffers()) | dict(form.named_parameters())
+        assert sorted(held) == ["qtable", "scales"]
+        assert held["qtable"].dtype == (torch.int8 if bits == 8 else torch.uint8)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_deployed_model_loads_and_undeploys_to_a_trainable_dequantised_table(bits):
+    table = table_with(51, 6, bits, mode="qat")
+    table.deploy()
+    state = table.state_dict()
+    fresh = QuantizedTable(51, 6, QuantConfig(bits=bits, mode="qat"))
+    fresh.load_state_dict(state)
+    assert fresh.deployed and torch.equal(fresh.weight(), table.weight())
+    fresh.undeploy()
+    assert not fresh.deployed and fresh.table.requires_grad
+    assert torch.equal(fresh.table.detach(), table.weight())
+    qtable, scales = fresh.qtable.clone(), fresh.scales.clone()
+    fresh.deploy()  # quantising the dequantised values gives them back
+    assert torch.equal(fresh.qtable, qtable) and torch.allclose(fresh.scales, scales)
+    trained = QuantizedTable(51, 6, QuantConfig(bits=bits))
+    trained.load_state_dict(fresh.state_dict())  # and a deployed one takes a training state
+    trained.undeploy()
+    trained.load_state_dict(table_with(51, 6, bits).state_dict())
+    assert trained.table.shape == (51, 6) and not trained.deployed
+
+
+def test_storage_counts_the_integer_bytes_and_scales_by_hand():
+    int8 = QuantizedTable(1001, 16, QuantConfig(bits=8)).storage()
+    assert int8.total_bytes == 1001 * 16 + 1001 * 4 and int8.paper_ratio == 4.0
+    int4 = QuantizedTable(1001, 15, QuantConfig(bits=4)).storage()
+    assert int4.total_bytes == 1001 * 8 + 1001 * 4 and int4.paper_ratio == 8.0
+    assert [t.dtype for t in int4.tensors] == ["uint8", "float32"]
+
+
+def test_budget_picks_eight_bits_when_they_meet_the_ratio_else_four():
+    n, dim = 10_001, 64
+    assert quant_budget(QuantConfig(mode="qat"), n, dim, 3.5) == QuantConfig(bits=8, mode="qat")
+    solved = quant_budget(QuantConfig(), n, dim, 5.0)  # int8 gives 3.76x, int4 7.11x
+    assert solved.bits == 4
+    assert QuantizedTable(n, dim, solved).storage().byte_ratio >= 5.0
+    with pytest.raises(ValueError, match="--ratio 8 is out of reach for quant"):
+        quant_budget(QuantConfig(), n, dim, 8.0)
+
+
+def test_bad_options_are_refused_clearly():
+    with pytest.raises(ValueError, match="--bits must be 8 or 4, got 2"):
+        QuantConfig(bits=2)
+    with pytest.raises(ValueError, match="--mode must be ptq .* or qat .*, got 'int'"):
+        QuantConfig(mode="int")
+
+
+def test_registered_with_a_budget():
+    entry = compressors.registry.get("quant")
+    assert entry.budget is quant_budget and entry.flags() == ["--bits", "--mode"]
+    table = compressors.build("quant", num_items=501, dim=16)
+    assert table.storage().byte_ratio > 3
