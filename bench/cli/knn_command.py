@@ -31,7 +31,7 @@ def knn_command(data: str, data_root: str | None, method: str, k: int, sample: i
     it), the bytes of the past sessions a phone keeps, and batch-1 latency beside the
     dense-table SASRec. Writes a record under RESULTS/baselines."""
     from ecbench.bench.evaluation.session_knn import KNNConfig
-    from ecbench.bench.training.knn_baseline import run_knn
+    from ecbench.bench.deploy.knn_baseline import run_knn
     from ecbench.bench.training.train import load_dataset
 
     try:

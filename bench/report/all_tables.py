@@ -4,8 +4,10 @@ What `ecbench tables` writes under RESULTS/tables: the run table and its seed su
 paper's Tables 3, 4 and 5 (each runtime, batch size and cache state recorded), Fig. 3 and the
 hyperparameter analysis of Section 6.6 (as tables), the protocol gap between the paper's
 figures and ours, the repeat bonus beside the session recency ranking (beyond the paper), the
-case analyses and the code statistics with Fig. 6 per analysed ccode run; and under
-RESULTS/figures the paper's Fig. 3, 4, 5 and 6 as SVG (`ecbench.bench.report.figures`). All of
+case analyses and the code statistics with Fig. 6 per analysed ccode run, the
+accuracy-bytes-latency frontier of each dataset (`ecbench.bench.report.frontier`); and under
+RESULTS/figures the paper's Fig. 3, 4, 5 and 6 and the frontiers, each as SVG and PDF
+(`ecbench.bench.report.figures`, drawn with matplotlib by `ecbench.bench.report.plots`). All of
 them are pure functions of the records under RESULTS, so they can be rebuilt at any time.
 """
 
@@ -15,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from ecbench.bench.report.frontier import frontier_figure, frontier_table, frontier_views
 from ecbench.bench.report.paper_tables import ablation_table, headline_table, table3, table4
 from ecbench.bench.report.protocol_table import protocol_table
 from ecbench.bench.report.repeat_table import repeat_table
@@ -71,6 +74,11 @@ def bench_records(results_dir: Path, kind: str) -> list[dict[str, Any]]:
     return _records_in(results_dir, "bench", kind)
 
 
+def knn_records(results_dir: Path) -> list[dict[str, Any]]:
+    """The session-kNN reference records (`ecbench knn`) under RESULTS/baselines."""
+    return [load_record(p) for p in record_files(results_dir, "baselines")]
+
+
 def latency_records(results_dir: Path) -> list[dict[str, Any]]:
     return bench_records(results_dir, "latency")
 
@@ -110,6 +118,10 @@ def render_all(results_dir: Path, runs: list[dict[str, Any]] | None = None,
         tables["codes.md"] = lambda: "\n\n".join([codes_table(codes)]
                                                  + [fig6_table(a) for a in codes])
     latency = latency_records(results_dir)
+    knn = knn_records(results_dir)
+    for data, epochs in frontier_views(runs, knn):
+        tables[f"frontier-{data}.md"] = (
+            lambda d=data, e=epochs: frontier_table(runs, knn, latency, d, e))
     for runtime, batch, cache in latency_variants(latency):
         tables[f"table5-{runtime}-b{batch}-{cache}.md"] = (
             lambda r=runtime, b=batch, c=cache: table5(latency, runtime=r, batch=b, cache=c))
@@ -117,20 +129,28 @@ def render_all(results_dir: Path, runs: list[dict[str, Any]] | None = None,
 
 
 def render_all_figures(results_dir: Path, runs: list[dict[str, Any]] | None = None,
-                       codes: list[dict[str, Any]] | None = None) -> dict[str, str]:
-    """File name -> SVG text, for every figure the records support (`runs`, `codes` as in
-    `render_all`)."""
+                       codes: list[dict[str, Any]] | None = None) -> dict[str, bytes]:
+    """File name -> bytes (STEM.svg and STEM.pdf), for every figure the records support
+    (`runs`, `codes` as in `render_all`)."""
     from ecbench.bench.report.figures import render_figures
+    from ecbench.bench.report.plots import figure_files
 
     runs = list(iter_records(results_dir)) if runs is None else runs
     codes = analyses(results_dir, "codes", runs) if codes is None else codes
-    return render_figures(runs, codes)
+    files = {name: data for stem, figure in render_figures(runs, codes).items()
+             for name, data in figure_files(stem, figure).items()}
+    knn = knn_records(results_dir)
+    for data, epochs in frontier_views(runs, knn):
+        files.update(frontier_figure(runs, knn, data, epochs))
+    return files
 
 
 def write_all(results_dir: Path, out_dir: Path | None = None,
               figures_dir: Path | None = None) -> list[Path]:
-    """Render every table (markdown) under `out_dir` (RESULTS/tables) and every figure (SVG)
-    under `figures_dir` (RESULTS/figures)."""
+    """Render every table (markdown) under `out_dir` (RESULTS/tables) and every figure (SVG and
+    PDF) under `figures_dir` (RESULTS/figures)."""
+    from ecbench.bench.report.plots import FORMATS
+
     own_folders = out_dir is None and figures_dir is None
     out_dir = Path(out_dir or Path(results_dir) / "tables")
     figures_dir = Path(figures_dir or Path(results_dir) / "figures")
@@ -139,11 +159,12 @@ def write_all(results_dir: Path, out_dir: Path | None = None,
     for name, text in render_all(results_dir, runs, codes).items():
         written.append(out_dir / name)
         atomic_write_bytes(written[-1], (text + "\n").encode())
-    for name, svg in render_all_figures(results_dir, runs, codes).items():
+    for name, data in render_all_figures(results_dir, runs, codes).items():
         written.append(figures_dir / name)
-        atomic_write_bytes(written[-1], svg.encode())
+        atomic_write_bytes(written[-1], data)
     if own_folders:  # RESULTS/tables and RESULTS/figures hold only what the records render
-        for stale in [*out_dir.glob("*.md"), *figures_dir.glob("*.svg")]:
+        figure_files = [p for fmt in FORMATS for p in figures_dir.glob(f"*.{fmt}")]
+        for stale in [*out_dir.glob("*.md"), *figure_files]:
             if stale not in written:
                 stale.unlink()
     return written

@@ -1,0 +1,164 @@
+"""`ecbench frontier`: every registered compressor trained to each byte budget on one dataset
+(what is missing, on the sweep machinery), the trained points timed in one process, then the
+accuracy-bytes-latency table and plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ecbench.bench.cli.sweep_commands import Placement, placement_options, run_sweep
+from ecbench.bench.errors import ConfigError
+from ecbench.bench.sweep import SweepSpec
+
+DEFAULT_EPOCHS = 3  # the same cap for every point on two CPU cores; larger machines raise it
+REPEAT_BUDGET = 30.0  # the budget also run with the repeat-mixture head
+
+
+def budgeted_compressors(only: tuple[str, ...]) -> list[str]:
+    """Every registered compressor that can meet a byte budget (plugins included), but the
+    dense reference; or those named."""
+    from ecbench import compressors
+
+    names = [n for n in compressors.registry.names()
+             if compressors.registry.get(n).budget is not None and n != "full"]
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise ConfigError(f"no budgeted compressor {', '.join(unknown)}; one of {', '.join(names)}")
+    return [n for n in names if not only or n in only]
+
+
+def frontier_runs(data: str, data_root: str | None, ratios: tuple[float, ...], epochs: int,
+                  names: list[str], repeat_head: bool
+                  ) -> tuple[list[tuple[str, ...]], list[str]]:
+    """The runs of the frontier (a compressor at a ratio it reaches) and what is out of reach."""
+    from ecbench.bench.cli.main import run_config_of
+    from ecbench.bench.training.train import apply_budget, load_dataset
+
+    num_items = load_dataset(data, data_root).num_items
+    runs, unreachable = [], []
+    for ratio in ratios:
+        heads = [(), ("--repeat-mixture",)] if repeat_head and ratio == REPEAT_BUDGET else [()]
+        for name in names:
+            args = ("--compressor", name, "--ratio", f"{ratio:g}")
+            try:
+                apply_budget(run_config_of(["--data", data, *args]), num_items)
+            except (ConfigError, ValueError) as exc:
+                unreachable.append(f"{name} at {ratio:g}x: {exc}")
+                continue
+            runs += [args + head for head in heads]
+    return runs, unreachable
+
+
+@click.command("frontier")
+@click.option("--data", default="tmall", show_default=True)
+@click.option("--ratio", "ratios", type=float, multiple=True,
+              help="byte budgets [tmall: 4 10 30 100; others: 30]")
+@click.option("--epochs", type=int, default=DEFAULT_EPOCHS, show_default=True,
+              help="the epoch cap of every point (early stopping may end a run sooner)")
+@click.option("--seeds", type=int, default=1, show_default=True)
+@click.option("--compressor", "only", multiple=True, help="only these compressors [all budgeted]")
+@click.option("--repeat-head/--no-repeat-head", default=True, show_default=True,
+              help=f"also train every compressor at {REPEAT_BUDGET:g}x with the repeat-mixture head")
+@click.option("--latency/--no-latency", default=True, show_default=True,
+              help="time the trained points (batch 1, eager and ONNX Runtime) in one process")
+@click.option("--render-only", is_flag=True, help="train nothing, render what is recorded")
+@placement_options
+def frontier_command(data: str, ratios: tuple[float, ...], epochs: int, seeds: int,
+                     only: tuple[str, ...], repeat_head: bool, latency: bool,
+                     render_only: bool, dry_run: bool, **where: Any) -> None:
+    """Every budgeted compressor (the registry's, plugins included) trained to each byte
+    budget on DATA under one epoch cap, scored deployed, timed at batch 1, and drawn against
+    the reference rows that need no compressed table (dense teacher, popularity, session
+    recency and, once `ecbench knn` has run, session-kNN). Runs what is missing (resumable,
+    any executor), then writes RESULTS/tables/frontier-DATA.md and
+    RESULTS/figures/frontier-DATA.{svg,pdf}."""
+    from ecbench.bench.report.frontier import TARGETS
+
+    if epochs < 1 or seeds < 1:
+        raise ConfigError(f"--epochs and --seeds must be positive, got {epochs} and {seeds}")
+    ratios = ratios or TARGETS.get(data, (REPEAT_BUDGET,))
+    if any(r <= 1 for r in ratios):
+        raise ConfigError(f"a budget compresses: every --ratio must exceed 1, got {ratios}")
+    placement = Placement(**where)
+    runs, unreachable = frontier_runs(data, placement.data_root, ratios, epochs,
+                                      budgeted_compressors(only), repeat_head)
+    for line in unreachable:
+        click.echo(f"out of reach: {line}", err=True)
+    spec = SweepSpec(f"frontier-{data}", ("--data", data, "--epochs", str(epochs)),
+                     {"--seed": tuple(str(s) for s in range(seeds))}, tuple(runs))
+    failed = None
+    if not render_only:
+        failed = run_sweep(spec, placement, dry_run)
+        if dry_run:
+            return
+        if latency:
+            time_points(spec, placement, data)
+    for path in write_frontier(placement.results_dir, data, epochs):
+        click.echo(f"wrote {path}")
+    if failed:
+        raise click.ClickException(f"{failed} runs failed; rerun to resume them")
+
+
+def recorded_points(spec: SweepSpec, where: Placement) -> list[Path]:
+    """The record files of the spec's finished runs whose models are in the workdir."""
+    from ecbench.bench.cli.main import run_config_of
+    from ecbench.bench.records import find_record
+    from ecbench.bench.training.plan import key_done
+    from ecbench.bench.training.runner import chain_keys
+    from ecbench.bench.training.train import load_dataset
+
+    found, datasets = [], {}
+    for args in spec.jobs():
+        config = run_config_of(list(args))
+        if config.data not in datasets:
+            datasets[config.data] = load_dataset(config.data, where.data_root)
+        key = chain_keys(config, datasets[config.data])[-1]  # its budget solved as the run does
+        if key_done(key, where.results_dir, where.workdir):
+            found.append(find_record(where.results_dir, key))
+    return found
+
+
+def time_points(spec: SweepSpec, where: Placement, data_name: str) -> Path | None:
+    """Batch-1 latency of every trained point and the dense model, one process, one thread."""
+    from ecbench.bench.deploy.latency import Candidate, benchmark_latency
+    from ecbench.bench.deploy.recommender import deployable_model, load_trained
+    from ecbench.bench.training.config import RunConfig
+    from ecbench.bench.training.train import load_dataset
+
+    records = recorded_points(spec, where)
+    if not records:
+        return None
+    data = load_dataset(data_name, where.data_root)
+    candidates = []
+    for record in records:
+        config, rec, model = load_trained(record, where.workdir)
+        candidates.append(Candidate(config, model, {"trained": True, "record": str(record),
+                                                    "key": rec["key"]}))
+    dense = RunConfig(data=data.name, dim=candidates[0].config.dim)
+    candidates.insert(0, Candidate(dense, deployable_model(dense, data.num_items, None)))
+    _, path = benchmark_latency(candidates, data, runtimes=("onnx",), batches=(1,),
+                                results_dir=where.results_dir,
+                                artefact_dir=where.workdir / "artefacts", threads=1,
+                                log=lambda m: click.echo(m, err=True))
+    click.echo(f"latency record: {path}", err=True)
+    return path
+
+
+def write_frontier(results_dir: Path, data: str, epochs: int) -> list[Path]:
+    """Render the frontier table and figure of `data` from the records in `results_dir`."""
+    from ecbench.bench.records import atomic_write_bytes, iter_records
+    from ecbench.bench.report.all_tables import knn_records, latency_records
+    from ecbench.bench.report.frontier import frontier_figure, frontier_table
+
+    runs, knn = list(iter_records(results_dir)), knn_records(results_dir)
+    table = Path(results_dir) / "tables" / f"frontier-{data}.md"
+    text = frontier_table(runs, knn, latency_records(results_dir), data, epochs)
+    atomic_write_bytes(table, (text + "\n").encode())
+    written = [table]
+    for name, payload in frontier_figure(runs, knn, data, epochs).items():
+        written.append(Path(results_dir) / "figures" / name)
+        atomic_write_bytes(written[-1], payload)
+    return written

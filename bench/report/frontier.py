@@ -1,0 +1,239 @@
+"""The accuracy-bytes-latency frontier: every compressor trained to a byte budget (`--ratio`)
+on one dataset, scored deployed (ties against it), beside the reference rows that need no
+compressed table (the dense teacher, popularity, session recency, session-kNN).
+
+Its first answer is which compressor is best at each budget. A point is a group of runs that
+differ only by seed (mean, and the spread where there are several); every point of a table was
+trained under the same epoch cap, said in the table. Latency is batch-1 eager end-to-end from
+the one latency record that timed the most of a table's points (ratios hold within one
+process), as a multiple of the dense-table model timed in that same process.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from tabulate import tabulate
+
+from ecbench.bench.report.tables import variant
+from ecbench.bench.training.config import repeat_head
+
+Record = dict[str, Any]
+TARGETS = {"tmall": (4.0, 10.0, 30.0, 100.0), "retailrocket": (30.0,)}
+METRICS = ("HR@10", "NDCG@10")
+
+
+@dataclass
+class Point:
+    """One compressor at one budget: its runs (seeds) and what they share."""
+
+    compressor: str
+    target: float
+    head: str | None
+    runs: list[Record] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        options = self.runs[0]["config"]["compressor_options"]
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
+        return f"{self.compressor} ({shown})" if shown else self.compressor
+
+    def mean(self, metric: str) -> float:
+        return statistics.fmean(r["test"][metric] for r in self.runs)
+
+    def spread(self, metric: str) -> float | None:
+        values = [r["test"][metric] for r in self.runs]
+        return statistics.stdev(values) if len(values) > 1 else None
+
+    @property
+    def storage(self) -> dict[str, Any]:
+        return self.runs[0]["size"]["item_storage"]
+
+    @property
+    def tied_percent(self) -> float | None:
+        values = [r["deployed_table"]["test_labels_tied_percent"] for r in self.runs
+                  if r.get("deployed_table")]
+        return statistics.fmean(values) if values else None
+
+
+def frontier_runs(records: Iterable[Record], data: str, epochs: int) -> list[Record]:
+    """The runs a frontier of `data` is built from: trained to a byte budget, undistilled,
+    under the epoch cap `epochs`."""
+    return [r for r in records if r["config"]["data"] == data and r["config"].get("ratio")
+            and r["config"].get("distill") is None and r["config"]["epochs"] == epochs
+            and r["selection"]["on"] == "validation"]
+
+
+def points(runs: Iterable[Record]) -> list[Point]:
+    """Runs grouped by compressor, budget and head (seeds together)."""
+    grouped: dict[tuple, Point] = {}
+    for r in runs:
+        c = r["config"]
+        key = (c["compressor"], float(c["ratio"]), repeat_head(c), c["backbone"], c["dim"])
+        point = grouped.setdefault(key, Point(c["compressor"], float(c["ratio"]), repeat_head(c)))
+        point.runs.append(r)
+    return sorted(grouped.values(), key=lambda p: (p.target, p.head or "", -p.mean("HR@10")))
+
+
+def latency_of(latency_records: Iterable[Record], keys: set[str]
+               ) -> tuple[dict[str, float], float | None, Record | None]:
+    """Batch-1 eager end-to-end median ms by run key, and the dense model's, from the one
+    latency record that timed the most of `keys` (the latest among equals)."""
+    best, best_rank = None, None
+    for record in latency_records:
+        timed = {m.get("source", {}).get("key") for m in record["models"]} & keys
+        rank = (len(timed), record.get("date", ""))
+        if timed and (best_rank is None or rank >= best_rank):
+            best, best_rank = record, rank
+    if best is None:
+        return {}, None, None
+    ms, dense = {}, None
+    for model in best["models"]:
+        cell = model["runtimes"].get("eager", {}).get("batches", {}).get("1")
+        if not cell:
+            continue
+        value = cell["end_to_end"]["median_ms"]
+        if model["config"]["compressor"] == "full" and not model["config"].get("ratio"):
+            dense = value
+        key = model.get("source", {}).get("key")
+        if key:
+            ms[key] = value
+    return ms, dense, best
+
+
+def _cell(point: Point, metric: str) -> str:
+    spread = point.spread(metric)
+    return f"{point.mean(metric):.2f}" + (f" ± {spread:.2f}" if spread is not None else "")
+
+
+def _latency_cell(point: Point, ms: dict[str, float], dense: float | None) -> str:
+    values = [ms[r["key"]] for r in point.runs if r["key"] in ms]
+    if not values:
+        return "not timed"
+    median = statistics.median(values)
+    return f"{median:.2f}" + (f" ({median / dense:.2f}x)" if dense else "")
+
+
+def reference_rows(records: Iterable[Record], knn: Iterable[Record], data: str
+                   ) -> list[list[Any]]:
+    """The dense teacher (and the model-free rankings its record holds) and session-kNN."""
+    rows = []
+    teachers = [r for r in records if r["config"]["data"] == data
+                and (r["config"]["backbone"], r["config"]["compressor"]) == ("sasrec", "full")
+                and variant(r["config"]) == "-" and r["selection"]["on"] == "validation"]
+    if teachers:
+        size = teachers[0]["size"]["item_storage"]
+        rows.append([f"dense SASRec (the teacher; {len(teachers)} seed(s))",
+                     statistics.fmean(x["test"]["HR@10"] for x in teachers),
+                     statistics.fmean(x["test"]["NDCG@10"] for x in teachers),
+                     size["total_bytes"] / 1024, 1.0, ", ".join(x["key"] for x in teachers)])
+        fullest = max(teachers, key=lambda x: (len(x["baselines"]), x["finished"]))
+        for name, metrics in fullest["baselines"].items():
+            rows.append([f"{name} (no table)", metrics["HR@10"], metrics["NDCG@10"], 0.0, None,
+                         fullest["key"]])
+    for k in knn:
+        if k["dataset"]["name"] != data:
+            continue
+        s = k["storage"]
+        rows.append([f"{k['method'].upper()} (k={k['config']['k']}, sample="
+                     f"{k['config']['sample']}; stores past sessions)",
+                     k["test"]["HR@10"], k["test"]["NDCG@10"], s["total_bytes"] / 1024,
+                     s["byte_ratio"], k["key"]])
+    return rows
+
+
+def frontier_table(records: list[Record], knn: list[Record], latency: list[Record], data: str,
+                   epochs: int) -> str:
+    """The frontier of `data` as markdown: the best compressor at each budget first, then
+    every point, then the reference rows."""
+    pts = points(frontier_runs(records, data, epochs))
+    keys = {r["key"] for p in pts for r in p.runs}
+    ms, dense, timing = latency_of(latency, keys)
+    cap = f"at most {epochs} epochs, " if epochs else ""
+    lines = [f"# Accuracy, bytes and latency on {data} (every point: {cap}selected on "
+             "validation, scored deployed with ties against it)", ""]
+    if not pts:
+        lines += [f"No budgeted runs yet: `ecbench frontier --data {data}` trains them.", ""]
+    best = {}
+    for p in pts:
+        group = (p.target, p.head)
+        if group not in best or p.mean("HR@10") > best[group].mean("HR@10"):
+            best[group] = p
+    if best:
+        lines += ["Best deployed HR@10 at each budget:", ""]
+        lines += [f"- {target:g}x{f' (repeat {head} head)' if head else ''}: **{p.label}**, "
+                  f"HR@10 {_cell(p, 'HR@10')}, {p.storage['total_bytes'] / 1024:.0f} KiB"
+                  for (target, head), p in sorted(best.items(), key=lambda x: (x[0][0],
+                                                                               x[0][1] or ""))]
+        lines.append("")
+    rows = [[f"{p.target:g}x" + (f" + repeat {p.head}" if p.head else ""), p.label,
+             _cell(p, "HR@10"), _cell(p, "NDCG@10"),
+             "" if p.tied_percent is None else f"{p.tied_percent:.1f}",
+             f"{p.storage['total_bytes'] / 1024:.0f}", f"{p.storage['byte_ratio']:.1f}",
+             _latency_cell(p, ms, dense), len(p.runs), ", ".join(r["key"] for r in p.runs)]
+            for p in pts]
+    if rows:
+        lines.append(tabulate(rows, headers=["budget", "compressor", "HR@10", "NDCG@10",
+                                             "tied %", "KiB stored", "byte ratio",
+                                             "batch-1 ms (x dense)", "seeds", "records"],
+                              tablefmt="github"))
+        lines.append("")
+    references = reference_rows(records, knn, data)
+    if references:
+        lines.append(tabulate([[n, f"{h:.2f}", f"{g:.2f}", f"{kib:.0f}",
+                                "" if ratio is None else f"{ratio:.1f}", key]
+                               for n, h, g, kib, ratio, key in references],
+                              headers=["reference (not compressed tables)", "HR@10", "NDCG@10",
+                                       "KiB stored", "byte ratio", "record"],
+                              tablefmt="github"))
+        lines.append("")
+    if timing is not None:
+        lines.append(f"Latency: one process, {timing['provenance']['machine']['cpu']}, "
+                     f"{timing['protocol']['threads']} thread(s), {timing['date']}.")
+    return "\n".join(lines)
+
+
+def frontier_series(records: list[Record], data: str, epochs: int
+                    ) -> dict[str, list[tuple[float, float, float | None]]]:
+    """Compressor (and head) -> [(stored bytes, mean HR@10, its spread)] for the plot."""
+    series: dict[str, list[tuple[float, float, float | None]]] = {}
+    for p in points(frontier_runs(records, data, epochs)):
+        name = p.compressor + (f" + repeat {p.head}" if p.head else "")
+        series.setdefault(name, []).append((float(p.storage["total_bytes"]), p.mean("HR@10"),
+                                            p.spread("HR@10")))
+    return {k: sorted(v) for k, v in series.items()}
+
+
+def frontier_figure(records: list[Record], knn: list[Record], data: str, epochs: int
+                    ) -> dict[str, bytes]:
+    """frontier-DATA.svg and .pdf: deployed HR@10 against stored bytes (log scale), one line
+    per compressor through its budgets, the reference rows as marked points."""
+    from ecbench.bench.report.plots import figure_files, scatter_chart
+
+    series = frontier_series(records, data, epochs)
+    if not series:
+        return {}
+    marks = [(row[0], row[3] * 1024, row[1]) for row in reference_rows(records, knn, data)
+             if row[3] > 0]
+    figure = scatter_chart(f"Deployed accuracy against stored bytes on {data} "
+                           f"(at most {epochs} epochs a point)", series, marks,
+                           xlabel="item storage on the device (bytes, log scale)",
+                           ylabel="HR@10 (deployed, ties against it)")
+    return figure_files(f"frontier-{data}", figure)
+
+
+def frontier_views(records: Iterable[Record], knn: Iterable[Record]) -> list[tuple[str, int]]:
+    """(dataset, epoch cap) of each frontier the records support: a dataset with budgeted runs
+    (the cap most of its points share, the smaller among equals) or session-kNN records."""
+    caps: dict[str, dict[int, int]] = {}
+    for r in records:
+        c = r["config"]
+        if c.get("ratio") and c.get("distill") is None and r["selection"]["on"] == "validation":
+            count = caps.setdefault(c["data"], {})
+            count[c["epochs"]] = count.get(c["epochs"], 0) + 1
+    views = {data: min(count, key=lambda e: (-count[e], e)) for data, count in caps.items()}
+    for k in knn:
+        views.setdefault(k["dataset"]["name"], 0)
+    return sorted(views.items())

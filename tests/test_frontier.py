@@ -1,0 +1,85 @@
+"""`ecbench frontier`: budgeted runs trained and timed, then the table whose first answer is
+the best compressor at each budget, checked against the records it was built from."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from ecbench.bench.report.frontier import frontier_views
+from helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def frontier(tmp_path_factory):
+    root = tmp_path_factory.mktemp("frontier")
+    done = run_cli(["frontier", "--data", "synthetic", "--ratio", "10", "--ratio", "2000",
+                    "--epochs", "1", "--compressor", "hash", "--compressor", "qr",
+                    "--no-repeat-head", "--workers", "1", "--threads", "1",
+                    "--results", str(root / "results"), "--workdir", str(root / "work")],
+                   cwd=root, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return root / "results", done
+
+
+def test_unreachable_budgets_are_named_and_skipped(frontier):
+    results, done = frontier
+    assert "out of reach: hash at 2000x" in done.stderr
+    runs = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
+    assert sorted((r["config"]["compressor"], r["config"]["ratio"]) for r in runs) == [
+        ("hash", 10.0), ("qr", 10.0)]
+    assert all(r["config"]["epochs"] == 1 for r in runs)
+
+
+def test_the_best_at_each_budget_and_every_row_come_from_the_records(frontier):
+    results, _ = frontier
+    runs = {r["key"]: r for r in (json.loads(p.read_text()) for p in (results / "runs").glob("*.json"))}
+    table = (results / "tables" / "frontier-synthetic.md").read_text()
+    best = max(runs.values(), key=lambda r: r["test"]["HR@10"])
+    assert re.search(rf"- 10x: \*\*{best['config']['compressor']} ", table)
+    for key, record in runs.items():
+        row = next(line for line in table.splitlines() if line.endswith(f"| {key} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[2]) == pytest.approx(record["test"]["HR@10"], abs=0.005)
+        kib = record["size"]["item_storage"]["total_bytes"] / 1024
+        assert float(cells[5]) == pytest.approx(kib, abs=0.5)
+        assert cells[7] != "not timed"
+
+
+def test_the_points_were_timed_in_one_process_beside_the_dense_model(frontier):
+    results, _ = frontier
+    (latency,) = (results / "bench").glob("latency-*.json")
+    record = json.loads(latency.read_text())
+    timed = {m.get("source", {}).get("key") for m in record["models"]}
+    runs = {json.loads(p.read_text())["key"] for p in (results / "runs").glob("*.json")}
+    assert runs <= timed
+    assert any(m["config"]["compressor"] == "full" for m in record["models"])
+
+
+def test_the_figure_is_written_as_svg_and_pdf(frontier):
+    results, _ = frontier
+    svg = (results / "figures" / "frontier-synthetic.svg").read_text()
+    text = "".join(ET.fromstring(svg).itertext())
+    assert "hash" in text and "qr" in text
+    assert (results / "figures" / "frontier-synthetic.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_a_frontier_takes_the_epoch_cap_most_of_its_points_share():
+    def run(data, epochs, ratio=10.0):
+        return {"config": {"data": data, "epochs": epochs, "ratio": ratio, "distill": None},
+                "selection": {"on": "validation"}}
+    records = [run("a", 3), run("a", 3), run("a", 30), run("b", 5), run("c", 30, ratio=None)]
+    knn = [{"dataset": {"name": "d"}}]
+    assert frontier_views(records, knn) == [("a", 3), ("b", 5), ("d", 0)]
+
+
+def test_impossible_options_are_refused(tmp_path):
+    done = run_cli(["frontier", "--data", "synthetic", "--ratio", "0.5", "--render-only",
+                    "--results", str(tmp_path)], cwd=tmp_path)
+    assert done.returncode != 0 and "must exceed 1" in done.stderr
+    done = run_cli(["frontier", "--data", "synthetic", "--compressor", "nope", "--render-only",
+                    "--results", str(tmp_path)], cwd=tmp_path)
+    assert done.returncode != 0 and "no budgeted compressor nope" in done.stderr
