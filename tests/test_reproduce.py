@@ -22,7 +22,8 @@ def test_table4_covers_the_papers_grid_with_the_telling_cells_first():
 
 @pytest.mark.parametrize("table, data, runs", [("table3", "tmall", 8 * 3),
                                                ("table3", "retailrocket", 8 * 3),
-                                               ("table4", "tmall", 20), ("fig3", "tmall", 5 * 3)])
+                                               ("table4", "tmall", 20), ("fig3", "tmall", 5 * 3),
+                                               ("table5", "retailrocket", 8)])
 def test_every_run_is_the_papers_method_at_the_papers_settings(table, data, runs):
     jobs = paper_spec(table, data, seeds=3).jobs()
     assert len(jobs) == runs
@@ -42,3 +43,9 @@ def test_dry_run_lists_the_runs_and_runs_nothing(tmp_path):
     assert len(lines) == 20 and not (tmp_path / "r" / "runs").exists()
     bad = run_cli(["reproduce", "table4", "--seeds", "0", "--dry-run"], tmp_path)
     assert bad.returncode != 0 and "--seeds must be at least 1" in bad.stderr
+
+
+def test_table5_times_one_seed_of_every_table3_model():
+    table3 = {tuple(a for a in job if a != "0") for job in paper_spec("table3", "tmall", 1).jobs()}
+    table5 = {tuple(a for a in job if a != "0") for job in paper_spec("table5", "tmall", 3).jobs()}
+    assert table5 == table3 and len(table5) == 8

@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from ecbench.bench.cli.sweep_commands import Placement, placement_options, run_sweep
+from ecbench.bench.cli.sweep_commands import (Placement, placement_options, recorded_runs,
+                                              run_sweep, time_recorded_runs)
 from ecbench.bench.errors import ConfigError
 from ecbench.bench.sweep import SweepSpec
 
@@ -102,49 +103,10 @@ def frontier_command(data: str, ratios: tuple[float, ...], epochs: int, seeds: i
         raise click.ClickException(f"{failed} runs failed; rerun to resume them")
 
 
-def recorded_points(spec: SweepSpec, where: Placement) -> list[Path]:
-    """The record files of the spec's finished runs whose models are in the workdir."""
-    from ecbench.bench.cli.main import run_config_of
-    from ecbench.bench.records import find_record
-    from ecbench.bench.training.plan import key_done
-    from ecbench.bench.training.runner import chain_keys
-    from ecbench.bench.training.train import load_dataset
-
-    found, datasets = [], {}
-    for args in spec.jobs():
-        config = run_config_of(list(args))
-        if config.data not in datasets:
-            datasets[config.data] = load_dataset(config.data, where.data_root)
-        key = chain_keys(config, datasets[config.data])[-1]  # its budget solved as the run does
-        if key_done(key, where.results_dir, where.workdir):
-            found.append(find_record(where.results_dir, key))
-    return found
-
-
-def time_points(spec: SweepSpec, where: Placement, data_name: str) -> Path | None:
-    """Batch-1 latency of every trained point and the dense model, one process, one thread."""
-    from ecbench.bench.deploy.latency import Candidate, benchmark_latency
-    from ecbench.bench.deploy.recommender import deployable_model, load_trained
-    from ecbench.bench.training.config import RunConfig
-    from ecbench.bench.training.train import load_dataset
-
-    records = recorded_points(spec, where)
-    if not records:
-        return None
-    data = load_dataset(data_name, where.data_root)
-    candidates = []
-    for record in records:
-        config, rec, model = load_trained(record, where.workdir)
-        candidates.append(Candidate(config, model, {"trained": True, "record": str(record),
-                                                    "key": rec["key"]}))
-    dense = RunConfig(data=data.name, dim=candidates[0].config.dim)
-    candidates.insert(0, Candidate(dense, deployable_model(dense, data.num_items, None)))
-    _, path = benchmark_latency(candidates, data, runtimes=("onnx",), batches=(1,),
-                                results_dir=where.results_dir,
-                                artefact_dir=where.workdir / "artefacts", threads=1,
-                                log=lambda m: click.echo(m, err=True))
-    click.echo(f"latency record: {path}", err=True)
-    return path
+def time_points(spec: SweepSpec, where: Placement, data: str) -> Path | None:
+    """Batch-1 latency of every trained point beside the dense model, one process, one thread."""
+    return time_recorded_runs(recorded_runs(spec, where), where, data, runtimes=("onnx",),
+                              batches=(1,), dense_reference=True)
 
 
 def write_frontier(results_dir: Path, data: str, epochs: int) -> list[Path]:

@@ -142,6 +142,61 @@ def run_sweep(spec: SweepSpec, where: Placement, dry_run: bool = False) -> str |
     return f"{failed} of {len(results)}" if failed else None
 
 
+def recorded_runs(spec: SweepSpec, where: Placement) -> list[Path]:
+    """The record files of the spec's finished runs whose models are in the workdir."""
+    from ecbench.bench.cli.main import run_config_of
+    from ecbench.bench.records import find_record
+    from ecbench.bench.training.plan import key_done
+    from ecbench.bench.training.runner import chain_keys
+    from ecbench.bench.training.train import load_dataset
+
+    found, datasets = [], {}
+    for args in spec.jobs():
+        config = run_config_of(list(args))
+        if config.data not in datasets:
+            datasets[config.data] = load_dataset(config.data, where.data_root)
+        key = chain_keys(config, datasets[config.data])[-1]  # its budget solved as the run does
+        record = find_record(where.results_dir, key)
+        if key_done(key, where.results_dir, where.workdir) and record not in found:
+            found.append(record)
+    return found
+
+
+def time_recorded_runs(records: list[Path], where: Placement, data: str, *,
+                       runtimes: tuple[str, ...], batches: tuple[int, ...],
+                       dense_reference: bool = False) -> Path | None:
+    """Every recorded run's trained model timed in one process on one thread (eager and
+    `runtimes`), with an untrained dense model of the same width beside them if asked and
+    none was trained; the latency record's path (None: nothing to time)."""
+    from ecbench.bench.deploy.export import missing_runtime
+    from ecbench.bench.deploy.latency import Candidate, benchmark_latency
+    from ecbench.bench.deploy.recommender import deployable_model, load_trained
+    from ecbench.bench.training.config import RunConfig
+    from ecbench.bench.training.train import load_dataset
+
+    if not records:
+        return None
+    dataset = load_dataset(data, where.data_root)
+    candidates = []
+    for record in records:
+        config, rec, model = load_trained(record, where.workdir)
+        candidates.append(Candidate(config, model, {"trained": True, "record": str(record),
+                                                    "key": rec["key"]}))
+    if dense_reference and not any(c.config.compressor == "full" and not c.config.ratio
+                                   for c in candidates):
+        dense = RunConfig(data=dataset.name, dim=candidates[0].config.dim)
+        candidates.insert(0, Candidate(dense, deployable_model(dense, dataset.num_items, None)))
+    usable = tuple(r for r in runtimes if not missing_runtime(r))
+    for skipped in sorted(set(runtimes) - set(usable)):
+        click.echo(f"not timed on {skipped}: {missing_runtime(skipped)}", err=True)
+    _, path = benchmark_latency(candidates, dataset, runtimes=usable, batches=batches,
+                                results_dir=where.results_dir,
+                                artefact_dir=where.workdir / "artefacts", threads=1,
+                                log=lambda m: click.echo(m, err=True))
+    click.echo(f"latency record: {path}", err=True)
+    return path
+
+
 @click.command("sweep")
 @click.argument("spec", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @placement_options
@@ -168,7 +223,9 @@ TELLING_FIRST = [(1, 32), (4, 32), (3, 256), (5, 512)]
 RETAILROCKET_TABLE4 = [(1, 32), (3, 256), (5, 32), (1, 256), (3, 32), (5, 256)]
 BASELINES = ("gru4rec", "narm", "stamp", "srgnn")
 ABLATIONS = ("--no-contrastive", "--no-soft", "--no-bidirectional", "--no-mixup")
-REPRODUCIBLE = ("table3", "table4", "fig3")
+REPRODUCIBLE = ("table3", "table4", "table5", "fig3")
+# Table 5's runtimes beside eager (ExecuTorch with XNNPACK where `.[executorch]` is installed)
+TABLE5_RUNTIMES = ("onnx", "executorch", "torchscript")
 
 
 def table4_shapes(data: str) -> list[tuple[int, int]]:
@@ -184,10 +241,12 @@ def paper_spec(table: str, data: str, seeds: int) -> SweepSpec:
     student = ("--compressor", "ccode", "--M", str(M), "--K", str(K))
     grid = {"--seed": tuple(str(s) for s in range(seeds))}
     base = ("--data", data)
-    if table == "table3":
+    if table in ("table3", "table5"):
         runs = ((), *(("--backbone", b) for b in BASELINES), ("--compressor", "sttd", "--ratio", "30"),
                 student, student + ("--kd", "full"))
-        return SweepSpec(f"table3-{data}", base, grid, runs)
+        if table == "table5":  # the models to time: one seed of each of Table 3's rows
+            grid = {"--seed": ("0",)}
+        return SweepSpec(f"{table}-{data}", base, grid, runs)
     if table == "table4":
         runs = tuple(("--compressor", "ccode", "--M", str(m), "--K", str(k))
                      for m, k in table4_shapes(data))
@@ -211,8 +270,10 @@ def reproduce_command(table: str, data: str, seeds: int, dry_run: bool, **where:
     render it from every record in --results (`ecbench table`).
 
     table3: every row (teacher, GRU4Rec, NARM, STAMP, SR-GNN, OD-Rec, Stu-base, Student);
-    table4: the Stu-base at every (M, K) of the paper's grid, the most telling first; fig3: the
-    Student and its four ablations. Resumable: finished runs are reused, so a rerun continues,
+    table4: the Stu-base at every (M, K) of the paper's grid, the most telling first; table5:
+    Table 3's models (one seed), trained, then timed in one process (eager, ONNX Runtime,
+    ExecuTorch where installed, TorchScript; batch 1 and 100); fig3: the Student and its four
+    ablations. Resumable: finished runs are reused, so a rerun continues,
     on any executor (a GPU with --device cuda --runs-per-gpu N, a cluster with --executor ray).
     """
     from ecbench.bench.cli.results_commands import table_command
@@ -220,11 +281,16 @@ def reproduce_command(table: str, data: str, seeds: int, dry_run: bool, **where:
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     placement = Placement(**where)
-    failed = run_sweep(paper_spec(table, data, seeds), placement, dry_run)
+    spec = paper_spec(table, data, seeds)
+    failed = run_sweep(spec, placement, dry_run)
     if dry_run:
         return
+    if table == "table5":
+        time_recorded_runs(recorded_runs(spec, placement), placement, data,
+                           runtimes=TABLE5_RUNTIMES, batches=(1, 100))
     click.get_current_context().invoke(
-        table_command, which={"table3": "3", "table4": "4", "fig3": "ablation"}[table],
+        table_command,
+        which={"table3": "3", "table4": "4", "table5": "5", "fig3": "ablation"}[table],
         results_dir=placement.results_dir, out=None, runtime="eager", batch=100, cache="warm")
     if failed:
         raise click.ClickException(f"{failed} runs failed; rerun to resume them (the table "
