@@ -50,6 +50,26 @@ def at_paper_settings(record: Record) -> bool:
     return config["backbone_options"] == backbone_preset(dataset, config["backbone"])
 
 
+def without_protocol(config: dict[str, Any]) -> dict[str, Any]:
+    """The same run config selected on validation and scored with the deployed table."""
+    options = {k: v for k, v in config["compressor_options"].items() if k != "eval_table"}
+    return {**config, "select_on": "validation", "compressor_options": options}
+
+
+def at_paper_settings_but_protocol(record: Record) -> bool:
+    """At the paper's general settings (`at_paper_settings`), whatever its protocol."""
+    return at_paper_settings({**record, "config": without_protocol(record["config"])})
+
+
+def on_paper_protocol(record: Record) -> bool:
+    """A legacy run of the paper's protocol: each metric's best test epoch, and a student
+    scored with the teacher's table mixed in (`--select-on test`, `--eval-table mixed`)."""
+    config = record["config"]
+    mixed = config["compressor_options"].get("eval_table") == "mixed"
+    return (config["select_on"] == "test" and (config["compressor"] != "ccode" or mixed)
+            and at_paper_settings_but_protocol(record))
+
+
 def ablation_of(config: dict[str, Any]) -> str | None:
     """The paper's name for a ccode student's training: Stu-base (no distillation), one of the
     four single ablations of Fig. 3, the full Student, or None for any other combination."""
@@ -84,9 +104,10 @@ def table3_model(record: Record) -> str | None:
         ratio = record["size"]["item_storage"]["byte_ratio"]  # what a phone stores
         close = TABLE3_RATIO / RATIO_TOLERANCE <= ratio <= TABLE3_RATIO * RATIO_TOLERANCE
         return "OD-Rec" if close else None
-    if student_ablation(record) != "Student":
+    model = student_ablation(record)
+    if model not in ("Stu-base", "Student"):
         return None
-    return variant_name("Student", record["config"])
+    return variant_name(model, record["config"])
 
 
 def variant_name(name: str, config: dict[str, Any]) -> str:
@@ -154,8 +175,9 @@ def _count(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def _beside(ours: float | None, paper: float | None) -> str:
-    mine = "-" if ours is None else f"{ours:.2f}"
+def _beside(ours: float | None, paper: float | None, spread: float | None = None) -> str:
+    """Ours (± the spread over seeds, where several) beside the paper's in brackets."""
+    mine = "-" if ours is None else f"{ours:.2f}" + (f" ± {spread:.2f}" if spread else "")
     return mine if paper is None else f"{mine} ({paper:.2f})"
 
 
@@ -225,7 +247,8 @@ def _table3_rows(cells: dict[tuple[Any, str], list[Record]], metrics: tuple[str,
         for dataset in DATASETS:
             runs = cells.get((model, dataset))
             row += [_beside(mean_test(runs, m) if runs else None,
-                            paper[dataset][TABLE3_METRICS.index(m)] if paper else None)
+                            paper[dataset][TABLE3_METRICS.index(m)] if paper else None,
+                            spread_test(runs, m) if runs else None)
                     for m in metrics]
         rows.append(row)
     return rows
@@ -237,8 +260,10 @@ def headline_table(records: Iterable[Record]) -> str:
     cells = _cells(records, table3_model)
     headers = ["model"] + [f"{name} {m}" for d, name in zip(DATASETS, ("Tmall", "RetailRocket"))
                            for m in HEADLINE_METRICS] + ["seeds"]
+    # the paper's rows, its method's Stu-base, and our Student variants (Table 3 has the rest)
     rows = [row + [" / ".join(str(len(cells.get((row[0], d)) or [])) for d in DATASETS)]
-            for row in _table3_rows(cells, HEADLINE_METRICS)]
+            for row in _table3_rows(cells, HEADLINE_METRICS)
+            if row[0] in TABLE3 or row[0] == "Stu-base" or row[0].startswith("Student")]
     return (tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
             + "\n\nTest HR@10 and NDCG@10 in percent: ours, selected on validation and scored "
             "in the deployed form (the compressed table alone, ties counted against the "
@@ -251,25 +276,48 @@ def table3(records: Iterable[Record], fmt: str = "github",
            train_benchmarks: Iterable[Record] = ()) -> str:
     """Table 3: every method on both datasets, test metrics in percent, ours (paper's), and
     each one's training cost (`training_cost`)."""
+    records = list(records)
     cells = _cells(records, table3_model)
+    legacy = legacy_cells(records)
     train_benchmarks = list(train_benchmarks)
     headers = ["model"] + [f"{d} {m}" for d in DATASETS for m in TABLE3_METRICS]
+    headers += [f"{d} HR@10 / NDCG@10, paper's protocol (legacy)" for d in DATASETS]
     headers += [f"{d} s/epoch" for d in DATASETS]
     rows = []
     for row in _table3_rows(cells, TABLE3_METRICS):
         model = row[0]
         for dataset in DATASETS:
+            runs = legacy.get((model, dataset))
+            row.append(" / ".join(_beside(mean_test(runs, m), None, spread_test(runs, m))
+                                  for m in HEADLINE_METRICS) if runs else None)
+        for dataset in DATASETS:
             runs = cells.get((model, dataset))
             row.append(training_cost(runs, train_benchmarks) if runs else None)
         rows.append(row)
-    return ("Table 3: test metrics in percent, ours (the paper's, selected on test); ours are "
-            "selected on validation and scored with the deployed table. s/epoch: `ecbench "
+    return ("Table 3: test metrics in percent, ours ± their standard deviation over seeds "
+            "(the paper's, selected on test); ours are selected on validation and scored with "
+            "the deployed table. The paper's protocol (legacy, labelled): each metric's best "
+            "test epoch, a student scored with the teacher's table mixed in, from runs of "
+            "`--select-on test --eval-table mixed`. s/epoch: `ecbench "
             "bench train` at one thread, in brackets its cost relative to the teacher timed "
             "in the same process; * where no benchmark was run, the run's own median epoch "
             "(wall clock, possibly beside other runs)\n\n"
             + tabulate(rows, headers=headers, floatfmt=".0f", tablefmt=fmt, missingval="-",
                        disable_numparse=True)
             + "\n\n" + _sources(cells, str))
+
+
+def legacy_cells(records: Iterable[Record]) -> dict[tuple[Any, str], list[Record]]:
+    """(Table 3 row, dataset) -> the legacy runs of the paper's protocol that fill it (the
+    seeds of the row's configuration, its protocol aside)."""
+    cells: dict[tuple[Any, str], list[Record]] = {}
+    for record in records:
+        if not on_paper_protocol(record):
+            continue
+        row = table3_model({**record, "config": without_protocol(record["config"])})
+        if row is not None:
+            cells.setdefault((row, record["dataset"]["name"]), []).append(record)
+    return {key: max(seed_groups(runs), key=len) for key, runs in cells.items()}
 
 
 def _table4_cell(record: Record) -> tuple[tuple[int, int], str] | None:

@@ -16,7 +16,8 @@ from typing import Any, Iterable
 from tabulate import tabulate
 
 from ecbench.bench.report.paper import FIG3_GAIN_PERCENT, TABLE3, TABLE3_METRICS
-from ecbench.bench.report.paper_tables import DATASETS, at_paper_settings, student_ablation
+from ecbench.bench.report.paper_tables import (DATASETS, at_paper_settings_but_protocol,
+                                               student_ablation, without_protocol)
 from ecbench.bench.report.tables import variant
 
 Record = dict[str, Any]
@@ -50,17 +51,6 @@ def _protocol_order(record: Record) -> tuple:
     """The paper's protocol first, then each step towards ours."""
     on_test, mixed = _legacy_parts(record["config"])
     return (not on_test, not mixed, _variant(record), record["seed"])
-
-
-def without_protocol(config: dict[str, Any]) -> dict[str, Any]:
-    """The same run config selected on validation and scored with the deployed table."""
-    options = {k: v for k, v in config["compressor_options"].items() if k != "eval_table"}
-    return {**config, "select_on": "validation", "compressor_options": options}
-
-
-def at_paper_settings_but_protocol(record: Record) -> bool:
-    """At the paper's general settings (`at_paper_settings`), whatever its protocol."""
-    return at_paper_settings({**record, "config": without_protocol(record["config"])})
 
 
 def _variant(record: Record) -> str:
