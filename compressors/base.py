@@ -276,5 +276,9 @@ class InferenceForm(nn.Module):
         return self.compressor(ids)
 
     def score(self, query: torch.Tensor) -> torch.Tensor:
-        """Scores of every item, padding column included: [B, num_items]."""
+        """Scores of every item, padding column included: [B, num_items]: the compressor's
+        own scoring where it has one (hash scores its buckets, not a rebuilt table), else the
+        product with its table."""
+        if type(self.compressor).score is not Compressor.score:
+            return self.compressor.score(query)
         return query @ self.compressor.current_weight().t()

@@ -148,6 +148,24 @@ class QuotientRemainderTable(Compressor):
     def weight(self) -> torch.Tensor:
         return self.forward(torch.arange(self.num_items, device=self.quotient.device))
 
+    def score(self, query: torch.Tensor) -> torch.Tensor:
+        """Every (quotient, remainder) pair scored at once, item i = its pair's cell: for
+        mult, quotient rows against the query-weighted remainder rows ([B, quotients, m],
+        one batched product); for add, the two tables' scores summed. Exact, with no item
+        table rebuilt."""
+        if query.dim() != 2:
+            return super().score(query)
+        quotient, remainder = self.quotient.to(query.dtype), self.remainder.to(query.dtype)
+        if self.config.combine == "mult":
+            weighted = query.unsqueeze(1) * remainder  # [B, m, dim]
+            pairs = torch.matmul(quotient, weighted.transpose(1, 2))  # [B, quotients, m]
+        else:
+            pairs = (query @ quotient.t()).unsqueeze(2) + (query @ remainder.t()).unsqueeze(1)
+        scores = pairs.flatten(1)[:, :self.num_items]
+        padding = torch.ones(self.num_items, dtype=scores.dtype, device=scores.device)
+        padding[0] = 0
+        return scores * padding
+
     def storage(self) -> StorageReport:
         return StorageReport(
             tensors=(StoredTensor("quotient", (self.quotients, self.dim), "float32"),

@@ -131,3 +131,56 @@ def test_bench_deployed_end_to_end(benchmark, tmall, tmall_deployed, compressor,
     expected = scores.topk(20)
     torch.testing.assert_close(values, expected.values, atol=1e-4, rtol=0)
     assert (items > 0).all() and (items - 1 == expected.indices).float().mean() > 0.99
+
+
+BUDGET = 30.0  # each compressor at the paper's ratio, or as close as its family reaches
+
+
+def budgeted_table(name: str, num_items: int, dim: int = 128):
+    """A built-in compressor sized to `BUDGET` (its largest reachable ratio below it
+    otherwise), deployed with arbitrary values of its structure: timing only."""
+    from ecbench import compressors
+
+    entry = compressors.registry.get(name)
+    for ratio in (BUDGET, 10.0, 4.0, 2.0):
+        try:
+            config = entry.budget(entry.default_config(), num_items, dim, ratio)
+            break
+        except ValueError:
+            continue
+    torch.manual_seed(0)
+    table = entry.builder(config, num_items=num_items, dim=dim).eval()
+    table.deploy_untrained(0)
+    return table
+
+
+@pytest.mark.parametrize("name", ["hash", "qr", "pq", "quant", "prune", "mixed-dim", "hybrid",
+                                  "sttd", "tt"])
+def test_bench_deployed_scoring_of_each_compressor(benchmark, tmall, name):
+    """One session scored over Tmall's items by each compressor's deployed form (what a phone
+    runs), against the dense product of the table it stands for."""
+    table = budgeted_table(name, tmall.num_items)
+    form = table.inference_form(exportable=False).eval()
+    query = torch.randn(1, 128, generator=torch.Generator().manual_seed(1))
+
+    def score():
+        with form.call():
+            return form.score(query)
+
+    with torch.no_grad():
+        scores = benchmark(score)
+        weight = table.weight().double()
+    torch.testing.assert_close(scores.double(), query.double() @ weight.T, atol=1e-3, rtol=1e-4)
+
+
+def test_bench_session_knn_scoring(benchmark, tmall):
+    """256 Tmall test sessions scored by SKNN at once; a session's scores do not depend on the
+    others in its batch."""
+    from ecbench.bench.evaluation.session_knn import KNNConfig, SessionKNN
+
+    knn = SessionKNN(tmall.train, tmall.num_items, KNNConfig(method="sknn"))
+    prefixes = tmall.test_prefixes.select(np.arange(256))
+    scores = benchmark(knn.scores, prefixes)
+    for i in (0, 100, 255):
+        alone = knn.scores(tmall.test_prefixes.select(np.array([i])))
+        np.testing.assert_allclose(scores[i], alone[0], rtol=1e-12)

@@ -107,14 +107,19 @@ def assert_same_top_k_up_to_ties(run, deployed, model, item_seq, lengths) -> Non
     assert (items > 0).all()
 
 
+# shapes exported beside each compressor's small options: a path of their own at deployment
+ALSO_EXPORTED = [("quant", {"bits": 4})]
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "executorch"])
-@pytest.mark.parametrize("name", NAMES)
-def test_exported_artefact_answers_as_eager_without_a_dense_table(name, fmt, tmp_path):
+@pytest.mark.parametrize("name,options", [(n, SMALL_OPTIONS[n]) for n in NAMES] + ALSO_EXPORTED,
+                         ids=lambda x: x if isinstance(x, str) else "-".join(map(str, x.values())))
+def test_exported_artefact_answers_as_eager_without_a_dense_table(name, options, fmt, tmp_path):
     if missing_runtime(fmt):
         pytest.skip(missing_runtime(fmt))
     if (fmt, name) in UNSUPPORTED:
         pytest.skip(UNSUPPORTED[fmt, name])
-    config = RunConfig(compressor=name, compressor_options=SMALL_OPTIONS[name], dim=DIM, max_len=20,
+    config = RunConfig(compressor=name, compressor_options=options, dim=DIM, max_len=20,
                        backbone_options={"layers": 1, "heads": 2})
     model = deployable_model(config, NUM_ITEMS, None, seed=1)
     path = export(DeployedRecommender(model, k=10, exportable=True), fmt, tmp_path / f"m.{fmt}",
