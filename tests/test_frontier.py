@@ -59,6 +59,16 @@ def test_the_points_were_timed_in_one_process_beside_the_dense_model(frontier):
     assert any(m["config"]["compressor"] == "full" for m in record["models"])
 
 
+def test_the_session_knn_references_are_run_once_and_listed(frontier):
+    results, _ = frontier
+    knn = [json.loads(p.read_text()) for p in (results / "baselines").glob("synthetic-*.json")]
+    assert sorted(k["method"] for k in knn) == ["sknn", "vsknn"]
+    table = (results / "tables" / "frontier-synthetic.md").read_text()
+    for k in knn:
+        row = next(line for line in table.splitlines() if line.endswith(f"| {k['key']} |"))
+        assert f"{k['test']['HR@10']:.2f}" in row
+
+
 def test_the_figure_is_written_as_svg_and_pdf(frontier):
     results, _ = frontier
     svg = (results / "figures" / "frontier-synthetic.svg").read_text()

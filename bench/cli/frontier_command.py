@@ -73,8 +73,8 @@ def frontier_command(data: str, ratios: tuple[float, ...], epochs: int, seeds: i
     """Every budgeted compressor (the registry's, plugins included) trained to each byte
     budget on DATA under one epoch cap, scored deployed, timed at batch 1, and drawn against
     the reference rows that need no compressed table (dense teacher, popularity, session
-    recency and, once `ecbench knn` has run, session-kNN). Runs what is missing (resumable,
-    any executor), then writes RESULTS/tables/frontier-DATA.md and
+    recency, session-kNN). Runs what is missing (resumable, any executor; session-kNN once,
+    `ecbench knn` for other settings), then writes RESULTS/tables/frontier-DATA.md and
     RESULTS/figures/frontier-DATA.{svg,pdf}."""
     from ecbench.bench.report.frontier import TARGETS
 
@@ -97,6 +97,7 @@ def frontier_command(data: str, ratios: tuple[float, ...], epochs: int, seeds: i
             return
         if latency:
             time_points(spec, placement, data)
+        run_missing_knn(placement, data)
     for path in write_frontier(placement.results_dir, data, epochs):
         click.echo(f"wrote {path}")
     if failed:
@@ -107,6 +108,25 @@ def time_points(spec: SweepSpec, where: Placement, data: str) -> Path | None:
     """Batch-1 latency of every trained point beside the dense model, one process, one thread."""
     return time_recorded_runs(recorded_runs(spec, where), where, data, runtimes=("onnx",),
                               batches=(1,), dense_reference=True)
+
+
+def run_missing_knn(where: Placement, data: str) -> None:
+    """The session-kNN reference rows (SKNN and V-SKNN at their defaults), where the results
+    folder has none for `data` yet (a minute or two: no training)."""
+    from ecbench.bench.deploy.knn_baseline import run_knn
+    from ecbench.bench.evaluation.session_knn import METHODS, KNNConfig
+    from ecbench.bench.report.all_tables import knn_records
+    from ecbench.bench.training.train import load_dataset
+
+    have = {r["method"] for r in knn_records(where.results_dir) if r["dataset"]["name"] == data}
+    missing = [m for m in METHODS if m not in have]
+    if not missing:
+        return
+    dataset = load_dataset(data, where.data_root)
+    for method in missing:
+        _, path = run_knn(KNNConfig(method=method), dataset, results_dir=where.results_dir,
+                          threads=1, log=lambda m: click.echo(m, err=True))
+        click.echo(f"session-kNN record: {path}", err=True)
 
 
 def write_frontier(results_dir: Path, data: str, epochs: int) -> list[Path]:
