@@ -106,6 +106,36 @@ def dense_scores(query: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return _DenseScores.apply(query, table)
 
 
+def items_by_count(counts: torch.Tensor, num_items: int) -> np.ndarray:
+    """The real item ids (1..num_items - 1), the most frequent first, ties by id; `counts`
+    must hold one count per item id (the hook `Compressor.init_from_counts` receives)."""
+    if tuple(counts.shape) != (num_items,):
+        raise ValueError(f"item counts are {tuple(counts.shape)}, expected ({num_items},): "
+                         "another dataset")
+    return np.argsort(-counts[1:].cpu().numpy(), kind="stable") + 1
+
+
+class DeployedState:
+    """For a compressor whose deployed form differs from its training form: `deployed`, kept
+    in a buffer (so a checkpoint or saved model carries it) and mirrored in a plain bool
+    (reading the buffer costs a few microseconds a call). Call `_init_deployed_state()` in
+    `__init__`, `_set_deployed()` in `deploy()` and `undeploy()`."""
+
+    def _init_deployed_state(self) -> None:
+        self.register_buffer("is_deployed", torch.tensor(False))
+        self._deployed = False
+        self.register_load_state_dict_post_hook(
+            lambda module, _: setattr(module, "_deployed", bool(module.is_deployed)))
+
+    @property
+    def deployed(self) -> bool:
+        return self._deployed
+
+    def _set_deployed(self, deployed: bool) -> None:
+        self.is_deployed.fill_(deployed)
+        self._deployed = deployed
+
+
 class Compressor(nn.Module):
     """An item table of `num_items` rows (row 0 is padding, always zero) and `dim` columns.
 

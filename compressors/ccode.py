@@ -28,8 +28,8 @@ from torch.nn import functional as F
 
 from ecbench.compressors import registry
 from ecbench.compressors.budget import largest_meeting
-from ecbench.compressors.base import (Compressor, StorageReport, StoredTensor, dense_scores,
-                              smallest_unsigned_dtype)
+from ecbench.compressors.base import (Compressor, DeployedState, StorageReport, StoredTensor,
+                                      dense_scores, smallest_unsigned_dtype)
 from ecbench.compressors.code_learning import (CodeEncoder, StraightThroughCodes, balanced_random_codes,
                                        cluster_means, gumbel_softmax_sample, kmeans,
                                        make_codes_unique)
@@ -122,7 +122,7 @@ def eq11_ratio(num_items: int, dim: int, M: int, K: int) -> float:
     return num_items * dim / (M * K * dim + M * num_items)
 
 
-class CompositionalCodeTable(Compressor):
+class CompositionalCodeTable(DeployedState, Compressor):
     def __init__(self, num_items: int, dim: int, config: CCodeConfig) -> None:
         super().__init__(num_items, dim)
         if config.K > num_items - 1:
@@ -141,16 +141,9 @@ class CompositionalCodeTable(Compressor):
         self.register_buffer("row_mask", (torch.arange(num_items) > 0).float().unsqueeze(1),
                              persistent=False)
         # in buffers, so a checkpoint or saved model carries the state
-        self.register_buffer("is_deployed", torch.tensor(False))
+        self._init_deployed_state()
         self.register_buffer("collisions", torch.tensor(0))
-        self._deployed = False  # a plain bool mirror: reading the buffer costs a few us a call
-        self.register_load_state_dict_post_hook(
-            lambda module, _: setattr(module, "_deployed", bool(module.is_deployed)))
         self._mse: torch.Tensor | None = None
-
-    @property
-    def deployed(self) -> bool:
-        return self._deployed
 
     # -- teacher hand-off ----------------------------------------------------------------------
     def uses_teacher(self) -> bool:
@@ -353,10 +346,6 @@ class CompositionalCodeTable(Compressor):
         with `freeze_codes_after` 0 the codes never learn, so they stay as they are."""
         if self.config.freeze_codes_after != 0:
             self._set_deployed(False)
-
-    def _set_deployed(self, deployed: bool) -> None:
-        self.is_deployed.fill_(deployed)
-        self._deployed = deployed
 
     @torch.no_grad()
     def freeze_codes(self) -> int:

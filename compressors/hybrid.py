@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from ecbench.compressors import registry
 from ecbench.compressors.base import (Compressor, InferenceForm, StorageReport, StoredTensor,
-                                      dense_scores, smallest_unsigned_dtype)
+                                      dense_scores, items_by_count, smallest_unsigned_dtype)
 from ecbench.compressors.budget import largest_meeting
 from ecbench.compressors.ccode import CCodeConfig, CompositionalCodeTable, ccode_tensors
 from ecbench.compressors.codewords import CodeLookupForm
@@ -121,13 +121,10 @@ class HybridTable(Compressor):
     @torch.no_grad()
     def init_from_counts(self, counts: torch.Tensor) -> None:
         """The `exact_rows` most frequent items (ties by id) become the hot items."""
-        if counts.shape != (self.num_items,):
-            raise ValueError(f"item counts are {tuple(counts.shape)}, expected "
-                             f"({self.num_items},): another dataset")
+        order = items_by_count(counts, self.num_items)
         if bool(self.coded.teacher.any()):
             raise ValueError("hybrid: init_from_counts must come before init_from_table (the "
                              "codes were learned for another set of cold items)")
-        order = np.argsort(-counts[1:].cpu().numpy(), kind="stable") + 1
         hot = np.sort(order[:self.exact_rows])
         self.hot_ids.copy_(torch.from_numpy(hot))
         self._set_maps()

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 from ecbench.compressors import registry
 from ecbench.compressors.base import (Compressor, InferenceForm, StorageReport, StoredTensor,
-                                      dense_scores, smallest_unsigned_dtype)
+                                      dense_scores, items_by_count, smallest_unsigned_dtype)
 from ecbench.compressors.budget import largest_meeting
 
 ALPHA_GRID = 0.01  # the budget's step in alpha
@@ -176,10 +176,7 @@ class MixedDimTable(_BlockMaths, Compressor):
     @torch.no_grad()
     def init_from_counts(self, counts: torch.Tensor) -> None:
         """Rank the real items by count, most frequent first, ties by id."""
-        if counts.shape != (self.num_items,):
-            raise ValueError(f"item counts are {tuple(counts.shape)}, expected "
-                             f"({self.num_items},): another dataset")
-        order = np.argsort(-counts[1:].cpu().numpy(), kind="stable") + 1
+        order = items_by_count(counts, self.num_items)
         rank = np.zeros(self.num_items, dtype=np.int64)
         rank[order] = np.arange(1, self.num_items)
         self.rank.copy_(torch.from_numpy(rank))

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from ecbench.compressors import registry
-from ecbench.compressors.base import (Compressor, InferenceForm, StorageReport, StoredTensor,
-                                      smallest_unsigned_dtype)
+from ecbench.compressors.base import (Compressor, DeployedState, InferenceForm, StorageReport,
+                                      StoredTensor, smallest_unsigned_dtype)
 from ecbench.compressors.budget import largest_meeting
 
 INT32_MAX = 2**31 - 1
@@ -85,7 +85,7 @@ def top_magnitude_mask(table: torch.Tensor, keep: int) -> torch.Tensor:
     return mask.view(table.shape)
 
 
-class PrunedTable(Compressor):
+class PrunedTable(DeployedState, Compressor):
     def __init__(self, num_items: int, dim: int, config: PruneConfig) -> None:
         super().__init__(num_items, dim)
         self.config = config
@@ -105,14 +105,7 @@ class PrunedTable(Compressor):
         self.register_buffer("columns", torch.zeros(self.nnz, dtype=TORCH_DTYPES[stored[1].dtype]))
         self.register_buffer("row_pointers", torch.zeros(num_items + 1,
                                                          dtype=TORCH_DTYPES[stored[2].dtype]))
-        self.register_buffer("is_deployed", torch.tensor(False))
-        self._deployed = False
-        self.register_load_state_dict_post_hook(
-            lambda module, _: setattr(module, "_deployed", bool(module.is_deployed)))
-
-    @property
-    def deployed(self) -> bool:
-        return self._deployed
+        self._init_deployed_state()
 
     def density(self) -> float:
         """The training mask's current density over the real rows."""
@@ -165,10 +158,6 @@ class PrunedTable(Compressor):
     def undeploy(self) -> None:
         """Back to the masked dense table (deploy() left it equal to the CSR arrays)."""
         self._set_deployed(False)
-
-    def _set_deployed(self, deployed: bool) -> None:
-        self.is_deployed.fill_(deployed)
-        self._deployed = deployed
 
     def storage(self) -> StorageReport:
         return StorageReport(

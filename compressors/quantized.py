@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from ecbench.compressors import registry
-from ecbench.compressors.base import (Compressor, InferenceForm, StorageReport, StoredTensor,
-                                      dense_scores)
+from ecbench.compressors.base import (Compressor, DeployedState, InferenceForm, StorageReport,
+                                      StoredTensor, dense_scores)
 from ecbench.compressors.budget import largest_meeting
 
 QMAX = {8: 127, 4: 7}
@@ -117,7 +117,7 @@ def to_stored(q: torch.Tensor, bits: int) -> torch.Tensor:
     return q.to(torch.int8) if bits == 8 else pack_int4(q)
 
 
-class QuantizedTable(Compressor):
+class QuantizedTable(DeployedState, Compressor):
     def __init__(self, num_items: int, dim: int, config: QuantConfig) -> None:
         super().__init__(num_items, dim)
         self.config = config
@@ -127,19 +127,7 @@ class QuantizedTable(Compressor):
         self.register_buffer("scales", torch.ones(num_items))
         self.register_buffer("row_mask", (torch.arange(num_items) > 0).unsqueeze(1),
                              persistent=False)
-        # in a buffer, so a saved model carries the state; a plain bool mirror for speed
-        self.register_buffer("is_deployed", torch.tensor(False))
-        self._deployed = False
-        self.register_load_state_dict_post_hook(
-            lambda module, _: setattr(module, "_deployed", bool(module.is_deployed)))
-
-    @property
-    def deployed(self) -> bool:
-        return self._deployed
-
-    def _set_deployed(self, deployed: bool) -> None:
-        self.is_deployed.fill_(deployed)
-        self._deployed = deployed
+        self._init_deployed_state()
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any,
                               **kwargs: Any) -> None:

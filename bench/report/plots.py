@@ -75,6 +75,19 @@ def _legend(axes: Axes, names: Sequence[str]) -> None:
                     frameon=False)
 
 
+def _finished(figure: Figure, axes: Axes, title: str, width: float, names: Sequence[str],
+              ylabel: str, xlabel: str | None = None) -> Figure:
+    """A chart's common end: the value axis from 0, its labels, the title, the legend, and
+    the layout fixed."""
+    axes.set_ylim(bottom=0)
+    if xlabel is not None:
+        axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    _title(figure, title, width)
+    _legend(axes, names)
+    return _laid_out(figure)
+
+
 def _legend_width(names: Sequence[str]) -> float:
     """Inches the legend beside the plot takes (about 0.07 a character at 9 points)."""
     return 0.7 + 0.07 * max(map(len, names), default=0)
@@ -115,11 +128,7 @@ def bar_chart(title: str, categories: Sequence[str], series: Series, ylabel: str
                               ecolor="#333333", elinewidth=1, capsize=3)
         axes.set_xticks(range(len(categories)), list(categories),
                         rotation=20 if longest > 9 else 0, ha="right" if longest > 9 else "center")
-        axes.set_ylim(bottom=0)
-        axes.set_ylabel(ylabel)
-        _title(figure, title, width)
-        _legend(axes, names)
-        return _laid_out(figure)
+        return _finished(figure, axes, title, width, names, ylabel)
 
 
 def line_chart(title: str, x_labels: Sequence[str], series: Series, ylabel: str, xlabel: str,
@@ -142,12 +151,7 @@ def line_chart(title: str, x_labels: Sequence[str], series: Series, ylabel: str,
                               capsize=3)
         axes.set_xticks(range(len(x_labels)), list(x_labels))
         axes.set_xlim(-0.5, len(x_labels) - 0.5)
-        axes.set_ylim(bottom=0)
-        axes.set_xlabel(xlabel)
-        axes.set_ylabel(ylabel)
-        _title(figure, title, width)
-        _legend(axes, names)
-        return _laid_out(figure)
+        return _finished(figure, axes, title, width, names, ylabel, xlabel)
 
 
 def scatter_chart(title: str, series: Mapping[str, Sequence[tuple[float, float, float | None]]],
@@ -173,12 +177,7 @@ def scatter_chart(title: str, series: Mapping[str, Sequence[tuple[float, float, 
             axes.plot([x], [y], linestyle="none", marker="sDv^<>"[m % 6], markersize=6,
                       color="#000000", label=name)
         axes.set_xscale("log")
-        axes.set_ylim(bottom=0)
-        axes.set_xlabel(xlabel)
-        axes.set_ylabel(ylabel)
-        _title(figure, title, width)
-        _legend(axes, names)
-        return _laid_out(figure)
+        return _finished(figure, axes, title, width, names, ylabel, xlabel)
 
 
 def heatmap(title: str, matrix: Sequence[Sequence[float]], row_labels: Sequence[str],
