@@ -200,8 +200,10 @@ class CompositionalCodeTable(DeployedState, Compressor):
         """The code encoder's input: the real items' teacher rows, standardised per dimension
         (`standardize`) so that the encoder sees comparable scales."""
         x = table
-        if self.config.standardize:
-            x = (x - x.mean(0)) / x.std(0).clamp(min=1e-8)
+        if self.config.standardize:  # every distillation step: two passes, not torch's std(0),
+            centred = x - x.mean(0)  # which is 2-3x slower down the columns of a tall table
+            std = (centred.square().sum(0) / max(1, len(x) - 1)).sqrt()
+            x = centred / std.clamp(min=1e-8)
         self.teacher_input[1:] = x
 
     @torch.enable_grad()
