@@ -37,7 +37,8 @@ class Point:
     @property
     def label(self) -> str:
         options = self.runs[0]["config"]["compressor_options"]
-        shown = ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in sorted(options.items()))
         return f"{self.compressor} ({shown})" if shown else self.compressor
 
     def mean(self, metric: str) -> float:
