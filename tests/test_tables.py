@@ -102,3 +102,21 @@ def test_cases_table_has_a_row_per_run_and_case_group():
     lines = cases_table([analysis]).splitlines()
     assert len(lines) == 4 and "repeat" in lines[2] and "new" in lines[3]
     assert "50.00" in lines[2] and "nan" in lines[3]
+
+
+def test_the_record_index_lists_every_curated_run_once_with_its_scores():
+    import json
+    from pathlib import Path
+
+    from ecbench.bench.records import iter_records
+    from ecbench.bench.report.tables import record_index
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    records = list(iter_records(results))
+    text = record_index(records)
+    for record in records:
+        rows = [line for line in text.splitlines() if line.startswith(f"| `{record['key']}`")]
+        assert len(rows) == 1, record["key"]
+        assert f"{record['test']['HR@10']:.2f} / {record['test']['NDCG@10']:.2f}" in rows[0]
+        on_disk = json.loads((results / "runs").glob(f"*-{record['key']}.json").__next__().read_text())
+        assert on_disk["seed"] == record["seed"]

@@ -73,12 +73,15 @@ def tables_command(results_dir: Path, out: Path | None, figures: Path | None) ->
     from ecbench.bench.records import CURATED_RESULTS
     from ecbench.bench.report.all_tables import fill_readme_block, write_all
 
+    # generated blocks of the READMEs: the headline table, the findings report's record index
+    blocks = {"headline.md": (CURATED_RESULTS.parent / "README.md", "headline"),
+              "index.md": (CURATED_RESULTS / "README.md", "record-index")}
     for path in write_all(results_dir, out, figures):
         click.echo(f"written: {path}")
-        readme = CURATED_RESULTS.parent / "README.md"
-        if (path.name == "headline.md" and Path(results_dir).resolve() == CURATED_RESULTS
-                and readme.is_file() and fill_readme_block(readme, "headline", path.read_text())):
-            click.echo(f"written: {readme} (its headline table)")
+        readme, block = blocks.get(path.name, (None, None))
+        if (readme is not None and Path(results_dir).resolve() == CURATED_RESULTS
+                and readme.is_file() and fill_readme_block(readme, block, path.read_text())):
+            click.echo(f"written: {readme} (its {block} block)")
 
 
 _ANALYSIS_OPTIONS = [

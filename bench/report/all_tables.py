@@ -23,8 +23,8 @@ from ecbench.bench.report.protocol_table import protocol_table
 from ecbench.bench.report.repeat_table import repeat_table
 from ecbench.bench.records import atomic_write_bytes, iter_records, load_record, record_files
 from ecbench.bench.report.sensitivity import sensitivity_table
-from ecbench.bench.report.tables import (cases_table, codes_table, fig6_table, runs_table,
-                                         summary_table, table5)
+from ecbench.bench.report.tables import (cases_table, codes_table, fig6_table, record_index,
+                                         runs_table, summary_table, table5)
 
 
 def _records_in(results_dir: Path, folder: str, kind: str) -> list[dict[str, Any]]:
@@ -107,6 +107,7 @@ def render_all(results_dir: Path, runs: list[dict[str, Any]] | None = None,
     runs = list(iter_records(results_dir)) if runs is None else runs
     tables: dict[str, Callable[[], str]] = {
         "runs.md": lambda: runs_table(runs), "summary.md": lambda: summary_table(runs),
+        "index.md": lambda: record_index(runs),
         "table3.md": lambda: table3_with_costs(results_dir, runs),
         "table4.md": lambda: table4(runs), "headline.md": lambda: headline_table(runs),
         "ablation.md": lambda: ablation_table(runs), "protocol.md": lambda: protocol_table(runs),

@@ -157,6 +157,52 @@ def runs_table(records: Iterable[dict[str, Any]], fmt: str = "github") -> str:
                     missingval="-")
 
 
+def index_model(record: dict[str, Any]) -> str:
+    """A run's model in a few words: the backbone for a dense table (SASRec's is the teacher),
+    else the compressor, a ccode student named by its training (Stu-base, Student, ...)."""
+    config = record["config"]
+    if config["compressor"] == "full":
+        return "teacher" if config["backbone"] == "sasrec" else config["backbone"]
+    name = config["compressor"]
+    if name == "ccode":
+        from ecbench.bench.report.paper_tables import ablation_of, ccode_shape
+
+        m, k = ccode_shape(config)
+        name = f"{ablation_of(config) or 'ccode student'} M={m} K={k}"
+    return name if config["backbone"] == "sasrec" else f"{config['backbone']} + {name}"
+
+
+def _index_scores(record: dict[str, Any]) -> str:
+    """Test HR@10 / NDCG@10; where the record holds the same model scored another way, that
+    too: the compressed table alone (a legacy run) or the teacher's table mixed in."""
+    def pair(metrics: dict[str, float]) -> str:
+        return f"{metrics['HR@10']:.2f} / {metrics['NDCG@10']:.2f}"
+
+    text = pair(record["test"])
+    if record.get("test_compressed_table"):
+        text += f"; alone {pair(record['test_compressed_table'])}"
+    if record.get("test_mixed_table"):
+        text += f"; mixed (legacy) {pair(record['test_mixed_table'])}"
+    return text
+
+
+def record_index(records: Iterable[dict[str, Any]]) -> str:
+    """Every run record by dataset: its key, model, variant, seed, test HR@10 / NDCG@10 and
+    the epoch selected (v: on validation, t: on test, legacy)."""
+    by_data: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(records, key=_order):
+        by_data.setdefault(r["dataset"]["name"], []).append(r)
+    parts = []
+    for data, runs in sorted(by_data.items()):
+        rows = [[f"`{r['key']}`", index_model(r), variant(r["config"]), r["seed"], _index_scores(r),
+                 f"{r['selection']['on'][0]} {r['selection']['epoch']}/"
+                 f"{r['selection']['epochs_run']}"] for r in runs]
+        parts.append(f"#### {data}\n\n" + tabulate(
+            rows, headers=["key", "model", "variant", "seed", "HR@10 / NDCG@10", "epoch"],
+            tablefmt="github", disable_numparse=True))
+    return "\n\n".join(parts)
+
+
 def settings_key(config: dict[str, Any]) -> str:
     """A run config but its seed, as canonical JSON: what runs that differ only in their seed
     share. An unset field (None) counts as absent, as in `RunConfig.key`: records written
