@@ -80,7 +80,9 @@ def knn_records(results_dir: Path) -> list[dict[str, Any]]:
 
 
 def latency_records(results_dir: Path) -> list[dict[str, Any]]:
-    return bench_records(results_dir, "latency")
+    """The latency records, each with the name of its file (`file`), which tables cite."""
+    return [{**load_record(p), "file": p.name}
+            for p in record_files(results_dir, "bench", "latency-*.json")]
 
 
 def table3_with_costs(results_dir: Path, runs: list[dict[str, Any]]) -> str:

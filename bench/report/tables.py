@@ -266,6 +266,8 @@ class LatencyCell:
     record_date: str
     trained: bool
     may_hold_dense_table: bool
+    record: str = "?"  # the latency record's file, and the machine that timed it
+    machine: str = "?"
 
     def flags(self) -> str:
         marks = [m for m, on in (("untrained", not self.trained),
@@ -287,7 +289,8 @@ def _model_cells(record: dict[str, Any], runtime: str, batch: int
         cells[f"{name} + repeat {head}" if head else name, record["dataset"]["name"]] = LatencyCell(
             ms["end_to_end"]["median_ms"], record["date"],
             bool(model.get("source", {}).get("trained", True)),
-            bool((timing.get("artefact") or {}).get("may_hold_dense_table")))
+            bool((timing.get("artefact") or {}).get("may_hold_dense_table")),
+            record.get("file", "?"), record["provenance"]["machine"].get("cpu", "?"))
     return cells
 
 
@@ -338,12 +341,13 @@ def table5(records: Iterable[dict[str, Any]], runtime: str = "eager", batch: int
                     None if paper is None or not paper_student else paper / paper_student]
         if any(v is not None for v in row[1:]):
             rows.append(row)
-    dates = sorted({c.record_date for c in cells.values()})
+    sources = sorted({(c.record, c.record_date, c.machine) for c in cells.values()})
     title = (f"ms per 100 sessions ({runtime}, batch {batch}, one thread, {cache} caches; "
              "paper: Pixel 2 emulator, PyTorch Mobile); each dataset's models timed in one "
-             f"process (records of {', '.join(dates) or '-'}; repeat heads timed apart, so "
-             "their ratio to the student is not shown); untrained: a model of the trained "
-             "one's shape, timing only")
+             "process (repeat heads timed apart, so their ratio to the student is not shown); "
+             "untrained: a model of the trained one's shape, timing only. Records: "
+             + ("; ".join(f"results/bench/{name} ({date}, {cpu})" for name, date, cpu in sources)
+                or "-"))
     return title + "\n\n" + tabulate(rows, headers=headers, floatfmt=".2f", tablefmt=fmt,
                                      missingval="-")
 
