@@ -18,6 +18,7 @@ def frontier(tmp_path_factory):
     root = tmp_path_factory.mktemp("frontier")
     done = run_cli(["frontier", "--data", "synthetic", "--ratio", "10", "--ratio", "2000",
                     "--epochs", "1", "--compressor", "hash", "--compressor", "qr",
+                    "--compressor", "hash --hashes 2",
                     "--no-repeat-head", "--workers", "1", "--threads", "1",
                     "--results", str(root / "results"), "--workdir", str(root / "work")],
                    cwd=root, timeout=600)
@@ -29,8 +30,9 @@ def test_unreachable_budgets_are_named_and_skipped(frontier):
     results, done = frontier
     assert "out of reach: hash at 2000x" in done.stderr
     runs = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
-    assert sorted((r["config"]["compressor"], r["config"]["ratio"]) for r in runs) == [
-        ("hash", 10.0), ("qr", 10.0)]
+    assert sorted((r["config"]["compressor"], r["config"]["compressor_options"].get("hashes", 1),
+                   r["config"]["ratio"]) for r in runs) == [
+        ("hash", 1, 10.0), ("hash", 2, 10.0), ("qr", 1, 10.0)]
     assert all(r["config"]["epochs"] == 1 for r in runs)
 
 
@@ -73,7 +75,7 @@ def test_the_figure_is_written_as_svg_and_pdf(frontier):
     results, _ = frontier
     svg = (results / "figures" / "frontier-synthetic.svg").read_text()
     text = "".join(ET.fromstring(svg).itertext())
-    assert "hash" in text and "qr" in text
+    assert "hash" in text and "hash hashes=2" in text and "qr" in text
     assert (results / "figures" / "frontier-synthetic.pdf").read_bytes().startswith(b"%PDF")
 
 
@@ -93,3 +95,6 @@ def test_impossible_options_are_refused(tmp_path):
     done = run_cli(["frontier", "--data", "synthetic", "--compressor", "nope", "--render-only",
                     "--results", str(tmp_path)], cwd=tmp_path)
     assert done.returncode != 0 and "no budgeted compressor nope" in done.stderr
+    done = run_cli(["frontier", "--data", "synthetic", "--compressor", "hash --hashse 2",
+                    "--render-only", "--results", str(tmp_path)], cwd=tmp_path)
+    assert done.returncode != 0 and "--hashes" in done.stderr  # a typo is an error, not a skip

@@ -4,6 +4,7 @@ accuracy-bytes-latency table and plot."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +19,23 @@ DEFAULT_EPOCHS = 3  # the same cap for every point on two CPU cores; larger mach
 REPEAT_BUDGET = 30.0  # the budget also run with the repeat-mixture head
 
 
-def budgeted_compressors(only: tuple[str, ...]) -> list[str]:
+def budgeted_compressors(only: tuple[str, ...]) -> list[tuple[str, ...]]:
     """Every registered compressor that can meet a byte budget (plugins included), but the
-    dense reference; or those named."""
+    dense reference; or those named, each with any options of its own ('hash --hashes 2'),
+    as the arguments of its runs."""
     from ecbench import compressors
 
     names = [n for n in compressors.registry.names()
              if compressors.registry.get(n).budget is not None and n != "full"]
-    unknown = [n for n in only if n not in names]
+    asked = [tuple(shlex.split(spec)) for spec in only]
+    unknown = [spec[0] if spec else "''" for spec in asked if not spec or spec[0] not in names]
     if unknown:
         raise ConfigError(f"no budgeted compressor {', '.join(unknown)}; one of {', '.join(names)}")
-    return [n for n in names if not only or n in only]
+    return asked or [(n,) for n in names]
 
 
 def frontier_runs(data: str, data_root: str | None, ratios: tuple[float, ...], epochs: int,
-                  names: list[str], repeat_head: bool
+                  specs: list[tuple[str, ...]], repeat_head: bool
                   ) -> tuple[list[tuple[str, ...]], list[str]]:
     """The runs of the frontier (a compressor at a ratio it reaches) and what is out of reach."""
     from ecbench.bench.cli.main import run_config_of
@@ -42,12 +45,13 @@ def frontier_runs(data: str, data_root: str | None, ratios: tuple[float, ...], e
     runs, unreachable = [], []
     for ratio in ratios:
         heads = [(), ("--repeat-mixture",)] if repeat_head and ratio == REPEAT_BUDGET else [()]
-        for name in names:
-            args = ("--compressor", name, "--ratio", f"{ratio:g}")
+        for name, *options in specs:
+            args = ("--compressor", name, *options, "--ratio", f"{ratio:g}")
+            config = run_config_of(["--data", data, *args])  # a mistyped option is an error
             try:
-                apply_budget(run_config_of(["--data", data, *args]), num_items)
+                apply_budget(config, num_items)
             except (ConfigError, ValueError) as exc:
-                unreachable.append(f"{name} at {ratio:g}x: {exc}")
+                unreachable.append(f"{shlex.join([name, *options])} at {ratio:g}x: {exc}")
                 continue
             runs += [args + head for head in heads]
     return runs, unreachable
@@ -60,7 +64,9 @@ def frontier_runs(data: str, data_root: str | None, ratios: tuple[float, ...], e
 @click.option("--epochs", type=int, default=DEFAULT_EPOCHS, show_default=True,
               help="the epoch cap of every point (early stopping may end a run sooner)")
 @click.option("--seeds", type=int, default=1, show_default=True)
-@click.option("--compressor", "only", multiple=True, help="only these compressors [all budgeted]")
+@click.option("--compressor", "only", multiple=True,
+              help="only these compressors, each with options of its own if any "
+                   "('hash --hashes 2') [every budgeted one at its defaults]")
 @click.option("--repeat-head/--no-repeat-head", default=True, show_default=True,
               help=f"also train every compressor at {REPEAT_BUDGET:g}x with the repeat-mixture head")
 @click.option("--latency/--no-latency", default=True, show_default=True,

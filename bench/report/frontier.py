@@ -11,6 +11,7 @@ process), as a multiple of the dense-table model timed in that same process.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -67,12 +68,44 @@ def frontier_runs(records: Iterable[Record], data: str, epochs: int) -> list[Rec
             and r["selection"]["on"] == "validation"]
 
 
+def budget_fields(compressor: str) -> set[str]:
+    """The options a compressor's `--ratio` budget sets (hash: buckets, pq: groups, ...): the
+    fields its budget changes at two ratios, on a probe shape. Empty for a compressor not
+    registered here (a plugin's record rendered without its package)."""
+    from ecbench import compressors
+
+    try:
+        entry = compressors.registry.get(compressor)
+    except compressors.UnknownEntryError:
+        return set()
+    if entry.budget is None:
+        return set()
+    default, changed = entry.default_config(), set()
+    for ratio in (4.0, 30.0):
+        try:
+            chosen = entry.budget(default, 10_001, 64, ratio)
+        except ValueError:
+            continue
+        changed |= {f.name for f in dataclasses.fields(chosen)
+                    if getattr(chosen, f.name) != getattr(default, f.name)}
+    return changed
+
+
+def requested_options(config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A budgeted run's own choice of options: those its budget did not set."""
+    chosen = budget_fields(config["compressor"])
+    return tuple(sorted((k, v) for k, v in config["compressor_options"].items()
+                        if k not in chosen))
+
+
 def points(runs: Iterable[Record]) -> list[Point]:
-    """Runs grouped by compressor, budget and head (seeds together)."""
+    """Runs grouped by compressor (and the options asked of it), budget and head, seeds
+    together."""
     grouped: dict[tuple, Point] = {}
     for r in runs:
         c = r["config"]
-        key = (c["compressor"], float(c["ratio"]), repeat_head(c), c["backbone"], c["dim"])
+        key = (c["compressor"], requested_options(c), float(c["ratio"]), repeat_head(c),
+               c["backbone"], c["dim"])
         point = grouped.setdefault(key, Point(c["compressor"], float(c["ratio"]), repeat_head(c)))
         point.runs.append(r)
     return sorted(grouped.values(), key=lambda p: (p.target, p.head or "", -p.mean("HR@10")))
@@ -201,7 +234,9 @@ def frontier_series(records: list[Record], data: str, epochs: int
     """Compressor (and head) -> [(stored bytes, mean HR@10, its spread)] for the plot."""
     series: dict[str, list[tuple[float, float, float | None]]] = {}
     for p in points(frontier_runs(records, data, epochs)):
-        name = p.compressor + (f" + repeat {p.head}" if p.head else "")
+        asked = requested_options(p.runs[0]["config"])
+        name = (p.compressor + "".join(f" {k}={v}" for k, v in asked)
+                + (f" + repeat {p.head}" if p.head else ""))
         series.setdefault(name, []).append((float(p.storage["total_bytes"]), p.mean("HR@10"),
                                             p.spread("HR@10")))
     return {k: sorted(v) for k, v in series.items()}
