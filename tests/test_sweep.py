@@ -130,3 +130,12 @@ def test_a_run_waits_while_another_process_holds_its_lock(tmp_path):
         fcntl.flock(lock, fcntl.LOCK_UN)
     assert proc.wait(timeout=300) == 0, stderr.read_text()
     assert len(records_under(results)) == 1
+
+
+def test_two_sweeps_of_one_name_write_their_runs_into_their_own_logs(tmp_path):
+    from ecbench.bench.sweep.jobs import job_log
+
+    a = job_log(tmp_path, 0, ("--compressor", "hash", "--ratio", "10"))
+    b = job_log(tmp_path, 0, ("--compressor", "pq", "--ratio", "30"))
+    assert a != b and a.parent == b.parent == tmp_path and a.name.startswith("000-")
+    assert job_log(tmp_path, 0, ("--compressor", "hash", "--ratio", "10")) == a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import subprocess
 import sys
@@ -39,9 +40,16 @@ def run_command(args: Iterable[str]) -> list[str]:
     return [sys.executable, "-m", "ecbench.bench.cli", "run", *args]
 
 
+def job_log(logs: Path, index: int, args: tuple[str, ...]) -> Path:
+    """Where a run's output goes: its place in the sweep and a digest of its arguments, so two
+    sweeps of one name (other options, running at once) never write into one file."""
+    digest = hashlib.sha256(shlex.join(args).encode()).hexdigest()[:8]
+    return logs / f"{index:03d}-{digest}.log"
+
+
 def run_job(index: int, args: tuple[str, ...], logs: Path) -> JobResult:
-    """One run as its own process, its output in `logs/<index>.log`."""
-    log = logs / f"{index:03d}.log"
+    """One run as its own process, its output in `job_log`."""
+    log = job_log(logs, index, args)
     command = run_command(args)
     start = time.perf_counter()
     with open(log, "w") as out:

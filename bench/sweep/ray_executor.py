@@ -29,7 +29,7 @@ from typing import IO, Any, Callable
 
 from ecbench.bench.errors import ConfigError
 from ecbench.bench.records import find_record, load_record, write_json
-from ecbench.bench.sweep.jobs import JobResult
+from ecbench.bench.sweep.jobs import JobResult, job_log
 from ecbench.bench.training.plan import key_done
 
 SHIPPED_FOLDERS = ("results/runs", "work/models", "work/checkpoints")
@@ -215,7 +215,7 @@ class RayExecutor:
             target.write_bytes(data)
             if folder == "results/runs":
                 self._point_home(target, outcome)
-        log = logs / f"{index:03d}.log"
+        log = job_log(logs, index, args)
         log.write_text(f"# on Ray node {outcome['node']}\n$ {outcome['command']}\n"
                        f"{outcome['stderr']}{outcome['stdout']}")
         for line in outcome["stdout"].splitlines():
@@ -240,6 +240,6 @@ class RayExecutor:
 
     @staticmethod
     def _reused(index: int, args: tuple[str, ...], recorded: Path, logs: Path) -> JobResult:
-        log = logs / f"{index:03d}.log"
+        log = job_log(logs, index, args)
         log.write_text(f"reusing the record of an identical run: {recorded}\n")
         return JobResult(args, 0, 0.0, log, str(recorded))
