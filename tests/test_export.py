@@ -141,3 +141,13 @@ def test_every_backbone_runs_deployed(backbone, compressor):
         values, ids = deployed(items, lengths)
         expected = model.score(items, lengths)[:, 1:].topk(10)
     torch.testing.assert_close(values, expected.values, atol=1e-4, rtol=1e-4)
+
+
+def test_an_artefact_for_batch_one_alone_exports_and_answers(tmp_path):
+    """Latency at batch 1 alone exports with max_batch=1 (a dynamic batch needs max > min)."""
+    if missing_runtime("onnx"):
+        pytest.skip(missing_runtime("onnx"))
+    deployed = DeployedRecommender(build("full"), k=10, exportable=True)
+    path = export(deployed, "onnx", tmp_path / "b1.onnx", max_batch=1)
+    item_seq, lengths = sessions(1, 6)
+    assert_same_top_k(load("onnx", path), deployed, item_seq, lengths)
