@@ -138,19 +138,25 @@ class CodeLookupForm(InferenceForm):
             self.register_buffer("by_item", by_codebook.t().contiguous(), persistent=False)
 
     def _flat(self) -> torch.Tensor:
-        return self.codebooks.reshape(self.M * self.K, self.dim)
+        """The codewords, one a row: [M * K, codeword width]."""
+        return self.codebooks.reshape(self.M * self.K, -1)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         index = self.codes[:, ids].long() + self.offsets.view((self.M,) + (1,) * ids.dim())
         return codeword_rows(ids, index.movedim(0, -1), self._flat())
 
+    def lookup_tables(self, query: torch.Tensor) -> torch.Tensor:
+        """LUT[i * K + k, b] = q_b . E_i(k), [M * K, B] (a subclass may read a codeword
+        against part of the query: pq's sub-spaces)."""
+        return self._flat() @ query.t()
+
     def score(self, query: torch.Tensor) -> torch.Tensor:
+        luts = self.lookup_tables(query)
         if not self.exportable:
-            return code_lookup_scores(self._flat() @ query.t(), self.by_codebook, self.by_item)
+            return code_lookup_scores(luts, self.by_codebook, self.by_item)
         if torch.jit.is_tracing():  # TorchScript: the eager scorer, widened on every call
-            return _scripted_code_lookup_scores()(self._flat() @ query.t(),
-                                                  self.codes.long() + self.offsets, None)
-        luts = torch.matmul(self.codebooks, query.t())  # [M, K, B]
+            return _scripted_code_lookup_scores()(luts, self.codes.long() + self.offsets, None)
+        luts = luts.view(self.M, self.K, -1)  # [M, K, B]
         codes = self.codes.to(torch.int32)  # widened on every call
         by_item_scores = F.embedding(codes[0], luts[0])
         for i in range(1, self.M):

@@ -28,12 +28,11 @@ import torch
 from torch import nn
 
 from ecbench.compressors import registry
-from ecbench.compressors.base import (Compressor, InferenceForm, StorageReport, StoredTensor,
+from ecbench.compressors.base import (Compressor, StorageReport, StoredTensor,
                                       dense_scores, smallest_unsigned_dtype)
 from ecbench.compressors.budget import largest_meeting
 from ecbench.compressors.code_learning import balanced_random_codes
-from ecbench.compressors.codewords import (_scripted_code_lookup_scores, code_lookup_scores,
-                                           codeword_sum)
+from ecbench.compressors.codewords import CodeLookupForm, code_lookup_scores, codeword_sum
 
 KMEANS_ITERATIONS = 20  # Lloyd iterations per sub-space after k-means++ seeding
 ASSIGN_CHUNK_VALUES = 1 << 24  # distances computed at once while assigning (64 MiB of float32)
@@ -66,6 +65,14 @@ def pq_tensors(num_items: int, dim: int, groups: int, K: int) -> tuple[StoredTen
 def pq_paper_ratio(num_items: int, dim: int, groups: int, K: int) -> float:
     """Numbers of the dense table over numbers stored: N dim / (N groups + groups K dim/groups)."""
     return num_items * dim / (num_items * groups + groups * K * (dim // groups))
+
+
+def subspace_lookup_tables(codebooks: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """LUT[g K + k, b] = q_b[g-th sub-space] . B_g(k), [groups K, B], from the sub-codebooks
+    [groups, K, dim / groups] and the queries [B, dim]."""
+    groups, k, sub_dim = codebooks.shape
+    sub_query = query.reshape(-1, groups, sub_dim).permute(1, 2, 0)  # [G, d, B]
+    return torch.matmul(codebooks, sub_query).reshape(groups * k, -1)
 
 
 def _squared_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -209,10 +216,7 @@ class ProductQuantizedTable(Compressor):
         return rows * (ids > 0).unsqueeze(-1).to(rows.dtype)
 
     def lookup_tables(self, query: torch.Tensor) -> torch.Tensor:
-        """LUT[g K + k, b] = q_b[g-th sub-space] . B_g(k): [groups K, B]."""
-        sub_query = query.reshape(-1, self.groups, self.sub_dim).permute(1, 2, 0)  # [G, d, B]
-        return torch.matmul(self.codebooks.to(query.dtype), sub_query).reshape(
-            self.groups * self.K, -1)
+        return subspace_lookup_tables(self.codebooks.to(query.dtype), query)
 
     def score(self, query: torch.Tensor) -> torch.Tensor:
         """Exact scores [B, N]: score[b, v] = sum_g LUT[g, c_v^g] (see the module's note)."""
@@ -251,57 +255,28 @@ class ProductQuantizedTable(Compressor):
             notes=notes, packed_bytes=math.ceil(code_bits / 8) + tensors[1].nbytes)
 
 
-class PQLookupForm(InferenceForm):
+class PQLookupForm(CodeLookupForm):
     """A deployed pq table: the codes as stored (sub-space-major [groups, N]) and the
     sub-codebooks, never the [num_items, dim] table.
 
-    Rows concatenate the codewords of the ids' codes; scores sum per-session lookup tables.
-    The eager form widens the codes once, when built (as an app would at load); the
-    `exportable` form widens them on every call, so that the artefact holds only the stored
-    type. TorchScript scores with the scripted `code_lookup_scores`; ONNX and ExecuTorch (no
-    `embedding_bag`) sum `groups` gathers.
+    Rows concatenate the codewords of the ids' codes; scoring is ccode's lookup-table scoring
+    (`CodeLookupForm`: the codes widened once in the eager form, on every call in the
+    exportable one) over tables that read each sub-codebook against its own sub-space of the
+    query.
     """
 
     def __init__(self, codes: torch.Tensor, codebooks: torch.Tensor, exportable: bool) -> None:
-        super().__init__(None)
-        self.groups, self.K, self.sub_dim = codebooks.shape
-        self.num_items, self.dim = codes.shape[0], self.groups * self.sub_dim
-        self.exportable = exportable
-        self.register_buffer("codes", codes.t().contiguous())  # [G, N], as stored
-        self.codebooks = nn.Parameter(codebooks, requires_grad=False)
-        self.register_buffer("offsets", torch.arange(self.groups).unsqueeze(1) * self.K)
-        if not exportable:  # widened at load, not saved
-            by_codebook = self.codes.long() + self.offsets
-            self.register_buffer("by_codebook", by_codebook, persistent=False)
-            self.register_buffer("by_item", by_codebook.t().contiguous(), persistent=False)
-
-    def _flat(self) -> torch.Tensor:
-        return self.codebooks.reshape(self.groups * self.K, self.sub_dim)
+        super().__init__(codes, codebooks, exportable)
+        self.groups, self.sub_dim = self.M, codebooks.shape[2]
+        self.dim = self.groups * self.sub_dim
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         index = self.codes[:, ids].long() + self.offsets.view((self.groups,) + (1,) * ids.dim())
         rows = nn.functional.embedding(index.movedim(0, -1), self._flat())  # [..., G, d]
         return rows.flatten(-2) * (ids > 0).unsqueeze(-1).to(rows.dtype)
 
-    def _luts(self, query: torch.Tensor) -> torch.Tensor:
-        """[G, K, B]: each sub-codebook against its sub-space of the queries."""
-        return torch.matmul(self.codebooks,
-                            query.reshape(-1, self.groups, self.sub_dim).permute(1, 2, 0))
-
-    def score(self, query: torch.Tensor) -> torch.Tensor:
-        luts = self._luts(query)
-        if not self.exportable:
-            return code_lookup_scores(luts.reshape(self.groups * self.K, -1), self.by_codebook,
-                                      self.by_item)
-        if torch.jit.is_tracing():  # TorchScript: the eager scorer, widened on every call
-            return _scripted_code_lookup_scores()(luts.reshape(self.groups * self.K, -1),
-                                                  self.codes.long() + self.offsets, None)
-        codes = self.codes.to(torch.int32)  # widened on every call
-        scores = nn.functional.embedding(codes[0], luts[0])
-        for g in range(1, self.groups):
-            scores = scores + nn.functional.embedding(codes[g], luts[g])
-        scores[0] = 0.0  # the padding row is the zero vector
-        return scores.t()
+    def lookup_tables(self, query: torch.Tensor) -> torch.Tensor:
+        return subspace_lookup_tables(self.codebooks, query)
 
 
 def pq_budget(config: PQConfig, num_items: int, dim: int, ratio: float) -> PQConfig:
