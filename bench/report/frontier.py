@@ -18,12 +18,12 @@ from typing import Any, Iterable
 
 from tabulate import tabulate
 
+from ecbench.bench.report.paper_tables import mean_test, spread_test
 from ecbench.bench.report.tables import variant
 from ecbench.bench.training.config import repeat_head
 
 Record = dict[str, Any]
 TARGETS = {"tmall": (4.0, 10.0, 30.0, 100.0), "retailrocket": (30.0,)}
-METRICS = ("HR@10", "NDCG@10")
 
 
 @dataclass
@@ -43,11 +43,10 @@ class Point:
         return f"{self.compressor} ({shown})" if shown else self.compressor
 
     def mean(self, metric: str) -> float:
-        return statistics.fmean(r["test"][metric] for r in self.runs)
+        return mean_test(self.runs, metric)
 
     def spread(self, metric: str) -> float | None:
-        values = [r["test"][metric] for r in self.runs]
-        return statistics.stdev(values) if len(values) > 1 else None
+        return spread_test(self.runs, metric)
 
     @property
     def storage(self) -> dict[str, Any]:
@@ -60,12 +59,17 @@ class Point:
         return statistics.fmean(values) if values else None
 
 
+def budgeted(record: Record) -> bool:
+    """A frontier point's run: trained to a byte budget, undistilled, selected on validation."""
+    config = record["config"]
+    return (bool(config.get("ratio")) and config.get("distill") is None
+            and record["selection"]["on"] == "validation")
+
+
 def frontier_runs(records: Iterable[Record], data: str, epochs: int) -> list[Record]:
-    """The runs a frontier of `data` is built from: trained to a byte budget, undistilled,
-    under the epoch cap `epochs`."""
-    return [r for r in records if r["config"]["data"] == data and r["config"].get("ratio")
-            and r["config"].get("distill") is None and r["config"]["epochs"] == epochs
-            and r["selection"]["on"] == "validation"]
+    """The runs a frontier of `data` is built from: budgeted, under the epoch cap `epochs`."""
+    return [r for r in records if budgeted(r) and r["config"]["data"] == data
+            and r["config"]["epochs"] == epochs]
 
 
 def budget_fields(compressor: str) -> set[str]:
@@ -160,8 +164,7 @@ def reference_rows(records: Iterable[Record], knn: Iterable[Record], data: str
     if teachers:
         size = teachers[0]["size"]["item_storage"]
         rows.append([f"dense SASRec (the teacher; {len(teachers)} seed(s))",
-                     statistics.fmean(x["test"]["HR@10"] for x in teachers),
-                     statistics.fmean(x["test"]["NDCG@10"] for x in teachers),
+                     mean_test(teachers, "HR@10"), mean_test(teachers, "NDCG@10"),
                      size["total_bytes"] / 1024, 1.0, ", ".join(x["key"] for x in teachers)])
         fullest = max(teachers, key=lambda x: (len(x["baselines"]), x["finished"]))
         for name, metrics in fullest["baselines"].items():
@@ -264,11 +267,9 @@ def frontier_views(records: Iterable[Record], knn: Iterable[Record]) -> list[tup
     """(dataset, epoch cap) of each frontier the records support: a dataset with budgeted runs
     (the cap most of its points share, the smaller among equals) or session-kNN records."""
     caps: dict[str, dict[int, int]] = {}
-    for r in records:
-        c = r["config"]
-        if c.get("ratio") and c.get("distill") is None and r["selection"]["on"] == "validation":
-            count = caps.setdefault(c["data"], {})
-            count[c["epochs"]] = count.get(c["epochs"], 0) + 1
+    for r in filter(budgeted, records):
+        count = caps.setdefault(r["config"]["data"], {})
+        count[r["config"]["epochs"]] = count.get(r["config"]["epochs"], 0) + 1
     views = {data: min(count, key=lambda e: (-count[e], e)) for data, count in caps.items()}
     for k in knn:
         views.setdefault(k["dataset"]["name"], 0)

@@ -61,12 +61,17 @@ def at_paper_settings_but_protocol(record: Record) -> bool:
     return at_paper_settings({**record, "config": without_protocol(record["config"])})
 
 
+def legacy_parts(config: dict[str, Any]) -> tuple[bool, bool]:
+    """(selected on test, scored with the mixed table): the two habits of the paper's protocol."""
+    return (config["select_on"] == "test",
+            config["compressor_options"].get("eval_table") == "mixed")
+
+
 def on_paper_protocol(record: Record) -> bool:
     """A legacy run of the paper's protocol: each metric's best test epoch, and a student
     scored with the teacher's table mixed in (`--select-on test`, `--eval-table mixed`)."""
-    config = record["config"]
-    mixed = config["compressor_options"].get("eval_table") == "mixed"
-    return (config["select_on"] == "test" and (config["compressor"] != "ccode" or mixed)
+    on_test, mixed = legacy_parts(record["config"])
+    return (on_test and (record["config"]["compressor"] != "ccode" or mixed)
             and at_paper_settings_but_protocol(record))
 
 

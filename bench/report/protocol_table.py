@@ -17,7 +17,8 @@ from tabulate import tabulate
 
 from ecbench.bench.report.paper import FIG3_GAIN_PERCENT, TABLE3, TABLE3_METRICS
 from ecbench.bench.report.paper_tables import (DATASETS, at_paper_settings_but_protocol,
-                                               student_ablation, without_protocol)
+                                               legacy_parts, student_ablation,
+                                               without_protocol)
 from ecbench.bench.report.tables import variant
 
 Record = dict[str, Any]
@@ -34,22 +35,16 @@ def protocol_model(record: Record) -> str | None:
     return model if model in ("Stu-base", "Student") else None
 
 
-def _legacy_parts(config: dict[str, Any]) -> tuple[bool, bool]:
-    """(selected on test, scored with the mixed table)."""
-    return (config["select_on"] == "test",
-            config["compressor_options"].get("eval_table") == "mixed")
-
-
 def protocol(config: dict[str, Any]) -> str:
     """How a run picked its epoch and which table scored its test."""
-    on_test, mixed = _legacy_parts(config)
+    on_test, mixed = legacy_parts(config)
     selected = "legacy: best test epoch per metric" if on_test else "best validation epoch"
     return selected + (", mixed table" if mixed else ", deployed table")
 
 
 def _protocol_order(record: Record) -> tuple:
     """The paper's protocol first, then each step towards ours."""
-    on_test, mixed = _legacy_parts(record["config"])
+    on_test, mixed = legacy_parts(record["config"])
     return (not on_test, not mixed, _variant(record), record["seed"])
 
 
@@ -62,7 +57,7 @@ def deployed_test(record: Record) -> dict[str, float] | None:
     """The test metrics of one model as a phone would run it: the record's own for an honest
     run; for a legacy one, its selected model scored with the compressed table alone, where
     recorded (a legacy record's own metrics are each metric's best epoch, not one model)."""
-    if any(_legacy_parts(record["config"])):
+    if any(legacy_parts(record["config"])):
         return record.get("test_compressed_table")
     return record["test"]
 
@@ -98,7 +93,7 @@ def protocol_rows(records: Iterable[Record]) -> list[list[Any]]:
             for r in runs:
                 deployed = deployed_test(r) or {}
                 scorings = [(protocol(r["config"]), r["test"])]
-                if r.get("test_mixed_table") and not any(_legacy_parts(r["config"])):
+                if r.get("test_mixed_table") and not any(legacy_parts(r["config"])):
                     # the same selected model as the paper scored its students
                     scorings.append(("best validation epoch, mixed table (the same model)",
                                      r["test_mixed_table"]))
