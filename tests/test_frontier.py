@@ -58,7 +58,10 @@ def test_the_points_were_timed_in_one_process_beside_the_dense_model(frontier):
     timed = {m.get("source", {}).get("key") for m in record["models"]}
     runs = {json.loads(p.read_text())["key"] for p in (results / "runs").glob("*.json")}
     assert runs <= timed
-    assert any(m["config"]["compressor"] == "full" for m in record["models"])
+    (dense,) = [m for m in record["models"] if m["config"]["compressor"] == "full"]
+    point = next(m for m in record["models"] if m["config"]["compressor"] != "full")
+    for setting in ("backbone", "backbone_options", "dim", "max_len"):  # the same encoder
+        assert dense["config"][setting] == point["config"][setting], setting
 
 
 def test_the_session_knn_references_are_run_once_and_listed(frontier):

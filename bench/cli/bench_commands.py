@@ -184,19 +184,12 @@ the dataset's test set. Writes RESULTS/bench/latency-<data>-<backbones>-<compres
 def bench_latency_command(**opts: Any) -> None:
     import shlex
 
-    from ecbench.bench.deploy.recommender import deployable_model, load_trained
-    from ecbench.bench.deploy.latency import Candidate, benchmark_latency
+    from ecbench.bench.deploy.recommender import deployable_model
+    from ecbench.bench.deploy.latency import Candidate, benchmark_latency, trained_candidate
     from ecbench.bench.training.train import apply_budget, load_dataset
 
     data = load_dataset(opts["data"], opts["data_root"])
-    candidates = []
-    for record in opts["records"]:
-        config, rec, model = load_trained(record, opts["workdir"])
-        if rec["dataset"]["checksum"] != data.checksum:
-            raise ConfigError(f"record {record} was trained on {rec['dataset']['name']}, "
-                              f"not on {data.name}")
-        candidates.append(Candidate(config, model, {"trained": True, "record": str(record),
-                                                    "key": rec["key"]}))
+    candidates = [trained_candidate(record, opts["workdir"], data) for record in opts["records"]]
     specs = [shlex.split(spec) for spec in opts["specs"]]
     if not any(c.config.compressor == "full" for c in candidates) and ["full"] not in specs:
         specs.insert(0, ["full"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +14,9 @@ from ecbench.bench.cli.sweep_commands import (Placement, placement_options, reco
                                               run_sweep, time_recorded_runs)
 from ecbench.bench.errors import ConfigError
 from ecbench.bench.sweep import SweepSpec
+
+if TYPE_CHECKING:
+    from ecbench.bench.data.sessions import SessionDataset
 
 DEFAULT_EPOCHS = 3  # the same cap for every point on two CPU cores; larger machines raise it
 REPEAT_BUDGET = 30.0  # the budget also run with the repeat-mixture head
@@ -34,14 +37,14 @@ def budgeted_compressors(only: tuple[str, ...]) -> list[tuple[str, ...]]:
     return asked or [(n,) for n in names]
 
 
-def frontier_runs(data: str, data_root: str | None, ratios: tuple[float, ...], epochs: int,
+def frontier_runs(data: str, num_items: int, ratios: tuple[float, ...],
                   specs: list[tuple[str, ...]], repeat_head: bool
                   ) -> tuple[list[tuple[str, ...]], list[str]]:
-    """The runs of the frontier (a compressor at a ratio it reaches) and what is out of reach."""
+    """The runs of the frontier (a compressor at a ratio it reaches, for a catalogue of
+    `num_items`) and what is out of reach."""
     from ecbench.bench.cli.main import run_config_of
-    from ecbench.bench.training.train import apply_budget, load_dataset
+    from ecbench.bench.training.train import apply_budget
 
-    num_items = load_dataset(data, data_root).num_items
     runs, unreachable = [], []
     for ratio in ratios:
         heads = [(), ("--repeat-mixture",)] if repeat_head and ratio == REPEAT_BUDGET else [()]
@@ -83,6 +86,7 @@ def frontier_command(data: str, ratios: tuple[float, ...], epochs: int, seeds: i
     `ecbench knn` for other settings), then writes RESULTS/tables/frontier-DATA.md and
     RESULTS/figures/frontier-DATA.{svg,pdf}."""
     from ecbench.bench.report.frontier import TARGETS
+    from ecbench.bench.training.train import load_dataset
 
     if epochs < 1 or seeds < 1:
         raise ConfigError(f"--epochs and --seeds must be positive, got {epochs} and {seeds}")
@@ -90,7 +94,8 @@ def frontier_command(data: str, ratios: tuple[float, ...], epochs: int, seeds: i
     if any(r <= 1 for r in ratios):
         raise ConfigError(f"a budget compresses: every --ratio must exceed 1, got {ratios}")
     placement = Placement(**where)
-    runs, unreachable = frontier_runs(data, placement.data_root, ratios, epochs,
+    dataset = load_dataset(data, placement.data_root)  # read once, for every step below
+    runs, unreachable = frontier_runs(data, dataset.num_items, ratios,
                                       budgeted_compressors(only), repeat_head)
     for line in unreachable:
         click.echo(f"out of reach: {line}", err=True)
@@ -102,34 +107,25 @@ def frontier_command(data: str, ratios: tuple[float, ...], epochs: int, seeds: i
         if dry_run:
             return
         if latency:
-            time_points(spec, placement, data)
-        run_missing_knn(placement, data)
+            time_recorded_runs(recorded_runs(spec, placement, dataset), placement, dataset,
+                               runtimes=("onnx",), batches=(1,), dense_reference=True)
+        run_missing_knn(placement, dataset)
     for path in write_frontier(placement.results_dir, data, epochs):
         click.echo(f"wrote {path}")
     if failed:
         raise click.ClickException(f"{failed} runs failed; rerun to resume them")
 
 
-def time_points(spec: SweepSpec, where: Placement, data: str) -> Path | None:
-    """Batch-1 latency of every trained point beside the dense model, one process, one thread."""
-    return time_recorded_runs(recorded_runs(spec, where), where, data, runtimes=("onnx",),
-                              batches=(1,), dense_reference=True)
-
-
-def run_missing_knn(where: Placement, data: str) -> None:
+def run_missing_knn(where: Placement, dataset: "SessionDataset") -> None:
     """The session-kNN reference rows (SKNN and V-SKNN at their defaults), where the results
-    folder has none for `data` yet (a minute or two: no training)."""
+    folder has none for `dataset` yet (a minute or two: no training)."""
     from ecbench.bench.deploy.knn_baseline import run_knn
     from ecbench.bench.evaluation.session_knn import METHODS, KNNConfig
     from ecbench.bench.report.all_tables import knn_records
-    from ecbench.bench.training.train import load_dataset
 
-    have = {r["method"] for r in knn_records(where.results_dir) if r["dataset"]["name"] == data}
-    missing = [m for m in METHODS if m not in have]
-    if not missing:
-        return
-    dataset = load_dataset(data, where.data_root)
-    for method in missing:
+    have = {r["method"] for r in knn_records(where.results_dir)
+            if r["dataset"]["name"] == dataset.name}
+    for method in [m for m in METHODS if m not in have]:
         _, path = run_knn(KNNConfig(method=method), dataset, results_dir=where.results_dir,
                           threads=1, log=lambda m: click.echo(m, err=True))
         click.echo(f"session-kNN record: {path}", err=True)

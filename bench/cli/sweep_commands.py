@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 from tabulate import tabulate
@@ -17,6 +17,9 @@ from ecbench.bench.errors import ConfigError
 from ecbench.bench.report.paper import STUDENT_CODES, TABLE4
 from ecbench.bench.sweep import SweepSpec
 from ecbench.bench.training.config import build_part_config
+
+if TYPE_CHECKING:
+    from ecbench.bench.data.sessions import SessionDataset
 
 
 @dataclass(frozen=True)
@@ -142,57 +145,45 @@ def run_sweep(spec: SweepSpec, where: Placement, dry_run: bool = False) -> str |
     return f"{failed} of {len(results)}" if failed else None
 
 
-def recorded_runs(spec: SweepSpec, where: Placement) -> list[Path]:
-    """The record files of the spec's finished runs whose models are in the workdir."""
+def recorded_runs(spec: SweepSpec, where: Placement, dataset: "SessionDataset") -> list[Path]:
+    """The record files of the finished runs of `spec` (runs on `dataset`) whose models are in
+    the workdir."""
     from ecbench.bench.cli.main import run_config_of
     from ecbench.bench.records import find_record
     from ecbench.bench.training.plan import key_done
     from ecbench.bench.training.runner import chain_keys
-    from ecbench.bench.training.train import load_dataset
 
-    found, datasets = [], {}
+    found = []
     for args in spec.jobs():
-        config = run_config_of(list(args))
-        if config.data not in datasets:
-            datasets[config.data] = load_dataset(config.data, where.data_root)
-        key = chain_keys(config, datasets[config.data])[-1]  # its budget solved as the run does
+        key = chain_keys(run_config_of(list(args)), dataset)[-1]  # its budget solved as it runs
         record = find_record(where.results_dir, key)
         if key_done(key, where.results_dir, where.workdir) and record not in found:
             found.append(record)
     return found
 
 
-def time_recorded_runs(records: list[Path], where: Placement, data: str, *,
+def time_recorded_runs(records: list[Path], where: Placement, dataset: "SessionDataset", *,
                        runtimes: tuple[str, ...], batches: tuple[int, ...],
                        dense_reference: bool = False) -> Path | None:
     """Every recorded run's trained model timed in one process on one thread (eager and
-    `runtimes`), with an untrained dense model of the same width beside them if asked and
-    none was trained; the latency record's path (None: nothing to time)."""
+    `runtimes`), with the dense model of their settings beside them if asked and none was
+    trained; the latency record's path (None: nothing to time)."""
+    from ecbench.bench.deploy import latency
     from ecbench.bench.deploy.export import missing_runtime
-    from ecbench.bench.deploy.latency import Candidate, benchmark_latency
-    from ecbench.bench.deploy.recommender import deployable_model, load_trained
-    from ecbench.bench.training.config import RunConfig
-    from ecbench.bench.training.train import load_dataset
 
     if not records:
         return None
-    dataset = load_dataset(data, where.data_root)
-    candidates = []
-    for record in records:
-        config, rec, model = load_trained(record, where.workdir)
-        candidates.append(Candidate(config, model, {"trained": True, "record": str(record),
-                                                    "key": rec["key"]}))
+    candidates = [latency.trained_candidate(r, where.workdir, dataset) for r in records]
     if dense_reference and not any(c.config.compressor == "full" and not c.config.ratio
                                    for c in candidates):
-        dense = RunConfig(data=dataset.name, dim=candidates[0].config.dim)
-        candidates.insert(0, Candidate(dense, deployable_model(dense, dataset.num_items, None)))
+        candidates.insert(0, latency.dense_reference(candidates, dataset.num_items))
     usable = tuple(r for r in runtimes if not missing_runtime(r))
     for skipped in sorted(set(runtimes) - set(usable)):
         click.echo(f"not timed on {skipped}: {missing_runtime(skipped)}", err=True)
-    _, path = benchmark_latency(candidates, dataset, runtimes=usable, batches=batches,
-                                results_dir=where.results_dir,
-                                artefact_dir=where.workdir / "artefacts", threads=1,
-                                log=lambda m: click.echo(m, err=True))
+    _, path = latency.benchmark_latency(candidates, dataset, runtimes=usable, batches=batches,
+                                        results_dir=where.results_dir,
+                                        artefact_dir=where.workdir / "artefacts", threads=1,
+                                        log=lambda m: click.echo(m, err=True))
     click.echo(f"latency record: {path}", err=True)
     return path
 
@@ -286,7 +277,10 @@ def reproduce_command(table: str, data: str, seeds: int, dry_run: bool, **where:
     if dry_run:
         return
     if table == "table5":
-        time_recorded_runs(recorded_runs(spec, placement), placement, data,
+        from ecbench.bench.training.train import load_dataset
+
+        dataset = load_dataset(data, placement.data_root)
+        time_recorded_runs(recorded_runs(spec, placement, dataset), placement, dataset,
                            runtimes=TABLE5_RUNTIMES, batches=(1, 100))
     click.get_current_context().invoke(
         table_command,

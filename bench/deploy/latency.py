@@ -52,6 +52,31 @@ class Candidate:
                                       head and f"repeat-{head}", self.tag]))
 
 
+def trained_candidate(record: Path, workdir: Path, data: SessionDataset) -> Candidate:
+    """A recorded run's trained model (from WORKDIR/models) as a latency candidate, refused if
+    it was trained on other data than `data`."""
+    from ecbench.bench.deploy.recommender import load_trained
+    from ecbench.bench.errors import ConfigError
+
+    config, rec, model = load_trained(record, workdir)
+    if rec["dataset"]["checksum"] != data.checksum:
+        raise ConfigError(f"record {record} was trained on {rec['dataset']['name']}, "
+                          f"not on {data.name}")
+    return Candidate(config, model, {"trained": True, "record": str(record), "key": rec["key"]})
+
+
+def dense_reference(candidates: Sequence[Candidate], num_items: int) -> Candidate:
+    """The dense-table model the candidates' times are read against: the teacher of their own
+    settings (encoder, width, dataset presets), without a repeat head unless all have one;
+    untrained, since weights do not change its time."""
+    from ecbench.bench.deploy.recommender import deployable_model
+    from ecbench.bench.training.teacher import teacher_config
+
+    plain = [c for c in candidates if c.config.repeat_head is None] or list(candidates)
+    config = teacher_config(plain[0].config)
+    return Candidate(config, deployable_model(config, num_items, None))
+
+
 def tag_alike(candidates: Sequence[Candidate]) -> None:
     """Tag candidates whose labels coincide (a Stu-base and its distilled student, say) with
     their record's key, else their place in the list: a label names an artefact file."""
