@@ -87,5 +87,8 @@ def test_the_command_writes_a_record_with_metrics_bytes_and_latency(tmp_path):
     record = json.loads(path.read_text())
     assert 0 < record["test"]["HR@10"] <= record["test"]["HR@20"] <= 100
     assert record["storage"]["total_bytes"] == sum(t["bytes"] for t in record["storage"]["tensors"])
+    # against the dense table of the dataset's own preset width (synthetic: 64)
+    assert record["storage"]["full_dim"] == 64
+    assert record["storage"]["full_bytes"] == record["dataset"]["num_items"] * 64 * 4
     assert record["timing"]["batch1"]["repeats"] == 20
     assert record["provenance"]["command"].startswith("ecbench knn")

@@ -20,11 +20,19 @@ from ecbench.bench.evaluation.metrics import (metrics_from_ranks, pessimistic_ra
                                               tied_with_another)
 from ecbench.bench.evaluation.session_knn import KNNConfig, SessionKNN, knn_scores_torch
 from ecbench.bench.records import ensure_writable, now_iso, provenance, write_json
+from ecbench.bench.training.config import RunConfig, backbone_preset, preset_for
 from ecbench.compressors.base import FLOAT_BYTES
 
 SCHEMA = "ecbench.knn/1"
 SCORE_BATCH = 256  # test cases scored at once: a [B, items] float32 matrix each
-REFERENCE_DIM = 128  # the suite's item-table width: the dense table the bytes compare with
+
+
+def dense_sasrec(data: SessionDataset) -> RunConfig:
+    """The dense-table SASRec of `data`'s presets (its width and encoder): what session-kNN's
+    bytes and latency are compared with."""
+    preset = preset_for(data.name)
+    return RunConfig(data=data.name, dim=preset.get("dim", RunConfig.dim),
+                     backbone_options=backbone_preset(data.name, "sasrec"))
 
 
 def knn_key(config: KNNConfig, checksum: str) -> str:
@@ -52,9 +60,8 @@ def batch1_latency(knn: SessionKNN, data: SessionDataset, repeats: int, seed: in
     test sessions, beside the dense-table SASRec (untrained, its deployed shape) on the same
     sessions, the two taking turns."""
     from ecbench.bench.deploy.recommender import DeployedRecommender, deployable_model
-    from ecbench.bench.training.config import RunConfig
 
-    model = deployable_model(RunConfig(dim=REFERENCE_DIM), data.num_items, None)
+    model = deployable_model(dense_sasrec(data), data.num_items, None)
     dense = DeployedRecommender(model, k=10).eval()
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(data.test_labels), size=repeats, replace=repeats > len(data.test_labels))
@@ -96,7 +103,8 @@ def run_knn(config: KNNConfig, data: SessionDataset, *, results_dir: Path, threa
     test_seconds = time.perf_counter() - t0
     stored = knn.stored()
     total = sum(t.nbytes for t in stored)
-    full = data.num_items * REFERENCE_DIM * FLOAT_BYTES
+    reference_dim = dense_sasrec(data).dim
+    full = data.num_items * reference_dim * FLOAT_BYTES
     key = knn_key(config, data.checksum)
     record = {
         "schema": SCHEMA, "key": key, "method": config.method,
@@ -106,7 +114,7 @@ def run_knn(config: KNNConfig, data: SessionDataset, *, results_dir: Path, threa
         "test": test, "test_tied_percent": tied,
         "storage": {"tensors": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
                                  "bytes": t.nbytes} for t in stored],
-                    "total_bytes": total, "full_bytes": full, "full_dim": REFERENCE_DIM,
+                    "total_bytes": total, "full_bytes": full, "full_dim": reference_dim,
                     "byte_ratio": full / total,
                     "notes": ["every training session is kept (no validation split: "
                               "nothing is selected)"]},
