@@ -17,8 +17,9 @@ validation measures the deployed density even while the schedule is still runnin
 stores them in CSR form: float32 values [nnz], column indices in the smallest unsigned type
 holding dim - 1 [nnz], row pointers int32 (int64 past 2^31 entries) [num_items + 1]; all three
 are counted. The inference form holds only these arrays: rows are gathered from CSR per id,
-eager scoring is a sparse-dense product, and the exportable form scores through a table
-rebuilt from the CSR arrays inside each call (never stored).
+eager scoring is a sparse-dense product, and the exportable form scores entry by entry (each
+stored value times its column of the query, summed into its row's score by a scatter-add),
+O(nnz) a query, with no table rebuilt.
 """
 
 from __future__ import annotations
@@ -224,8 +225,20 @@ class CSRForm(InferenceForm):
     def score(self, query: torch.Tensor) -> torch.Tensor:
         if not self.exportable:
             return (self.csr @ query.t()).t()
-        table = self.forward(torch.arange(self.num_items, device=query.device))  # this call only
-        return query @ table.t()
+        columns, pointers = self._indices()
+        rows = entry_rows(pointers, self.nnz).expand(query.shape[0], -1)
+        products = query[:, columns] * self.values  # [batch, nnz]: each entry's term
+        scores = query.new_zeros(query.shape[0], self.num_items)
+        return scores.scatter_add(1, rows, products)
+
+
+def entry_rows(pointers: torch.Tensor, nnz: int) -> torch.Tensor:
+    """The row of each of the `nnz` stored entries, from CSR row pointers: at each position
+    the count of rows (after row 0) that start at or before it. A scatter-add and a cumulative
+    sum, both exportable (ONNX has no repeat_interleave); rows starting at `nnz` are empty."""
+    starts = pointers[1:-1]
+    counts = torch.zeros(nnz + 1, dtype=pointers.dtype, device=pointers.device)
+    return counts.scatter_add(0, starts, torch.ones_like(starts))[:nnz].cumsum(0)
 
 
 def prune_budget(config: PruneConfig, num_items: int, dim: int, ratio: float) -> PruneConfig:

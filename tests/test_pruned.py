@@ -10,7 +10,8 @@ import scipy.sparse
 import torch
 
 from ecbench import compressors
-from ecbench.compressors.pruned import CSRForm, PruneConfig, PrunedTable, prune_budget
+from ecbench.compressors.pruned import (CSRForm, PruneConfig, PrunedTable, entry_rows,
+                                        prune_budget)
 
 N, D = 301, 8
 TOTAL = (N - 1) * D  # entries of the real rows
@@ -133,6 +134,14 @@ def test_deployed_rows_and_scores_are_the_masked_tables(exportable):
     assert not dense_held  # no dense table in the deployed form (eager: a sparse CSR tensor)
     assert {t.dtype for t in form.state_dict().values()} == {torch.float32, torch.uint8,
                                                              torch.int32, torch.int64}
+
+
+def test_entry_rows_match_numpys_reading_of_the_row_pointers():
+    """Empty rows anywhere (the padding row, runs of them, the last rows) included."""
+    lengths = np.array([0, 3, 0, 0, 1, 5, 0, 2, 0, 0])
+    pointers = np.concatenate([[0], lengths.cumsum()])
+    rows = entry_rows(torch.from_numpy(pointers).to(torch.int32), int(lengths.sum()))
+    np.testing.assert_array_equal(rows.numpy(), np.repeat(np.arange(len(lengths)), lengths))
 
 
 def test_evaluation_before_deploy_sees_the_deployed_table():
