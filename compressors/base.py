@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -312,3 +312,9 @@ class InferenceForm(nn.Module):
         if type(self.compressor).score is not Compressor.score:
             return self.compressor.score(query)
         return query @ self.compressor.current_weight().t()
+
+    def onnx_translations(self) -> dict[Any, Callable[..., Any]]:
+        """The ONNX translations of the custom torch operators this form calls while it is
+        exported to ONNX (`torch.onnx.is_in_onnx_export()`), to reach a runtime's own kernels
+        (quant's int4 table: ONNX Runtime's MatMulNBits). None by default."""
+        return {}

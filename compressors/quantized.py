@@ -15,14 +15,16 @@ gets s = 1 and q = 0); the deployed row is q_v * s_v. Two ways to get there (`--
 Deployed, the table is an int8 [N, dim] buffer, or for 4 bits a uint8 [N, ceil(dim / 2)] buffer
 holding two values a byte (column 2j in the low nibble, 2j + 1 in the high one, each stored as
 q + 8), and the scales [N]; the float table is freed. `undeploy()` gives a float table back
-(the dequantised values) to train on. Scoring is exact: (query @ q.T) * s.
+(the dequantised values) to train on. Scoring is exact: (query @ q.T) * s. Exported to ONNX,
+int8 scores through DequantizeLinear and int4 through ONNX Runtime's MatMulNBits, which read
+the stored integers (`quantized_onnx`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import nn
@@ -31,6 +33,7 @@ from ecbench.compressors import registry
 from ecbench.compressors.base import (Compressor, DeployedState, InferenceForm, StorageReport,
                                       StoredTensor, dense_scores)
 from ecbench.compressors.budget import largest_meeting
+from ecbench.compressors.quantized_onnx import matmul_nbits_fits, onnx_translations, quant_scores
 
 QMAX = {8: 127, 4: 7}
 INT4_OFFSET = 8  # a 4-bit value q in [-7, 7] is stored as the nibble q + 8
@@ -220,20 +223,29 @@ class QuantizedTable(DeployedState, Compressor):
 class QuantizedForm(InferenceForm):
     """A deployed quant table: the integer table as stored (int8, or int4 packed into uint8)
     and the per-row scales; never a float [num_items, dim] table (scoring widens the integers
-    during a call only)."""
+    during a call only). Exported to ONNX it scores through the quantised operators
+    (`quantized_onnx`); an int4 table MatMulNBits reads is held in its layout, [rows, 1, bytes]
+    (the same bytes)."""
 
     def __init__(self, qtable: torch.Tensor, scales: torch.Tensor, bits: int, dim: int) -> None:
         super().__init__(None)
         self.num_items, self.dim, self.bits = qtable.shape[0], dim, bits
-        self.register_buffer("qtable", qtable)
+        self.onnx_operators = bits == 8 or matmul_nbits_fits(bits, dim)
+        self.register_buffer("qtable", qtable.unsqueeze(1) if matmul_nbits_fits(bits, dim)
+                             else qtable)
         self.register_buffer("scales", scales)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        values = stored_values(self.qtable[ids], self.bits, self.dim)
+        values = stored_values(self.qtable[ids].reshape(ids.shape + (-1,)), self.bits, self.dim)
         return values.float() * self.scales[ids].unsqueeze(-1)
 
     def score(self, query: torch.Tensor) -> torch.Tensor:
-        return stored_scores(query, self.qtable, self.bits, self.dim) * self.scales
+        if self.onnx_operators and torch.onnx.is_in_onnx_export():
+            return quant_scores(query, self.qtable, self.scales, self.bits, self.dim)
+        return stored_scores(query, self.qtable.flatten(1), self.bits, self.dim) * self.scales
+
+    def onnx_translations(self) -> dict[Any, Callable[..., Any]]:
+        return onnx_translations() if self.onnx_operators else {}
 
 
 def quant_budget(config: QuantConfig, num_items: int, dim: int, ratio: float) -> QuantConfig:

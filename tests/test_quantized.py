@@ -194,3 +194,48 @@ def test_registered_with_a_budget():
     assert entry.budget is quant_budget and entry.flags() == ["--bits", "--mode"]
     table = compressors.build("quant", num_items=501, dim=16)
     assert table.storage().byte_ratio > 3
+
+
+@pytest.mark.parametrize("bits, dim, operator", [(8, 16, "DequantizeLinear"),
+                                                 (4, 16, "MatMulNBits"), (4, 12, None)])
+def test_onnx_scores_through_the_quantised_operators_on_the_stored_integers(bits, dim, operator,
+                                                                            tmp_path):
+    """int8 through DequantizeLinear, int4 through ONNX Runtime's MatMulNBits where its block
+    sizes fit the width (else plain operators); the integers are the graph's own initializers
+    (no float table) and ONNX Runtime's scores are numpy's."""
+    from ecbench.bench.deploy.export import missing_runtime, onnx_session
+
+    if missing_runtime("onnx"):
+        pytest.skip(missing_runtime("onnx"))
+    import onnx
+
+    table = table_with(301, dim, bits)
+    table.deploy()
+    q = (unpack_int4(table.qtable, dim) if bits == 4 else table.qtable).numpy().astype(np.float64)
+    expected_table = q * table.scales.numpy()[:, None]
+
+    class Scores(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.form = table.inference_form(exportable=True)
+
+        def forward(self, query: torch.Tensor) -> torch.Tensor:
+            return self.form.score(query)
+
+    model, query = Scores().eval(), torch.randn(3, dim)
+    path = str(tmp_path / "scores.onnx")
+    torch.onnx.export(model, (query,), dynamo=True, optimize=False, input_names=["query"],
+                      custom_translation_table=model.form.onnx_translations() or None,
+                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=8)},)).save(path)
+    graph = onnx.load(path).graph
+    operators = {node.op_type for node in graph.node}
+    assert (operator in operators) if operator else not operators & {"DequantizeLinear",
+                                                                     "MatMulNBits"}
+    assert {onnx.helper.tensor_dtype_to_np_dtype(t.data_type) for t in graph.initializer
+            if t.dims[0] == 301} == {np.dtype(np.int8 if bits == 8 else np.uint8), np.dtype(np.float32)}
+    assert all(np.prod(t.dims) < 301 * dim for t in graph.initializer
+               if t.data_type == onnx.TensorProto.FLOAT)  # the scales, no float table
+    for batch in (1, 3):
+        scores = onnx_session(path).run(None, {"query": query[:batch].numpy()})[0]
+        np.testing.assert_allclose(scores, query[:batch].numpy().astype(np.float64)
+                                   @ expected_table.T, rtol=1e-4, atol=1e-4)

@@ -16,11 +16,12 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
 from ecbench.bench.deploy.recommender import DeployedRecommender
+from ecbench.compressors.base import InferenceForm
 from ecbench.bench.errors import ConfigError
 
 FORMATS = ("onnx", "executorch", "torchscript")
@@ -120,6 +121,7 @@ def export(deployed: DeployedRecommender, fmt: str, path: Path, *, max_batch: in
         elif fmt == "onnx":
             program = torch.onnx.export(
                 deployed, inputs, dynamo=True, optimize=False,  # the optimiser folds constants
+                custom_translation_table=onnx_translations(deployed) or None,
                 input_names=["item_seq", "lengths"], output_names=["scores", "items"],
                 dynamic_shapes=_dynamic_shapes(max_batch, max_len), verbose=False)
             program.save(str(path))
@@ -168,6 +170,13 @@ def agreement(got: tuple, expected: tuple[torch.Tensor, torch.Tensor], k: int
     scores, items = (torch.as_tensor(x) for x in got)
     return {"max_abs_score_difference": float((scores - expected[0]).abs().max()),
             f"top{k}_identical": bool(torch.equal(items.long(), expected[1]))}
+
+
+def onnx_translations(deployed: torch.nn.Module) -> dict[Any, Callable[..., Any]]:
+    """The ONNX translations the deployed model's inference forms bring for their custom
+    operators (a compressor's way to a runtime's quantised kernels)."""
+    return {op: fn for module in deployed.modules() if isinstance(module, InferenceForm)
+            for op, fn in module.onnx_translations().items()}
 
 
 def onnx_session(path: str, optimized_copy: str | None = None):
