@@ -236,7 +236,10 @@ class QuantizedForm(InferenceForm):
         self.register_buffer("scales", scales)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        values = stored_values(self.qtable[ids].reshape(ids.shape + (-1,)), self.bits, self.dim)
+        rows = self.qtable[ids]
+        if rows.dim() > ids.dim() + 1:  # MatMulNBits' layout: [..., 1 block, bytes]
+            rows = rows.squeeze(-2)
+        values = stored_values(rows, self.bits, self.dim)
         return values.float() * self.scales[ids].unsqueeze(-1)
 
     def score(self, query: torch.Tensor) -> torch.Tensor:
