@@ -41,6 +41,7 @@ class GRU4Rec(Backbone):
         dim = compressor.dim
         self.config = config
         self.gru = SessionGRU(dim, config, max_len)
+        self.max_len = max_len  # the width an export unrolls over: its longest session
         self.dropout = FastDropout(config.dropout)
         hidden = self.gru.hidden_size
         self.output = nn.Identity() if hidden == dim else nn.Linear(hidden, dim, bias=False)

@@ -46,6 +46,7 @@ class NARM(Backbone):
         self.config = config
         self.embedding_dropout = FastDropout(config.embedding_dropout)
         self.gru = SessionGRU(dim, config, max_len)
+        self.max_len = max_len  # the width an export unrolls over: its longest session
         hidden = self.gru.hidden_size
         self.local = SoftAttentionReadout(hidden)  # w1 = A1 (on h_t), w2 = A2, f = v
         self.dropout = FastDropout(config.dropout)

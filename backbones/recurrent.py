@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ecbench.backbones.init import InitOptions
@@ -53,14 +52,40 @@ class SessionGRU(nn.Module):
 
     def _padded(self, inputs: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same over `max_len` steps, for export, which has no packed sequences and unrolls
-        a GRU over a fixed number of steps (the input's width stays dynamic). Padding follows
-        each session and a GRU is causal, so the states up to a session's length are the
-        packed run's; its final state is the state at its last item."""
+        """The same for export, which has no packed sequences: the GRU's own equations unrolled
+        over `max_len` steps, the input padded to that width by a concatenation (its width stays
+        dynamic; ExecuTorch sizes neither a pad by a dynamic amount nor its own decomposition of
+        `nn.GRU` by a dynamic batch). Padding follows each session and a GRU is causal, so the
+        states up to a session's length are the packed run's; its final state is the state at
+        its last item."""
         width = inputs.shape[1]
-        states, _ = self.gru(F.pad(inputs, (0, 0, 0, self.max_len - width)))
-        states = states[:, :width]
-        real = torch.arange(width, device=inputs.device) < lengths.unsqueeze(1)
+        zeros = inputs.new_zeros(inputs.shape[0], self.max_len, inputs.shape[2])
+        layer_input = torch.cat([inputs, zeros], 1)[:, :self.max_len]  # [B, max_len, D]
+        for layer in range(self.gru.num_layers):
+            layer_input = self._unrolled_layer(layer_input, layer)
+        positions = torch.arange(width, device=inputs.device)
+        states = layer_input.index_select(1, positions)  # a slice's strides would pin the width
+        real = positions < lengths.unsqueeze(1)
         states = states * real.unsqueeze(2).to(states.dtype)
         final = states[torch.arange(inputs.shape[0], device=inputs.device), lengths - 1]
         return states, final
+
+    def _unrolled_layer(self, inputs: torch.Tensor, layer: int) -> torch.Tensor:
+        """One GRU layer step by step (torch.nn.GRU's equations and weights, h_0 = 0):
+        r, z = sigmoid(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z}),
+        n = tanh(W_in x + b_in + r (W_hn h + b_hn)), h' = (1 - z) n + z h."""
+        w_ih, w_hh = getattr(self.gru, f"weight_ih_l{layer}"), getattr(self.gru, f"weight_hh_l{layer}")
+        b_ih, b_hh = getattr(self.gru, f"bias_ih_l{layer}"), getattr(self.gru, f"bias_hh_l{layer}")
+        size = self.hidden_size
+        projected = inputs @ w_ih.t() + b_ih  # every step's input part at once: [B, T, 3H]
+        h = inputs.new_zeros(inputs.shape[0], size)
+        states = []
+        for t in range(inputs.shape[1]):
+            # slices, not chunk(): ExecuTorch's verifier pins the batch of a list-valued op
+            x, hidden = projected[:, t], h @ w_hh.t() + b_hh
+            x_r, x_z, x_n = x[:, :size], x[:, size:2 * size], x[:, 2 * size:]
+            h_r, h_z, h_n = hidden[:, :size], hidden[:, size:2 * size], hidden[:, 2 * size:]
+            r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+            h = (1 - z) * torch.tanh(x_n + r * h_n) + z * h
+            states.append(h)
+        return torch.stack(states, 1)
