@@ -7,7 +7,7 @@ Third-party compressors register through the ``ecbench.compressors`` entry-point
 """
 
 from ecbench.compressors.base import (Compressor, InferenceForm, StorageReport, StoredTensor,
-                                      smallest_unsigned_dtype)
+                                      held_index, smallest_unsigned_dtype, widened)
 from ecbench.compressors.named_registry import (OptionClashError, Registry, RegistryEntry,
                                                 UnknownEntryError)
 
@@ -25,4 +25,4 @@ def build(name: str, config=None, **context) -> Compressor:
 
 __all__ = ["Compressor", "InferenceForm", "StorageReport", "StoredTensor", "Registry",
            "RegistryEntry", "OptionClashError", "UnknownEntryError", "registry", "build",
-           "smallest_unsigned_dtype"]
+           "smallest_unsigned_dtype", "held_index", "widened"]

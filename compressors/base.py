@@ -21,6 +21,30 @@ def smallest_unsigned_dtype(max_value: int) -> np.dtype:
     raise ValueError(f"{max_value} does not fit in 64 bits")
 
 
+# the signed type of each unsigned width: how a deployed form holds a wider unsigned index
+SAME_WIDTH_SIGNED = {torch.uint16: torch.int16, torch.uint32: torch.int32,
+                     torch.uint64: torch.int64}
+
+
+def held_index(index: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """An unsigned index array (codes, ids, columns) as a deployed form holds it: uint8 as is,
+    a wider unsigned type as the signed type of its width holding the same bits (the same
+    bytes; ExecuTorch has no kernel for uint16 or uint32, not even a cast). `widened` reads
+    it back."""
+    tensor = torch.from_numpy(index) if isinstance(index, np.ndarray) else index
+    signed = SAME_WIDTH_SIGNED.get(tensor.dtype)
+    return tensor if signed is None else tensor.view(signed)
+
+
+def widened(index: torch.Tensor, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """The values of an index held by `held_index`, as `dtype` (int32 or int64)."""
+    if index.dtype == torch.int16:  # 16 unsigned bits
+        return index.to(dtype) & 0xFFFF
+    if index.dtype == torch.int32:  # 32 unsigned bits
+        return (index.long() & 0xFFFFFFFF).to(dtype)
+    return index.to(dtype)
+
+
 @dataclass(frozen=True)
 class StoredTensor:
     name: str

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from ecbench.compressors import registry
 from ecbench.compressors.budget import largest_meeting
 from ecbench.compressors.base import (Compressor, DeployedState, StorageReport, StoredTensor,
-                                      dense_scores, smallest_unsigned_dtype)
+                                      dense_scores, held_index, smallest_unsigned_dtype)
 from ecbench.compressors.code_learning import (CodeEncoder, StraightThroughCodes, balanced_random_codes,
                                        cluster_means, gumbel_softmax_sample, kmeans,
                                        make_codes_unique)
@@ -401,7 +401,7 @@ class CompositionalCodeTable(DeployedState, Compressor):
         if self._evaluates_mixed():
             raise ValueError("the legacy mixed evaluation needs the teacher table: not deployable")
         codes = self.codes.cpu().numpy().astype(smallest_unsigned_dtype(self.K - 1))
-        return CodeLookupForm(torch.from_numpy(codes), self.codebooks.detach().cpu().clone(),
+        return CodeLookupForm(held_index(codes), self.codebooks.detach().cpu().clone(),
                               exportable)
 
     def _lookup_index(self) -> tuple[torch.Tensor, torch.Tensor]:

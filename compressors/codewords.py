@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ecbench.compressors.base import InferenceForm
+from ecbench.compressors.base import InferenceForm, widened
 
 
 def lookup_table_scores(query: torch.Tensor, flat_codebooks: torch.Tensor,
@@ -133,7 +133,7 @@ class CodeLookupForm(InferenceForm):
         self.codebooks = nn.Parameter(codebooks, requires_grad=False)
         self.register_buffer("offsets", torch.arange(self.M).unsqueeze(1) * self.K)  # [M, 1]
         if not exportable:  # widened at load, not saved
-            by_codebook = self.codes.long() + self.offsets
+            by_codebook = widened(self.codes) + self.offsets
             self.register_buffer("by_codebook", by_codebook, persistent=False)
             self.register_buffer("by_item", by_codebook.t().contiguous(), persistent=False)
 
@@ -141,9 +141,18 @@ class CodeLookupForm(InferenceForm):
         """The codewords, one a row: [M * K, codeword width]."""
         return self.codebooks.reshape(self.M * self.K, -1)
 
+    def codewords(self, ids: torch.Tensor) -> list[torch.Tensor]:
+        """Each codebook's codeword of every id, ids.shape + (width,) apiece: M gathers (one
+        [..., M, width] gather of ids of a data-dependent count, such as a session's real
+        items, gives ExecuTorch strides it cannot order)."""
+        flat = self._flat()
+        return [F.embedding(widened(self.codes[i][ids]) + i * self.K, flat)
+                for i in range(self.M)]
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        index = self.codes[:, ids].long() + self.offsets.view((self.M,) + (1,) * ids.dim())
-        return codeword_rows(ids, index.movedim(0, -1), self._flat())
+        codewords = self.codewords(ids)
+        rows = sum(codewords[1:], codewords[0])
+        return rows * (ids > 0).unsqueeze(-1).to(rows.dtype)
 
     def lookup_tables(self, query: torch.Tensor) -> torch.Tensor:
         """LUT[i * K + k, b] = q_b . E_i(k), [M * K, B] (a subclass may read a codeword
@@ -155,9 +164,9 @@ class CodeLookupForm(InferenceForm):
         if not self.exportable:
             return code_lookup_scores(luts, self.by_codebook, self.by_item)
         if torch.jit.is_tracing():  # TorchScript: the eager scorer, widened on every call
-            return _scripted_code_lookup_scores()(luts, self.codes.long() + self.offsets, None)
+            return _scripted_code_lookup_scores()(luts, widened(self.codes) + self.offsets, None)
         luts = luts.view(self.M, self.K, -1)  # [M, K, B]
-        codes = self.codes.to(torch.int32)  # widened on every call
+        codes = widened(self.codes, torch.int32)  # widened on every call
         by_item_scores = F.embedding(codes[0], luts[0])
         for i in range(1, self.M):
             by_item_scores = by_item_scores + F.embedding(codes[i], luts[i])

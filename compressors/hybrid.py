@@ -35,7 +35,8 @@ from torch.nn import functional as F
 
 from ecbench.compressors import registry
 from ecbench.compressors.base import (Compressor, InferenceForm, StorageReport, StoredTensor,
-                                      dense_scores, items_by_count, smallest_unsigned_dtype)
+                                      dense_scores, held_index, items_by_count,
+                                      smallest_unsigned_dtype, widened)
 from ecbench.compressors.budget import largest_meeting
 from ecbench.compressors.ccode import CCodeConfig, CompositionalCodeTable, ccode_tensors
 from ecbench.compressors.codewords import CodeLookupForm
@@ -220,7 +221,7 @@ class HybridTable(Compressor):
     def inference_form(self, exportable: bool = False) -> "HybridForm":
         """Hot rows, hot ids (smallest unsigned type) and ccode's deployed form."""
         hot_ids = self.hot_ids.cpu().numpy().astype(smallest_unsigned_dtype(self.num_items - 1))
-        return HybridForm(torch.from_numpy(hot_ids), self.hot_rows.detach().cpu().clone(),
+        return HybridForm(held_index(hot_ids), self.hot_rows.detach().cpu().clone(),
                           self.coded.inference_form(exportable), self.num_items, exportable)
 
 
@@ -240,14 +241,14 @@ class HybridForm(InferenceForm):
         self.hot_rows = nn.Parameter(hot_rows, requires_grad=False)
         self.register_buffer("hot_ids", hot_ids)
         if not exportable:
-            wide = hot_ids.long()
+            wide = widened(hot_ids)
             self.register_buffer("wide_hot_ids", wide, persistent=False)
             for name, tensor in zip(("is_hot", "hot_row", "cold_item"), slot_maps(wide, num_items)):
                 self.register_buffer(name, tensor, persistent=False)
 
     def _maps(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.exportable:
-            wide = self.hot_ids.long()
+            wide = widened(self.hot_ids)
             return (wide, *slot_maps(wide, self.num_items))
         return self.wide_hot_ids, self.is_hot, self.hot_row, self.cold_item
 

@@ -36,7 +36,8 @@ from torch.nn import functional as F
 
 from ecbench.compressors import registry
 from ecbench.compressors.base import (Compressor, InferenceForm, StorageReport, StoredTensor,
-                                      dense_scores, items_by_count, smallest_unsigned_dtype)
+                                      dense_scores, held_index, items_by_count,
+                                      smallest_unsigned_dtype, widened)
 from ecbench.compressors.budget import largest_meeting
 
 ALPHA_GRID = 0.01  # the budget's step in alpha
@@ -203,7 +204,7 @@ class MixedDimTable(_BlockMaths, Compressor):
 
     def inference_form(self, exportable: bool = False) -> "MixedDimForm":
         rank = self.rank.cpu().numpy().astype(smallest_unsigned_dtype(self.num_items - 1))
-        return MixedDimForm(self, torch.from_numpy(rank), exportable)
+        return MixedDimForm(self, held_index(rank), exportable)
 
 
 class MixedDimForm(_BlockMaths, InferenceForm):
@@ -222,13 +223,13 @@ class MixedDimForm(_BlockMaths, InferenceForm):
              for p in table.projections])
         self.register_buffer("rank", rank)
         if not exportable:
-            self.register_buffer("wide_rank", rank.long(), persistent=False)
+            self.register_buffer("wide_rank", widened(rank), persistent=False)
 
     def _product(self, query: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         return query @ table.t()  # plain ops only: the form is traced and exported
 
     def _rank(self) -> torch.Tensor:
-        return self.rank.long() if self.exportable else self.wide_rank
+        return widened(self.rank) if self.exportable else self.wide_rank
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.rows_by_rank(self._rank()[ids])

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from ecbench.compressors import registry
-from ecbench.compressors.base import (Compressor, StorageReport, StoredTensor,
-                                      dense_scores, smallest_unsigned_dtype)
+from ecbench.compressors.base import (Compressor, StorageReport, StoredTensor, dense_scores,
+                                      held_index, smallest_unsigned_dtype)
 from ecbench.compressors.budget import largest_meeting
 from ecbench.compressors.code_learning import balanced_random_codes
 from ecbench.compressors.codewords import CodeLookupForm, code_lookup_scores, codeword_sum
@@ -233,7 +233,7 @@ class ProductQuantizedTable(Compressor):
     # -- deployment ----------------------------------------------------------------------------
     def inference_form(self, exportable: bool = False) -> "PQLookupForm":
         """Codes (as stored) and sub-codebooks only."""
-        return PQLookupForm(self.codes.detach().cpu().clone(),
+        return PQLookupForm(held_index(self.codes.detach().cpu().clone()),
                             self.codebooks.detach().cpu().clone(), exportable)
 
     def storage(self) -> StorageReport:
@@ -271,9 +271,8 @@ class PQLookupForm(CodeLookupForm):
         self.dim = self.groups * self.sub_dim
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        index = self.codes[:, ids].long() + self.offsets.view((self.groups,) + (1,) * ids.dim())
-        rows = nn.functional.embedding(index.movedim(0, -1), self._flat())  # [..., G, d]
-        return rows.flatten(-2) * (ids > 0).unsqueeze(-1).to(rows.dtype)
+        rows = torch.cat(self.codewords(ids), -1)  # the sub-vectors side by side
+        return rows * (ids > 0).unsqueeze(-1).to(rows.dtype)
 
     def lookup_tables(self, query: torch.Tensor) -> torch.Tensor:
         return subspace_lookup_tables(self.codebooks, query)

@@ -34,7 +34,7 @@ from torch import nn
 
 from ecbench.compressors import registry
 from ecbench.compressors.base import (Compressor, DeployedState, InferenceForm, StorageReport,
-                                      StoredTensor, smallest_unsigned_dtype)
+                                      StoredTensor, held_index, smallest_unsigned_dtype, widened)
 from ecbench.compressors.budget import largest_meeting
 
 INT32_MAX = 2**31 - 1
@@ -173,7 +173,7 @@ class PrunedTable(DeployedState, Compressor):
         if not self.deployed:
             raise ValueError("prune has no inference form before deploy(): its entries are "
                              "not chosen yet")
-        return CSRForm(self.values.detach().cpu().clone(), self.columns.cpu().clone(),
+        return CSRForm(self.values.detach().cpu().clone(), held_index(self.columns.cpu().clone()),
                        self.row_pointers.cpu().clone(), self.dim, exportable)
 
 
@@ -198,7 +198,7 @@ class CSRForm(InferenceForm):
         self.register_buffer("row_pointers", row_pointers)
         self.register_buffer("offsets", torch.arange(dim))
         if not exportable:
-            self.register_buffer("wide_columns", columns.long(), persistent=False)
+            self.register_buffer("wide_columns", widened(columns), persistent=False)
             self.register_buffer("wide_pointers", row_pointers.long(), persistent=False)
             with warnings.catch_warnings():  # torch's note that sparse CSR is in beta
                 warnings.simplefilter("ignore", UserWarning)
@@ -208,7 +208,7 @@ class CSRForm(InferenceForm):
 
     def _indices(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.exportable:
-            return self.columns.long(), self.row_pointers.long()
+            return widened(self.columns), self.row_pointers.long()
         return self.wide_columns, self.wide_pointers
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
