@@ -109,8 +109,12 @@ class TTTable(Compressor):
         digits = mixed_radix_digits(flat, self.item_factors)
         x = self.tt_cores[0][0].index_select(0, digits[0])  # [n, J_1, R_1]
         for core, digit in zip(list(self.tt_cores)[1:], digits[1:]):
-            g = core.index_select(1, digit).permute(1, 0, 2, 3)  # [n, R_{k-1}, J_k, R_k]
-            x = torch.einsum("npr,nrqs->npqs", x, g).flatten(1, 2)  # no -1: export-friendly
+            # the item axis first before the gather, and a batched product: the count n stays
+            # the leading axis of every tensor (n may be data-dependent, such as a session's
+            # real items, and ExecuTorch cannot order strides that hold it)
+            g = core.permute(1, 0, 2, 3).index_select(0, digit)  # [n, R_{k-1}, J_k, R_k]
+            joint = torch.bmm(x, g.flatten(2))  # [n, J_1..J_{k-1}, J_k R_k]
+            x = joint.unflatten(2, (core.shape[2], core.shape[3])).flatten(1, 2)
         rows = x.squeeze(-1) * (flat > 0).unsqueeze(1).to(x.dtype)
         return rows.view(*ids.shape, self.dim)
 

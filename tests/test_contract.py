@@ -22,8 +22,6 @@ SMALL_OPTIONS = {
     "pq": {"groups": 4, "K": 16}, "quant": {"bits": 8}, "prune": {"density": 0.2},
     "mixed-dim": {}, "hybrid": {"exact_rows": 50, "M": 3, "K": 16},
 }
-# ExecuTorch cannot plan tt's data-dependent core slices (see test_export)
-UNSUPPORTED = {("executorch", "tt"): "tt's row lookup does not lower to ExecuTorch"}
 # the built-ins (an installed third-party plugin is its own package's to test)
 NAMES = sorted(n for n in compressors.registry.names()
                if compressors.registry.get(n).builder.__module__.startswith("ecbench.compressors."))
@@ -117,8 +115,6 @@ ALSO_EXPORTED = [("quant", {"bits": 4})]
 def test_exported_artefact_answers_as_eager_without_a_dense_table(name, options, fmt, tmp_path):
     if missing_runtime(fmt):
         pytest.skip(missing_runtime(fmt))
-    if (fmt, name) in UNSUPPORTED:
-        pytest.skip(UNSUPPORTED[fmt, name])
     config = RunConfig(compressor=name, compressor_options=options, dim=DIM, max_len=20,
                        backbone_options={"layers": 1, "heads": 2})
     model = deployable_model(config, NUM_ITEMS, None, seed=1)
