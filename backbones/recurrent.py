@@ -76,16 +76,24 @@ class SessionGRU(nn.Module):
         n = tanh(W_in x + b_in + r (W_hn h + b_hn)), h' = (1 - z) n + z h."""
         w_ih, w_hh = getattr(self.gru, f"weight_ih_l{layer}"), getattr(self.gru, f"weight_hh_l{layer}")
         b_ih, b_hh = getattr(self.gru, f"bias_ih_l{layer}"), getattr(self.gru, f"bias_hh_l{layer}")
-        size = self.hidden_size
         projected = inputs @ w_ih.t() + b_ih  # every step's input part at once: [B, T, 3H]
-        h = inputs.new_zeros(inputs.shape[0], size)
+        h = inputs.new_zeros(inputs.shape[0], self.hidden_size)
         states = []
         for t in range(inputs.shape[1]):
-            # slices, not chunk(): ExecuTorch's verifier pins the batch of a list-valued op
-            x, hidden = projected[:, t], h @ w_hh.t() + b_hh
-            x_r, x_z, x_n = x[:, :size], x[:, size:2 * size], x[:, 2 * size:]
-            h_r, h_z, h_n = hidden[:, :size], hidden[:, size:2 * size], hidden[:, 2 * size:]
-            r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-            h = (1 - z) * torch.tanh(x_n + r * h_n) + z * h
+            h = gru_update(projected[:, t], h, w_hh, b_hh)
             states.append(h)
         return torch.stack(states, 1)
+
+
+def gru_update(input_gates: torch.Tensor, h: torch.Tensor, weight_hh: torch.Tensor,
+               bias_hh: torch.Tensor) -> torch.Tensor:
+    """One GRU step in torch's equations from the input's gate terms W_i x + b_i [n, 3H]:
+    r, z = sigmoid(x_{r,z} + W_h{r,z} h + b_h{r,z}), n = tanh(x_n + r (W_hn h + b_hn)),
+    h' = (1 - z) n + z h. Slices, not chunk(): ExecuTorch's verifier pins the leading size of
+    a list-valued operator's outputs (the batch, or a data-dependent count)."""
+    size = h.shape[-1]
+    hidden = h @ weight_hh.t() + bias_hh
+    x_r, x_z, x_n = input_gates[:, :size], input_gates[:, size:2 * size], input_gates[:, 2 * size:]
+    h_r, h_z, h_n = hidden[:, :size], hidden[:, size:2 * size], hidden[:, 2 * size:]
+    r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+    return (1 - z) * torch.tanh(x_n + r * h_n) + z * h

@@ -47,6 +47,42 @@ class SessionGraphs:
         return cls(packed.batch, node_session, node_keys - node_session * num_items, token_node,
                    source, target, 1.0 / in_degree[target], 1.0 / out_degree[source])
 
+    @classmethod
+    def from_padded(cls, item_seq: torch.Tensor, packed: PackedSessions) -> "SessionGraphs":
+        """The same graphs from the padded batch [B, L] by comparisons within each session, with
+        no sort (`torch.unique`), for export to runtimes without one (ExecuTorch): nodes numbered
+        in order of first occurrence rather than of item id, edges in order of first transition.
+        Only a relabelling: SR-GNN's output depends on neither order."""
+        batch, length = item_seq.shape
+        real = item_seq > 0
+        position = torch.arange(length, device=item_seq.device)
+        earlier = position.unsqueeze(1) > position  # [L, L]: [i, j] = j before i
+        same = (item_seq.unsqueeze(2) == item_seq.unsqueeze(1)) & real.unsqueeze(2)  # [B, L, L]
+        first = real & ~(same & earlier).any(2)  # the first occurrence of its item
+        flat_first = first.reshape(-1)
+        node_at = torch.cumsum(flat_first.to(torch.int64), 0) - 1  # at each first occurrence
+        start = torch.arange(batch, device=item_seq.device).unsqueeze(1) * length
+        node_of = node_at[start + same.to(torch.int64).argmax(2)]  # [B, L] (argmax: first match)
+        node_item = item_seq.reshape(-1)[flat_first]
+        grid = torch.arange(batch * length, device=item_seq.device)
+        node_session = torch.div(grid, length, rounding_mode="floor")[flat_first]
+        num_nodes = node_item.shape[0]
+        # transitions i -> i + 1 within a session; one seen before in the session is no new edge
+        # (the next position by a gather over all L, not [:, 1:] slices of L - 1, whose strides
+        # would pin the length in an export)
+        following = (position + 1).clamp(max=length - 1)
+        after = item_seq.index_select(1, following)
+        step = (after > 0) & (position < length - 1)
+        seen = (same & (after.unsqueeze(2) == after.unsqueeze(1)) & earlier
+                & step.unsqueeze(1)).any(2)
+        keep = (step & ~seen).reshape(-1)  # one-dimensional masks: ExecuTorch mishandles others
+        source = node_of.reshape(-1)[keep]
+        target = node_of.index_select(1, following).reshape(-1)[keep]
+        in_degree = occurrences(target, num_nodes)
+        out_degree = occurrences(source, num_nodes)
+        return cls(batch, node_session, node_item, node_of.reshape(-1)[packed.flat_index],
+                   source, target, 1.0 / in_degree[target], 1.0 / out_degree[source])
+
     @property
     def num_nodes(self) -> int:
         return self.node_item.shape[0]

@@ -12,6 +12,7 @@ from ecbench.backbones.base import Backbone
 from ecbench.backbones.init import InitOptions
 from ecbench.backbones.packing import PackedSessions
 from ecbench.backbones.readout import SoftAttentionReadout
+from ecbench.backbones.recurrent import gru_update
 from ecbench.backbones.session_graph import SessionGraphs
 from ecbench.compressors import Compressor
 
@@ -45,6 +46,10 @@ class GatedGraphStep(nn.Module):
     def forward(self, nodes: torch.Tensor, graphs: SessionGraphs) -> torch.Tensor:
         message = torch.cat([graphs.aggregate_in(self.edge_in(nodes)) + self.bias_in,
                              graphs.aggregate_out(self.edge_out(nodes)) + self.bias_out], 1)
+        if torch.compiler.is_exporting():  # GRUCell's own decomposition does not lower to ExecuTorch
+            cell = self.cell
+            return gru_update(message @ cell.weight_ih.t() + cell.bias_ih, nodes, cell.weight_hh,
+                              cell.bias_hh)
         return self.cell(message, nodes)
 
 
@@ -64,7 +69,8 @@ class SRGNN(Backbone):
 
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         packed = PackedSessions.from_items(item_seq)
-        graphs = SessionGraphs.from_packed(packed, self.compressor.num_items)
+        graphs = (SessionGraphs.from_padded(item_seq, packed) if torch.compiler.is_exporting()
+                  else SessionGraphs.from_packed(packed, self.compressor.num_items))
         nodes = self.compressor(graphs.node_item)
         for _ in range(self.config.gnn_steps):
             nodes = self.gnn(nodes, graphs)

@@ -162,6 +162,27 @@ def test_srgnn_adjacency_of_a_batch_matches_a_loop_over_sessions():
         b for b, row in enumerate(rows) for _ in row]
 
 
+def test_srgnn_graphs_built_for_export_are_the_same_graphs_relabelled():
+    """Without a sort (ExecuTorch): nodes in order of first occurrence, the loop's adjacency
+    with rows and columns permuted to match."""
+    rows = ROWS + [[3, 3, 3], [2, 4, 2, 4, 2], [9, 1], [6], [5, 7, 5, 7, 5, 7]]
+    item_seq = padded(rows, width=9)
+    graphs = SessionGraphs.from_padded(item_seq, PackedSessions.from_items(item_seq))
+    a_in, a_out, items = graphs.dense()
+    for b, row in enumerate(rows):
+        node, ref_in, ref_out = srgnn_adjacency_loop(row)
+        n = len(node)
+        ours = items[b, :n].tolist()
+        assert ours == list(dict.fromkeys(row)) and not items[b, n:].any()
+        order = np.array([node.index(i) for i in ours])
+        np.testing.assert_allclose(a_in[b, :n, :n].numpy(), np.asarray(ref_in)[np.ix_(order, order)])
+        np.testing.assert_allclose(a_out[b, :n, :n].numpy(),
+                                   np.asarray(ref_out)[np.ix_(order, order)])
+    assert graphs.node_item[graphs.token_node].tolist() == [i for row in rows for i in row]
+    assert graphs.node_session[graphs.token_node].tolist() == [
+        b for b, row in enumerate(rows) for _ in row]
+
+
 def srgnn_loop(model: SRGNN, session: list[int]) -> torch.Tensor:
     """SR-GNN's forward for one session with dense matrices, as its released code computes it."""
     node, a_in, a_out = srgnn_adjacency_loop(session)

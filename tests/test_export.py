@@ -14,9 +14,8 @@ from helpers import assert_same_top_k
 NUM_ITEMS, DIM = 2001, 16
 OPTIONS = {"full": {}, "tt": {"rank": 4}, "sttd": {"rank": 8, "stp": 2},
            "ccode": {"M": 3, "K": 16}}
-# what does not lower to a format (every compressor lowers to each)
-UNSUPPORTED = {("executorch", "srgnn"): "SR-GNN's session graphs need torch.unique (a sort), "
-                                        "which ExecuTorch's runtime has no kernel for"}
+# what does not lower to a format (every compressor and backbone lowers to each)
+UNSUPPORTED: dict[tuple[str, str], str] = {}
 
 
 def build(compressor: str):
