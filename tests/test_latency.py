@@ -53,6 +53,24 @@ def test_table5_renders_ours_beside_the_papers(latency_record):
     assert f"{result['dataset']['name']} ours" in text
 
 
+def test_table5_keeps_to_its_own_models_beside_a_larger_frontier_record(latency_record):
+    """A frontier's latency record, later and with more models but fewer of the paper's, does
+    not replace the record of Table 5's models (ratios hold only within one process)."""
+    import copy
+
+    result, _ = latency_record
+    student = next(m for m in result["models"] if m["config"]["compressor"] == "ccode")
+    frontier = {**copy.deepcopy(result), "date": "9999-01-01T00:00:00+00:00", "models": []}
+    for name in ("ccode", "hash", "qr", "pq", "prune", "mixed-dim"):
+        model = copy.deepcopy(student)
+        model["config"]["compressor"] = name
+        model["runtimes"]["eager"]["batches"]["8"]["end_to_end"]["median_ms"] = 1e6
+        frontier["models"].append(model)
+    text = table5([result, frontier], runtime="eager", batch=8)
+    assert "12500000.00" not in text and "sasrec+hash" not in text  # 1e6 ms x 100 / 8
+    assert "New Student" in text and "OD-Rec" in text
+
+
 def test_table5_command_reads_the_records(latency_record, tmp_path):
     _, path = latency_record
     done = run_cli(["table", "5", "--results", str(path.parent.parent), "--batch", "1"], tmp_path)

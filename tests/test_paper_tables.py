@@ -194,6 +194,17 @@ def test_table4_rows_by_codebook_shape_with_both_ratios():
     assert "17.70 (18.00)" in row and "22.00 (27.86)" in row
 
 
+def test_table4_leaves_out_frontier_points_and_counts_only_the_papers_shapes():
+    """A ccode run whose shape a byte budget chose is the frontier's; a shape off the paper's
+    grid is a row but not one of its 20 cells."""
+    budgeted = _student(15.0, 11.0, compressor_options={"M": 12, "K": 32, "eta": 0.8},
+                        ratio=30.0)
+    off_grid = _student(16.0, 12.0, compressor_options={"M": 8, "K": 32, "eta": 0.8})
+    text = table4([_student(17.0, 12.0), budgeted, off_grid])
+    assert "tmall: 1 of the paper's 20 (M, K)" in text
+    assert "|  12 |" not in text and "|   8 |" in text
+
+
 def test_table_commands_read_the_run_records(tmp_path):
     runs = tmp_path / "results" / "runs"
     runs.mkdir(parents=True)
