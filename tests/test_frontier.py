@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ecbench.bench.report.frontier import frontier_views
+from ecbench.bench.report.frontier import frontier_table, frontier_views
 from helpers import run_cli
 
 
@@ -49,6 +49,15 @@ def test_the_best_at_each_budget_and_every_row_come_from_the_records(frontier):
         kib = record["size"]["item_storage"]["total_bytes"] / 1024
         assert float(cells[5]) == pytest.approx(kib, abs=0.5)
         assert cells[7] != "not timed"
+
+
+def test_a_budget_where_every_point_scores_nothing_names_no_best(frontier):
+    results, _ = frontier
+    runs = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
+    for record in runs:
+        record["test"]["HR@10"] = 0.0
+    table = frontier_table(runs, [], [], "synthetic", 1)
+    assert "- 10x: none: every point scores 0 HR@10" in table and "**" not in table
 
 
 def test_the_points_were_timed_in_one_process_beside_the_dense_model(frontier):

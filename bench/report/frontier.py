@@ -200,8 +200,10 @@ def frontier_table(records: list[Record], knn: list[Record], latency: list[Recor
             best[group] = p
     if best:
         lines += ["Best deployed HR@10 at each budget:", ""]
-        lines += [f"- {target:g}x{f' (repeat {head} head)' if head else ''}: **{p.label}**, "
-                  f"HR@10 {_cell(p, 'HR@10')}, {p.storage['total_bytes'] / 1024:.0f} KiB"
+        lines += [f"- {target:g}x{f' (repeat {head} head)' if head else ''}: " + (
+                  f"**{p.label}**, HR@10 {_cell(p, 'HR@10')}, "
+                  f"{p.storage['total_bytes'] / 1024:.0f} KiB" if p.mean("HR@10") > 0 else
+                  "none: every point scores 0 HR@10 (a best among them would be a tie)")
                   for (target, head), p in sorted(best.items(), key=lambda x: (x[0][0],
                                                                                x[0][1] or ""))]
         lines.append("")
