@@ -6,9 +6,10 @@ to float in every call. ONNX has operators that read the stored integers themsel
 - int8: `DequantizeLinear` (the ONNX standard, per-row scales along axis 0) feeding `Gemm`;
 - int4: ONNX Runtime's `com.microsoft.MatMulNBits`, a 4-bit matmul whose weight layout is the
   stored table's own (one block per row of `block_size = dim` values, low nibble first, zero
-  point 8, one scale a block). ONNX Runtime prepacks it at load and never widens the table; at
-  Tmall's shape it scores in about half the dense table's time. It needs `dim` a power of two
-  of at least 16 (its block sizes); other widths keep the plain operators.
+  point 8, one scale a block). ONNX Runtime prepacks it at load and never widens the table (at
+  Tmall's shape the whole int4 model runs at 0.89x the dense one, 3.2x with plain operators:
+  `results/bench/latency-tmall-sasrec-full+quant-t1*.json`). It needs `dim` a power of two of
+  at least 16 (its block sizes); other widths keep the plain operators.
 
 `quant_scores` is a torch custom operator computing the same scores in eager PyTorch; a
 deployed quant form calls it only while it is exported to ONNX, and `onnx_translations()`
