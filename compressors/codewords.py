@@ -149,9 +149,13 @@ class CodeLookupForm(InferenceForm):
         return [F.embedding(widened(self.codes[i][ids]) + i * self.K, flat)
                 for i in range(self.M)]
 
+    def join(self, codewords: list[torch.Tensor]) -> torch.Tensor:
+        """An item's vector from its codewords: their sum (Eq. 10; a subclass may join them
+        otherwise: pq's sub-vectors side by side)."""
+        return sum(codewords[1:], codewords[0])
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        codewords = self.codewords(ids)
-        rows = sum(codewords[1:], codewords[0])
+        rows = self.join(self.codewords(ids))
         return rows * (ids > 0).unsqueeze(-1).to(rows.dtype)
 
     def lookup_tables(self, query: torch.Tensor) -> torch.Tensor:

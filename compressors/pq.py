@@ -270,9 +270,8 @@ class PQLookupForm(CodeLookupForm):
         self.groups, self.sub_dim = self.M, codebooks.shape[2]
         self.dim = self.groups * self.sub_dim
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        rows = torch.cat(self.codewords(ids), -1)  # the sub-vectors side by side
-        return rows * (ids > 0).unsqueeze(-1).to(rows.dtype)
+    def join(self, codewords: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(codewords, -1)  # the sub-vectors side by side
 
     def lookup_tables(self, query: torch.Tensor) -> torch.Tensor:
         return subspace_lookup_tables(self.codebooks, query)

@@ -230,14 +230,14 @@ class QuantizedForm(InferenceForm):
     def __init__(self, qtable: torch.Tensor, scales: torch.Tensor, bits: int, dim: int) -> None:
         super().__init__(None)
         self.num_items, self.dim, self.bits = qtable.shape[0], dim, bits
-        self.onnx_operators = bits == 8 or matmul_nbits_fits(bits, dim)
-        self.register_buffer("qtable", qtable.unsqueeze(1) if matmul_nbits_fits(bits, dim)
-                             else qtable)
+        self.nbits_layout = matmul_nbits_fits(bits, dim)  # held as [rows, 1 block, bytes]
+        self.onnx_operators = bits == 8 or self.nbits_layout
+        self.register_buffer("qtable", qtable.unsqueeze(1) if self.nbits_layout else qtable)
         self.register_buffer("scales", scales)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         rows = self.qtable[ids]
-        if rows.dim() > ids.dim() + 1:  # MatMulNBits' layout: [..., 1 block, bytes]
+        if self.nbits_layout:
             rows = rows.squeeze(-2)
         values = stored_values(rows, self.bits, self.dim)
         return values.float() * self.scales[ids].unsqueeze(-1)
