@@ -342,3 +342,9 @@ class InferenceForm(nn.Module):
         exported to ONNX (`torch.onnx.is_in_onnx_export()`), to reach a runtime's own kernels
         (quant's int4 table: ONNX Runtime's MatMulNBits). None by default."""
         return {}
+
+    def executorch_form(self) -> "InferenceForm":
+        """The form an ExecuTorch export takes in this one's place, to reach the runtime's own
+        kernels (quant: XNNPACK's quantised matrix products); this form by default. Its eager
+        answers are what the exported model answers."""
+        return self

@@ -17,7 +17,8 @@ holding two values a byte (column 2j in the low nibble, 2j + 1 in the high one, 
 q + 8), and the scales [N]; the float table is freed. `undeploy()` gives a float table back
 (the dequantised values) to train on. Scoring is exact: (query @ q.T) * s. Exported to ONNX,
 int8 scores through DequantizeLinear and int4 through ONNX Runtime's MatMulNBits, which read
-the stored integers (`quantized_onnx`).
+the stored integers (`quantized_onnx`); exported to ExecuTorch, through XNNPACK's quantised
+matrix products, the query quantised to int8 as they do (`quantized_executorch`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ecbench.compressors import registry
 from ecbench.compressors.base import (Compressor, DeployedState, InferenceForm, StorageReport,
                                       StoredTensor, dense_scores)
 from ecbench.compressors.budget import largest_meeting
+from ecbench.compressors.quantized_executorch import xnnpack_fits, xnnpack_scores
 from ecbench.compressors.quantized_onnx import matmul_nbits_fits, onnx_translations, quant_scores
 
 QMAX = {8: 127, 4: 7}
@@ -225,15 +227,20 @@ class QuantizedForm(InferenceForm):
     and the per-row scales; never a float [num_items, dim] table (scoring widens the integers
     during a call only). Exported to ONNX it scores through the quantised operators
     (`quantized_onnx`); an int4 table MatMulNBits reads is held in its layout, [rows, 1, bytes]
-    (the same bytes)."""
+    (the same bytes). `executorch_form()` gives the form an ExecuTorch export takes."""
 
-    def __init__(self, qtable: torch.Tensor, scales: torch.Tensor, bits: int, dim: int) -> None:
+    def __init__(self, qtable: torch.Tensor, scales: torch.Tensor, bits: int, dim: int,
+                 xnnpack: bool = False) -> None:
         super().__init__(None)
         self.num_items, self.dim, self.bits = qtable.shape[0], dim, bits
         self.nbits_layout = matmul_nbits_fits(bits, dim)  # held as [rows, 1 block, bytes]
         self.onnx_operators = bits == 8 or self.nbits_layout
         self.register_buffer("qtable", qtable.unsqueeze(1) if self.nbits_layout else qtable)
         self.register_buffer("scales", scales)
+        # ExecuTorch's form: the integer values XNNPACK's kernels read (int4 one a byte; XNNPACK
+        # packs them at lowering), scoring through them with the query quantised
+        self.register_buffer("kernel_values", stored_values(qtable, bits, dim).to(torch.int8)
+                             if xnnpack else None)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         rows = self.qtable[ids]
@@ -243,12 +250,22 @@ class QuantizedForm(InferenceForm):
         return values.float() * self.scales[ids].unsqueeze(-1)
 
     def score(self, query: torch.Tensor) -> torch.Tensor:
+        if self.kernel_values is not None:
+            return xnnpack_scores(query, self.kernel_values, self.scales, self.bits)
         if self.onnx_operators and torch.onnx.is_in_onnx_export():
             return quant_scores(query, self.qtable, self.scales, self.bits, self.dim)
         return stored_scores(query, self.qtable.flatten(1), self.bits, self.dim) * self.scales
 
     def onnx_translations(self) -> dict[Any, Callable[..., Any]]:
         return onnx_translations() if self.onnx_operators else {}
+
+    def executorch_form(self) -> "QuantizedForm":
+        """This table scoring through XNNPACK's quantised kernels (`quantized_executorch`),
+        where they take its width."""
+        if self.kernel_values is not None or not xnnpack_fits(self.bits, self.dim):
+            return self
+        return QuantizedForm(self.qtable.flatten(1), self.scales, self.bits, self.dim,
+                             xnnpack=True)
 
 
 def quant_budget(config: QuantConfig, num_items: int, dim: int, ratio: float) -> QuantConfig:

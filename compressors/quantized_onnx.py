@@ -13,7 +13,8 @@ to float in every call. ONNX has operators that read the stored integers themsel
 
 `quant_scores` is a torch custom operator computing the same scores in eager PyTorch; a
 deployed quant form calls it only while it is exported to ONNX, and `onnx_translations()`
-gives the exporter its translation. TorchScript and ExecuTorch see the plain operators.
+gives the exporter its translation. TorchScript sees the plain operators; ExecuTorch has its
+own kernels (`quantized_executorch`).
 """
 
 from __future__ import annotations

@@ -239,3 +239,67 @@ def test_onnx_scores_through_the_quantised_operators_on_the_stored_integers(bits
         scores = onnx_session(path).run(None, {"query": query[:batch].numpy()})[0]
         np.testing.assert_allclose(scores, query[:batch].numpy().astype(np.float64)
                                    @ expected_table.T, rtol=1e-4, atol=1e-4)
+
+
+def numpy_xnnpack_query(query: np.ndarray) -> np.ndarray:
+    """The query as XNNPACK's quantised kernels read it: each row rounded to int8 with its own
+    scale and zero point (XNNPACK's quantization.h: the range widened to hold 0, split into 255
+    steps, the zero point from the end that rounds less), then read back as floats."""
+    out = np.empty_like(query, dtype=np.float64)
+    for i, row in enumerate(query.astype(np.float32)):
+        low, high = min(row.min(), np.float32(0)), max(row.max(), np.float32(0))
+        scale = max((high - low) / np.float32(255), np.finfo(np.float32).eps)
+        from_low, from_high = -128 + low / scale, 127 + high / scale
+        zero = -128 - low / scale if from_low + from_high > 0 else 127 - high / scale
+        zero = np.round(np.clip(zero, -128, 127))
+        q = np.clip(np.round(row * np.float32(1 / scale) + zero), -128, 127)
+        out[i] = (q - zero) * np.float64(scale)
+    return out
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_executorch_scores_through_xnnpacks_quantised_kernels_on_the_stored_integers(bits,
+                                                                                      tmp_path):
+    """Lowered to ExecuTorch, scoring is one XNNPACK call that reads the stored integers (no
+    float table, no dequantisation left outside it), and its scores are numpy's: the integer
+    table times the scales against the query rounded to int8 per row; they differ from the
+    exact scores by that rounding only."""
+    from ecbench.bench.deploy.export import missing_runtime
+
+    if missing_runtime("executorch"):
+        pytest.skip(missing_runtime("executorch"))
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    num_items, dim = 2001, 32
+    table = table_with(num_items, dim, bits)
+    table.deploy()
+    q = (unpack_int4(table.qtable, dim) if bits == 4 else table.qtable).numpy().astype(np.float64)
+    expected_table = q * table.scales.numpy()[:, None]
+
+    class Scores(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.form = table.inference_form(exportable=True).executorch_form()
+
+        def forward(self, query: torch.Tensor) -> torch.Tensor:
+            return self.form.score(query)
+
+    query = torch.randn(3, dim)
+    exported = torch.export.export(Scores().eval(), (query,),
+                                   dynamic_shapes=({0: torch.export.Dim("batch", max=8)},))
+    lowered = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    calls = {str(n.target) for n in lowered.exported_program().graph.nodes
+             if n.op == "call_function"}
+    assert calls == {"executorch_call_delegate", "<built-in function getitem>"}
+    program = lowered.to_executorch().buffer
+    # the stored integers (the lookups read them) and XNNPACK's packed copy; a float table: 4
+    assert len(program) < num_items * dim * (2.5 if bits == 8 else 1.5)
+    method = Runtime.get().load_program(program).load_method("forward")
+    for batch in (1, 3):
+        got = method.execute([query[:batch]])[0].numpy()
+        np.testing.assert_allclose(got, numpy_xnnpack_query(query[:batch].numpy())
+                                   @ expected_table.T, rtol=1e-4, atol=1e-4)
+        exact = query[:batch].numpy().astype(np.float64) @ expected_table.T
+        assert 1e-4 < np.abs(got - exact).max() < 0.05 * np.abs(exact).max()

@@ -130,7 +130,7 @@ def export(deployed: DeployedRecommender, fmt: str, path: Path, *, max_batch: in
                 XnnpackPartitioner)
             from executorch.exir import to_edge_transform_and_lower
 
-            exported = torch.export.export(deployed, inputs, strict=False,
+            exported = torch.export.export(deployed.for_executorch(), inputs, strict=False,
                                            dynamic_shapes=_dynamic_shapes(max_batch, max_len))
             program = to_edge_transform_and_lower(
                 exported, partitioner=[XnnpackPartitioner()]).to_executorch()

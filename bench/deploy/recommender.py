@@ -60,11 +60,22 @@ class DeployedRecommender(nn.Module):
     def top_k(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return top_k(scores, self.k, first=1)  # column 0 is padding, never recommended
 
+    def all_scores(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Every item's score for each session, [B, num_items] (padding column included)."""
+        with self.items.call():
+            return self.score(self.encode(item_seq, lengths), item_seq)
+
     def forward(self, item_seq: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        with self.items.call():
-            scores = self.score(self.encode(item_seq, lengths), item_seq)
-        return self.top_k(scores)
+        return self.top_k(self.all_scores(item_seq, lengths))
+
+    def for_executorch(self) -> "DeployedRecommender":
+        """This model with its table in the form an ExecuTorch export takes
+        (`InferenceForm.executorch_form`): in eager, what the exported program answers."""
+        form = self.items.executorch_form()
+        if form is self.items:
+            return self
+        return copy.deepcopy(self, memo={id(self.items): form})
 
 
 def deployable_model(config: RunConfig, num_items: int, state: dict[str, torch.Tensor] | None,
