@@ -127,6 +127,13 @@ def dense_scores(query: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Scores of every row of `table` for each query, [B, rows]."""
     if query.dim() != 2:
         return query @ table.t()
+    if torch.compiler.is_exporting() and not torch.onnx.is_in_onnx_export():
+        # ExecuTorch: XNNPACK lowers a linear to its matrix product, where `query @ table.t()`
+        # stays in the portable kernels (at Tmall's shape the dense model ran 2x slower); the
+        # export hands it the table at run time, so it keeps no copy (`lowered_to_xnnpack`)
+        return torch.nn.functional.linear(query, table)
+    if not (table.requires_grad and torch.is_grad_enabled()):  # tracers take no Function
+        return query @ table.t()
     return _DenseScores.apply(query, table)
 
 
@@ -335,7 +342,7 @@ class InferenceForm(nn.Module):
         product with its table."""
         if type(self.compressor).score is not Compressor.score:
             return self.compressor.score(query)
-        return query @ self.compressor.current_weight().t()
+        return dense_scores(query, self.compressor.current_weight())
 
     def onnx_translations(self) -> dict[Any, Callable[..., Any]]:
         """The ONNX translations of the custom torch operators this form calls while it is

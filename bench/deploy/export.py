@@ -126,16 +126,27 @@ def export(deployed: DeployedRecommender, fmt: str, path: Path, *, max_batch: in
                 dynamic_shapes=_dynamic_shapes(max_batch, max_len), verbose=False)
             program.save(str(path))
         else:
-            from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
-                XnnpackPartitioner)
-            from executorch.exir import to_edge_transform_and_lower
-
-            exported = torch.export.export(deployed.for_executorch(), inputs, strict=False,
-                                           dynamic_shapes=_dynamic_shapes(max_batch, max_len))
-            program = to_edge_transform_and_lower(
-                exported, partitioner=[XnnpackPartitioner()]).to_executorch()
-            path.write_bytes(program.buffer)
+            path.write_bytes(lowered_to_xnnpack(deployed, inputs, max_batch).to_executorch()
+                             .buffer)
     return path
+
+
+def lowered_to_xnnpack(deployed: DeployedRecommender, inputs: tuple[torch.Tensor, ...],
+                       max_batch: int):
+    """The deployed model in its ExecuTorch form (`for_executorch`), exported and lowered to
+    XNNPACK where XNNPACK takes it: an `EdgeProgramManager`, before `to_executorch()`.
+
+    XNNPACK reads float weights at run time: a float table that the lookups also read is not
+    copied into the delegate, and a table rebuilt in the call (tt, sttd) is scored there too.
+    Quantised weights (`quant`) it packs at lowering, a copy of its own."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    max_len = getattr(deployed.encoder, "max_len", 50)
+    exported = torch.export.export(deployed.for_executorch(), inputs, strict=False,
+                                   dynamic_shapes=_dynamic_shapes(max_batch, max_len))
+    return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner(
+        force_non_static_weights_for_f32_linear=True)])
 
 
 def load(fmt: str, path: Path) -> Runner:
