@@ -129,8 +129,9 @@ def dense_scores(query: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         return query @ table.t()
     if torch.compiler.is_exporting() and not torch.onnx.is_in_onnx_export():
         # ExecuTorch: XNNPACK lowers a linear to its matrix product, where `query @ table.t()`
-        # stays in the portable kernels (at Tmall's shape the dense model ran 2x slower); the
-        # export hands it the table at run time, so it keeps no copy (`lowered_to_xnnpack`)
+        # stays in the portable kernels (at Tmall's shape the dense model's call took 5.9x its
+        # eager time, now 2.0x); the export hands it the table at run time, so it keeps no copy
+        # (`lowered_to_xnnpack`)
         return torch.nn.functional.linear(query, table)
     if not (table.requires_grad and torch.is_grad_enabled()):  # tracers take no Function
         return query @ table.t()

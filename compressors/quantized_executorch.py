@@ -1,7 +1,9 @@
 """A quant table's scoring as ExecuTorch's XNNPACK quantised kernels read it.
 
 Exported with plain operators, a quantised table is widened to float in every call (at Tmall's
-shape the whole ExecuTorch model ran about 2x slower than the dense one). XNNPACK's quantised
+shape the whole ExecuTorch model ran at 2.0x the dense one for int8, 1.9x for int4; through
+these kernels at 0.61x and 0.55x: `results/bench/latency-tmall-sasrec-full+quant-t1*.json`).
+XNNPACK's quantised
 matrix products take integer weights with one scale a row (int8, or int4 which it packs two a
 byte at lowering) and a query quantised to int8 on the fly, one scale and zero point per
 query row (its `qd8` kernels). The partitioner recognises them by a pattern of

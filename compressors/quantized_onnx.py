@@ -7,7 +7,7 @@ to float in every call. ONNX has operators that read the stored integers themsel
 - int4: ONNX Runtime's `com.microsoft.MatMulNBits`, a 4-bit matmul whose weight layout is the
   stored table's own (one block per row of `block_size = dim` values, low nibble first, zero
   point 8, one scale a block). ONNX Runtime prepacks it at load and never widens the table (at
-  Tmall's shape the whole int4 model runs at 0.89x the dense one, 3.2x with plain operators:
+  Tmall's shape the whole int4 model runs at 0.90x the dense one, 3.2x with plain operators:
   `results/bench/latency-tmall-sasrec-full+quant-t1*.json`). It needs `dim` a power of two of
   at least 16 (its block sizes); other widths keep the plain operators.
 

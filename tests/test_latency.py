@@ -9,7 +9,7 @@ import pytest
 from ecbench.bench.training.config import RunConfig
 from ecbench.bench.deploy.recommender import deployable_model
 from ecbench.bench.deploy.latency import Candidate, benchmark_latency
-from ecbench.bench.report.tables import table5
+from ecbench.bench.report.tables import latency_cells, table5
 from helpers import run_cli
 
 OPTIONS = {"full": {}, "sttd": {"rank": 8, "stp": 2}, "ccode": {"M": 3, "K": 16}}
@@ -71,6 +71,25 @@ def test_table5_keeps_to_its_own_models_beside_a_larger_frontier_record(latency_
     assert "New Student" in text and "OD-Rec" in text
 
 
+def test_a_record_of_none_of_the_papers_models_makes_no_table5(latency_record):
+    """A record timing the teacher and a compressor of ours (quant) alone, in a runtime no other
+    record has, is no Table 5: no table for that runtime, no cell from it."""
+    import copy
+
+    from ecbench.bench.report.all_tables import latency_variants
+
+    result, _ = latency_record
+    teacher = next(m for m in result["models"] if m["config"]["compressor"] == "full")
+    ours = copy.deepcopy(teacher)
+    ours["config"]["compressor"] = "quant"
+    others = {**copy.deepcopy(result), "models": [copy.deepcopy(teacher), ours]}
+    for model in others["models"]:
+        model["runtimes"]["executorch"] = model["runtimes"]["eager"]
+    assert ("executorch", 8, "warm") not in latency_variants([result, others])
+    assert "sasrec+quant" not in table5([result, others], runtime="executorch", batch=8)
+    assert ("torchscript", 8, "warm") in latency_variants([result, others])
+
+
 def test_table5_command_reads_the_records(latency_record, tmp_path):
     _, path = latency_record
     done = run_cli(["table", "5", "--results", str(path.parent.parent), "--batch", "1"], tmp_path)
@@ -104,7 +123,8 @@ def test_cold_caches_are_emptied_before_every_timed_call(tiny_synthetic, tmp_pat
 
     evictions = []
     monkeypatch.setattr(latency, "cache_evictor", lambda nbytes: lambda: evictions.append(nbytes))
-    config = RunConfig(dim=16, max_len=20)
+    config = RunConfig(compressor="ccode", compressor_options={"M": 2, "K": 8}, dim=16,
+                       max_len=20)
     candidate = Candidate(config, deployable_model(config, tiny_synthetic.num_items, None))
     result, path = benchmark_latency([candidate], tiny_synthetic, runtimes=[], batches=(1,),
                                      repeats=4, warmup=1, sessions=8, results_dir=tmp_path,
@@ -113,8 +133,9 @@ def test_cold_caches_are_emptied_before_every_timed_call(tiny_synthetic, tmp_pat
     assert len(evictions) == 8 and evictions[0] >= 64 * 2**20
     assert result["protocol"]["cache"] == "cold" and path.name.endswith("-t1-cold.json")
     # Table 5 keeps warm and cold records apart
-    assert "SASRec (teacher)" in table5([result], batch=1, cache="cold")
-    assert "SASRec (teacher)" not in table5([result], batch=1, cache="warm")
+    data = result["dataset"]["name"]
+    assert set(latency_cells([result], "eager", 1, cache="cold")) == {("New Student", data)}
+    assert not latency_cells([result], "eager", 1, cache="warm")
 
 
 def test_the_evictor_streams_a_buffer_of_the_given_size():

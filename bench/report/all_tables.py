@@ -24,7 +24,8 @@ from ecbench.bench.report.repeat_table import repeat_table
 from ecbench.bench.records import atomic_write_bytes, iter_records, load_record, record_files
 from ecbench.bench.report.sensitivity import sensitivity_table
 from ecbench.bench.report.tables import (cases_table, codes_table, fig6_table, record_index,
-                                         runs_table, summary_table, table5)
+                                         runs_table, summary_table, table5,
+                                         times_paper_models)
 
 
 def _records_in(results_dir: Path, folder: str, kind: str) -> list[dict[str, Any]]:
@@ -91,9 +92,9 @@ def table3_with_costs(results_dir: Path, runs: list[dict[str, Any]]) -> str:
 
 
 def latency_variants(records: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
-    """(runtime, batch, cache) of every timing the latency records hold."""
+    """(runtime, batch, cache) of every timing Table 5's latency records hold."""
     found = set()
-    for record in records:
+    for record in filter(times_paper_models, records):
         cache = record["protocol"].get("cache", "warm")
         for model in record["models"]:
             for runtime, timing in model["runtimes"].items():

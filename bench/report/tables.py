@@ -294,6 +294,13 @@ def _model_cells(record: dict[str, Any], runtime: str, batch: int
     return cells
 
 
+def times_paper_models(record: dict[str, Any]) -> bool:
+    """Whether a latency record timed a model of the paper's Table 5 (a record of other models
+    alone, the teacher beside them, is no Table 5)."""
+    return any(paper_model(m["config"]["backbone"], m["config"]["compressor"]) in TABLE5_SECONDS
+               and not repeat_head(m["config"]) for m in record["models"])
+
+
 def latency_cells(records: Iterable[dict[str, Any]], runtime: str, batch: int,
                   cache: str = "warm") -> dict[tuple[str, str], LatencyCell]:
     """(model, dataset) -> its cell, from the records timed with `cache` warm or cold
@@ -303,7 +310,7 @@ def latency_cells(records: Iterable[dict[str, Any]], runtime: str, batch: int,
     frontier's record times more models, few of them the paper's)."""
     chosen: dict[tuple[str, bool], tuple[tuple[int, int, str], dict]] = {}
     for record in records:
-        if record["protocol"].get("cache", "warm") != cache:
+        if record["protocol"].get("cache", "warm") != cache or not times_paper_models(record):
             continue
         cells = _model_cells(record, runtime, batch)
         for heads in (False, True):
