@@ -209,6 +209,7 @@ def _add_commands() -> None:
     from ecbench.bench.cli.bench_commands import bench_group, export_command
     from ecbench.bench.cli.frontier_command import frontier_command
     from ecbench.bench.cli.knn_command import knn_command
+    from ecbench.bench.cli.prepare_command import prepare_command
     from ecbench.bench.cli.results_commands import (analyse_command, codes_command,
                                                     curate_command, table_command,
                                                     tables_command)
@@ -216,7 +217,7 @@ def _add_commands() -> None:
 
     for command in (sweep_command, reproduce_command, table_command, tables_command,
                     curate_command, analyse_command, codes_command, bench_group,
-                    export_command, knn_command, frontier_command):
+                    export_command, knn_command, frontier_command, prepare_command):
         cli.add_command(command)
 
 

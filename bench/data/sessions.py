@@ -68,6 +68,17 @@ class Sessions:
         return h.hexdigest()
 
 
+def drop_items(sessions: Sessions, keep: np.ndarray) -> tuple[Sessions, np.ndarray]:
+    """Clicks on items outside the boolean mask `keep` (by item id) removed, then sessions
+    left shorter than two clicks; and the indices of the sessions that stay."""
+    kept_clicks = keep[sessions.items]
+    session_of = np.repeat(np.arange(len(sessions)), sessions.lengths)
+    lengths = np.bincount(session_of[kept_clicks], minlength=len(sessions))
+    kept = Sessions(sessions.items[kept_clicks], np.concatenate([[0], np.cumsum(lengths)]))
+    staying = np.flatnonzero(lengths >= 2)
+    return kept.select(staying), staying
+
+
 @dataclass(frozen=True)
 class SessionDataset:
     """A benchmark: training sessions, test prefixes and their next items.

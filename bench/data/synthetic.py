@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ecbench.bench.data.sessions import SessionDataset, Sessions
+from ecbench.bench.data.sessions import SessionDataset, Sessions, drop_items
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,7 @@ def sequence_split(sessions: Sessions) -> tuple[Sessions, np.ndarray]:
 
 def drop_unseen(sessions: Sessions, seen: np.ndarray) -> Sessions:
     """Remove items outside `seen` and then sessions shorter than 2 (standard preprocessing)."""
-    keep = seen[sessions.items]
-    session_of = np.repeat(np.arange(len(sessions)), sessions.lengths)
-    lengths = np.bincount(session_of[keep], minlength=len(sessions))
-    kept = Sessions(sessions.items[keep], np.concatenate([[0], np.cumsum(lengths)]))
-    return kept.select(np.flatnonzero(lengths >= 2))
+    return drop_items(sessions, seen)[0]
 
 
 def synthetic_dataset(cfg: SyntheticConfig = SyntheticConfig()) -> SessionDataset:
