@@ -184,3 +184,21 @@ def test_bench_session_knn_scoring(benchmark, tmall):
     for i in (0, 100, 255):
         alone = knn.scores(tmall.test_prefixes.select(np.array([i])))
         np.testing.assert_allclose(scores[i], alone[0], rtol=1e-12)
+
+
+def test_bench_raw_log_preprocessing(benchmark, tmall):
+    """SR-GNN's preprocessing over a click log of Tmall's size (its training sessions, one a
+    minute over 45 days, clicks a second apart, in shuffled file order)."""
+    from ecbench.bench.data.raw import ClickLog, preprocess
+
+    sessions = tmall.train
+    session_of = np.repeat(np.arange(len(sessions)), sessions.lengths)
+    position = np.arange(len(sessions.items)) - sessions.offsets[session_of]
+    times = 60.0 * session_of + position
+    shuffled = np.random.default_rng(0).permutation(len(times))
+    log = ClickLog(session_of[shuffled], sessions.items[shuffled], times[shuffled],
+                   times[shuffled])
+    prepared = benchmark(preprocess, log, test_days=7)
+    assert len(prepared.train) > 0.5 * len(sessions) and len(prepared.test_labels) > 0
+    assert prepared.train.items.min() == 1
+    assert prepared.train.items.max() == prepared.num_items - 1
