@@ -196,6 +196,29 @@ def test_registered_with_a_budget():
     assert table.storage().byte_ratio > 3
 
 
+class Scorer(torch.nn.Module):
+    """A deployed quant form's scoring alone, to export."""
+
+    def __init__(self, form: torch.nn.Module) -> None:
+        super().__init__()
+        self.form = form
+
+    def forward(self, query: torch.Tensor) -> torch.Tensor:
+        return self.form.score(query)
+
+
+def deployed_scorer(num_items: int, dim: int, bits: int, executorch: bool = False
+                    ) -> tuple[Scorer, np.ndarray]:
+    """The scoring of a deployed table (in its ExecuTorch form if asked), and the table it
+    stores as numpy reads it: the integers times the scales."""
+    table = table_with(num_items, dim, bits)
+    table.deploy()
+    form = table.inference_form(exportable=True)
+    q = (unpack_int4(table.qtable, dim) if bits == 4 else table.qtable).numpy().astype(np.float64)
+    return (Scorer(form.executorch_form() if executorch else form).eval(),
+            q * table.scales.numpy()[:, None])
+
+
 @pytest.mark.parametrize("bits, dim, operator", [(8, 16, "DequantizeLinear"),
                                                  (4, 16, "MatMulNBits"), (4, 12, None)])
 def test_onnx_scores_through_the_quantised_operators_on_the_stored_integers(bits, dim, operator,
@@ -209,20 +232,8 @@ def test_onnx_scores_through_the_quantised_operators_on_the_stored_integers(bits
         pytest.skip(missing_runtime("onnx"))
     import onnx
 
-    table = table_with(301, dim, bits)
-    table.deploy()
-    q = (unpack_int4(table.qtable, dim) if bits == 4 else table.qtable).numpy().astype(np.float64)
-    expected_table = q * table.scales.numpy()[:, None]
-
-    class Scores(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.form = table.inference_form(exportable=True)
-
-        def forward(self, query: torch.Tensor) -> torch.Tensor:
-            return self.form.score(query)
-
-    model, query = Scores().eval(), torch.randn(3, dim)
+    model, expected_table = deployed_scorer(301, dim, bits)
+    query = torch.randn(3, dim)
     path = str(tmp_path / "scores.onnx")
     torch.onnx.export(model, (query,), dynamo=True, optimize=False, input_names=["query"],
                       custom_translation_table=model.form.onnx_translations() or None,
@@ -273,21 +284,9 @@ def test_executorch_scores_through_xnnpacks_quantised_kernels_on_the_stored_inte
     from executorch.runtime import Runtime
 
     num_items, dim = 2001, 32
-    table = table_with(num_items, dim, bits)
-    table.deploy()
-    q = (unpack_int4(table.qtable, dim) if bits == 4 else table.qtable).numpy().astype(np.float64)
-    expected_table = q * table.scales.numpy()[:, None]
-
-    class Scores(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.form = table.inference_form(exportable=True).executorch_form()
-
-        def forward(self, query: torch.Tensor) -> torch.Tensor:
-            return self.form.score(query)
-
+    model, expected_table = deployed_scorer(num_items, dim, bits, executorch=True)
     query = torch.randn(3, dim)
-    exported = torch.export.export(Scores().eval(), (query,),
+    exported = torch.export.export(model, (query,),
                                    dynamic_shapes=({0: torch.export.Dim("batch", max=8)},))
     lowered = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
     calls = {str(n.target) for n in lowered.exported_program().graph.nodes
