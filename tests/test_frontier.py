@@ -71,6 +71,21 @@ def test_the_points_were_timed_in_one_process_beside_the_dense_model(frontier):
     point = next(m for m in record["models"] if m["config"]["compressor"] != "full")
     for setting in ("backbone", "backbone_options", "dim", "max_len"):  # the same encoder
         assert dense["config"][setting] == point["config"][setting], setting
+    # a column per runtime timed: each point's median and its ratio to the dense model's
+    table = (results / "tables" / "frontier-synthetic.md").read_text().splitlines()
+    columns = [c.strip() for c in next(r for r in table if r.startswith("| budget")).split("|")]
+    names = {"eager": "eager", "onnx": "ONNX Runtime", "executorch": "ExecuTorch"}
+    assert {"eager", "onnx"} <= set(dense["runtimes"])
+    for runtime in dense["runtimes"]:
+        column = columns.index(f"{names[runtime]} batch-1 ms (x dense)")
+        dense_ms = dense["runtimes"][runtime]["batches"]["1"]["end_to_end"]["median_ms"]
+        for model in record["models"]:
+            key = model.get("source", {}).get("key")
+            if model is dense or key not in runs:
+                continue
+            ms = model["runtimes"][runtime]["batches"]["1"]["end_to_end"]["median_ms"]
+            row = next(r for r in table if r.endswith(f"| {key} |"))
+            assert row.split("|")[column].strip() == f"{ms:.2f} ({ms / dense_ms:.2f}x)"
 
 
 def test_the_session_knn_references_are_run_once_and_listed(frontier):

@@ -115,10 +115,28 @@ def points(runs: Iterable[Record]) -> list[Point]:
     return sorted(grouped.values(), key=lambda p: (p.target, p.head or "", -p.mean("HR@10")))
 
 
+RUNTIME_NAMES = {"eager": "eager", "onnx": "ONNX Runtime", "executorch": "ExecuTorch"}
+
+
+@dataclass
+class Timings:
+    """One runtime's batch-1 end-to-end median ms by run key, and the dense model's."""
+
+    ms: dict[str, float] = field(default_factory=dict)
+    dense: float | None = None
+
+    def cell(self, point: Point) -> str:
+        values = [self.ms[r["key"]] for r in point.runs if r["key"] in self.ms]
+        if not values:
+            return "not timed"
+        median = statistics.median(values)
+        return f"{median:.2f}" + (f" ({median / self.dense:.2f}x)" if self.dense else "")
+
+
 def latency_of(latency_records: Iterable[Record], keys: set[str]
-               ) -> tuple[dict[str, float], float | None, Record | None]:
-    """Batch-1 eager end-to-end median ms by run key, and the dense model's, from the one
-    latency record that timed the most of `keys` (the latest among equals)."""
+               ) -> tuple[dict[str, Timings], Record | None]:
+    """Each runtime's batch-1 timings (`RUNTIME_NAMES` order), from the one latency record that
+    timed the most of `keys` (the latest among equals): ratios hold within one process."""
     best, best_rank = None, None
     for record in latency_records:
         timed = {m.get("source", {}).get("key") for m in record["models"]} & keys
@@ -126,32 +144,28 @@ def latency_of(latency_records: Iterable[Record], keys: set[str]
         if timed and (best_rank is None or rank >= best_rank):
             best, best_rank = record, rank
     if best is None:
-        return {}, None, None
-    ms, dense = {}, None
+        return {}, None
+    runtimes: dict[str, Timings] = {}
     for model in best["models"]:
-        cell = model["runtimes"].get("eager", {}).get("batches", {}).get("1")
-        if not cell:
-            continue
-        value = cell["end_to_end"]["median_ms"]
-        if model["config"]["compressor"] == "full" and not model["config"].get("ratio"):
-            dense = value
-        key = model.get("source", {}).get("key")
-        if key:
-            ms[key] = value
-    return ms, dense, best
+        for runtime, timing in model["runtimes"].items():
+            cell = timing.get("batches", {}).get("1")
+            if not cell:
+                continue
+            value = cell["end_to_end"]["median_ms"]
+            timings = runtimes.setdefault(runtime, Timings())
+            if model["config"]["compressor"] == "full" and not model["config"].get("ratio"):
+                timings.dense = value
+            key = model.get("source", {}).get("key")
+            if key:
+                timings.ms[key] = value
+    order = list(RUNTIME_NAMES)
+    return dict(sorted(runtimes.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order
+                                                         else len(order), kv[0]))), best
 
 
 def _cell(point: Point, metric: str) -> str:
     spread = point.spread(metric)
     return f"{point.mean(metric):.2f}" + (f" ± {spread:.2f}" if spread is not None else "")
-
-
-def _latency_cell(point: Point, ms: dict[str, float], dense: float | None) -> str:
-    values = [ms[r["key"]] for r in point.runs if r["key"] in ms]
-    if not values:
-        return "not timed"
-    median = statistics.median(values)
-    return f"{median:.2f}" + (f" ({median / dense:.2f}x)" if dense else "")
 
 
 def reference_rows(records: Iterable[Record], knn: Iterable[Record], data: str
@@ -187,7 +201,7 @@ def frontier_table(records: list[Record], knn: list[Record], latency: list[Recor
     every point, then the reference rows."""
     pts = points(frontier_runs(records, data, epochs))
     keys = {r["key"] for p in pts for r in p.runs}
-    ms, dense, timing = latency_of(latency, keys)
+    runtimes, timing = latency_of(latency, keys)
     cap = f"at most {epochs} epochs, " if epochs else ""
     lines = [f"# Accuracy, bytes and latency on {data} (every point: {cap}selected on "
              "validation, scored deployed with ties against it)", ""]
@@ -211,12 +225,16 @@ def frontier_table(records: list[Record], knn: list[Record], latency: list[Recor
              _cell(p, "HR@10"), _cell(p, "NDCG@10"),
              "" if p.tied_percent is None else f"{p.tied_percent:.1f}",
              f"{p.storage['total_bytes'] / 1024:.0f}", f"{p.storage['byte_ratio']:.1f}",
-             _latency_cell(p, ms, dense), len(p.runs), ", ".join(r["key"] for r in p.runs)]
+             *([t.cell(p) for t in runtimes.values()] or ["not timed"]), len(p.runs),
+             ", ".join(r["key"] for r in p.runs)]
             for p in pts]
     if rows:
+        latency_headers = ([f"{RUNTIME_NAMES.get(r, r)} batch-1 ms (x dense)" for r in runtimes]
+                           or ["batch-1 ms (x dense)"])
         lines.append(tabulate(rows, headers=["budget", "compressor", "HR@10", "NDCG@10",
                                              "tied %", "KiB stored", "byte ratio",
-                                             "batch-1 ms (x dense)", "seeds", "records"],
+                                             *latency_headers,
+                                             "seeds", "records"],
                               tablefmt="github"))
         lines.append("")
     references = reference_rows(records, knn, data)
