@@ -243,6 +243,7 @@ def summary_table(records: Iterable[dict[str, Any]], fmt: str = "github") -> str
 
 
 STUDENT = "New Student"
+TEACHER = "SASRec (teacher)"
 
 
 def paper_model(backbone: str, compressor: str) -> str:
@@ -251,7 +252,7 @@ def paper_model(backbone: str, compressor: str) -> str:
     key = "".join(ch for ch in backbone.lower() if ch.isalnum())
     if compressor == "full":
         names = {"gru4rec": "GRU4Rec", "narm": "NARM", "stamp": "STAMP", "srgnn": "SR-GNN",
-                 "sasrec": "SASRec (teacher)"}
+                 "sasrec": TEACHER}
         return names.get(key, f"{backbone} (full)")
     if key == "sasrec" and compressor in ("sttd", "ccode"):
         return "OD-Rec" if compressor == "sttd" else STUDENT
@@ -295,10 +296,12 @@ def _model_cells(record: dict[str, Any], runtime: str, batch: int
 
 
 def times_paper_models(record: dict[str, Any]) -> bool:
-    """Whether a latency record timed a model of the paper's Table 5 (a record of other models
-    alone, the teacher beside them, is no Table 5)."""
-    return any(paper_model(m["config"]["backbone"], m["config"]["compressor"]) in TABLE5_SECONDS
-               and not repeat_head(m["config"]) for m in record["models"])
+    """Whether a latency record is one of Table 5's: it timed the paper's models alone (the
+    teacher and repeat heads beside them), at least one the paper timed. A record of other
+    compressors is not, though it holds a ccode or sttd point of its own (a frontier's)."""
+    names = {paper_model(m["config"]["backbone"], m["config"]["compressor"])
+             for m in record["models"] if not repeat_head(m["config"])}
+    return bool(names & set(TABLE5_SECONDS)) and names <= set(TABLE5_SECONDS) | {TEACHER}
 
 
 def latency_cells(records: Iterable[dict[str, Any]], runtime: str, batch: int,
