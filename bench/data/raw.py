@@ -96,15 +96,19 @@ RAW_FORMATS: dict[str, RawFormat] = {
 }
 
 
-def read_clicks(path: str | Path, fmt: str) -> ClickLog:
-    """The clicks of a raw log in format `fmt`; a malformed row is named by its line."""
+def raw_format(fmt: str) -> RawFormat:
     if fmt not in RAW_FORMATS:
         raise DataError(f"unknown raw format {fmt!r}; choose from {', '.join(RAW_FORMATS)}")
-    spec, path = RAW_FORMATS[fmt], Path(path)
+    return RAW_FORMATS[fmt]
+
+
+def read_clicks(path: str | Path, fmt: str) -> ClickLog:
+    """The clicks of a raw log in format `fmt`; a malformed row is named by its line."""
+    spec, path = raw_format(fmt), Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     width = max(spec.columns.values()) + 1
-    fields: dict[str, list[str]] = {name: [] for name in spec.columns}
+    fields: dict[int, list[str]] = {column: [] for column in set(spec.columns.values())}
     with path.open(newline="", encoding="utf-8") as handle:
         rows = csv.reader(handle, delimiter=spec.delimiter)
         first_line = 1
@@ -119,21 +123,26 @@ def read_clicks(path: str | Path, fmt: str) -> ClickLog:
                 if len(row) < width:
                     raise DataError(f"{path}: line {rows.line_num}: {len(row)} fields, "
                                     f"a {fmt} row has {width} or more")
-                for name, column in spec.columns.items():
-                    fields[name].append(row[column])
+                for column, values in fields.items():
+                    values.append(row[column])
         except (csv.Error, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: line {rows.line_num}: {exc}") from None
-    converters = {"session": _ids, "item": _ids, "order": spec.parse_time if
-                  spec.columns["order"] == spec.columns["time"] else _number_seconds,
-                  "time": spec.parse_time}
+    # a format that orders and dates its clicks by one stamp parses that column once
+    converters = {"session": _ids, "item": _ids, "time": spec.parse_time,
+                  "order": spec.parse_time if spec.columns["order"] == spec.columns["time"]
+                  else _number_seconds}
+    parsed: dict[tuple[int, Callable], np.ndarray] = {}
     columns = {}
-    for name, values in fields.items():
-        try:
-            columns[name] = converters[name](values)
-        except (ValueError, OverflowError):
-            line = first_line + _first_bad(values, converters[name])
-            raise DataError(f"{path}: line {line}: {name} {values[line - first_line]!r} is "
-                            "not readable") from None
+    for name, column in spec.columns.items():
+        key = (column, converters[name])
+        if key not in parsed:
+            try:
+                parsed[key] = converters[name](fields[column])
+            except (ValueError, OverflowError):
+                bad = _first_bad(fields[column], converters[name])
+                raise DataError(f"{path}: line {first_line + bad}: {name} "
+                                f"{fields[column][bad]!r} is not readable") from None
+        columns[name] = parsed[key]
     return ClickLog(columns["session"], columns["item"], columns["order"], columns["time"])
 
 
@@ -149,6 +158,15 @@ def _first_bad(values: list[str], convert: Callable[[list[str]], np.ndarray]) ->
         except (ValueError, OverflowError):
             return i
     return 0
+
+
+def _sha256(path: Path) -> str:
+    """The file's digest, read in chunks (a raw log can be gigabytes)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -209,11 +227,6 @@ def preprocess(log: ClickLog, *, test_days: float, min_support: int = 5,
     return Prepared(train_sessions, prefixes, labels, len(numbered) + 1)
 
 
-def _as_lists(sessions: Sessions) -> list[list[int]]:
-    flat, offsets = sessions.items.tolist(), sessions.offsets.tolist()
-    return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-
-
 def write_standard(folder: str | Path, prepared: Prepared, metadata: dict[str, Any]) -> Path:
     """`all_train_seq.txt` and `test.txt` (pickles of lists and ints, which the loader reads
     without executing anything) and `prepare.json` in a new folder; never over a dataset."""
@@ -223,9 +236,9 @@ def write_standard(folder: str | Path, prepared: Prepared, metadata: dict[str, A
         raise DataError(f"{folder} already holds {', '.join(existing)}: remove them or choose "
                         "another folder")
     folder.mkdir(parents=True, exist_ok=True)
-    test = (_as_lists(prepared.test_prefixes), prepared.test_labels.tolist())
+    test = (prepared.test_prefixes.to_lists(), prepared.test_labels.tolist())
     atomic_write_bytes(folder / TEST_FILE, pickle.dumps(test, protocol=4))
-    atomic_write_bytes(folder / TRAIN_FILE, pickle.dumps(_as_lists(prepared.train), protocol=4))
+    atomic_write_bytes(folder / TRAIN_FILE, pickle.dumps(prepared.train.to_lists(), protocol=4))
     atomic_write_bytes(folder / METADATA_FILE, json.dumps(metadata, indent=1).encode())
     return folder
 
@@ -233,14 +246,12 @@ def write_standard(folder: str | Path, prepared: Prepared, metadata: dict[str, A
 def prepare(raw: str | Path, fmt: str, out: str | Path, *, test_days: float | None = None,
             min_support: int = 5, fraction: float = 1.0) -> tuple[Prepared, dict[str, Any]]:
     """Read, preprocess and write one raw log; the written counts and options."""
-    if fmt not in RAW_FORMATS:
-        raise DataError(f"unknown raw format {fmt!r}; choose from {', '.join(RAW_FORMATS)}")
-    test_days = RAW_FORMATS[fmt].test_days if test_days is None else test_days
+    test_days = raw_format(fmt).test_days if test_days is None else test_days
     log = read_clicks(raw, fmt)
     prepared = preprocess(log, test_days=test_days, min_support=min_support, fraction=fraction)
     metadata = {
         "source": {"file": Path(raw).name, "format": fmt,
-                   "sha256": hashlib.sha256(Path(raw).read_bytes()).hexdigest(),
+                   "sha256": _sha256(Path(raw)),
                    "clicks": int(len(log.items))},
         "options": {"test_days": test_days, "min_support": min_support, "fraction": fraction},
         "counts": {"train_sessions": len(prepared.train),

@@ -30,6 +30,11 @@ class Sessions:
         items = np.asarray(flat, dtype=np.int64) if flat else np.zeros(0, dtype=np.int64)
         return cls(items, offsets)
 
+    def to_lists(self) -> list[list[int]]:
+        """The sessions as lists of ints (the standard layout's pickles)."""
+        flat, offsets = self.items.tolist(), self.offsets.tolist()
+        return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+
     def __len__(self) -> int:
         return len(self.offsets) - 1
 

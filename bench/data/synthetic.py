@@ -81,18 +81,14 @@ def sequence_split(sessions: Sessions) -> tuple[Sessions, np.ndarray]:
     return sessions.slices(starts, ends), sessions.items[ends]
 
 
-def drop_unseen(sessions: Sessions, seen: np.ndarray) -> Sessions:
-    """Remove items outside `seen` and then sessions shorter than 2 (standard preprocessing)."""
-    return drop_items(sessions, seen)[0]
-
-
 def synthetic_dataset(cfg: SyntheticConfig = SyntheticConfig()) -> SessionDataset:
     sessions = generate_sessions(cfg)
     n_test = int(round(len(sessions) * cfg.test_fraction))
     train = sessions.select(np.arange(len(sessions) - n_test))
     seen = np.zeros(cfg.num_items + 2, dtype=bool)
     seen[train.items] = True
-    test = drop_unseen(sessions.select(np.arange(len(sessions) - n_test, len(sessions))), seen)
+    test, _ = drop_items(sessions.select(np.arange(len(sessions) - n_test, len(sessions))),
+                         seen)
     prefixes, labels = sequence_split(test)
     checksum = f"synthetic:{train.digest()[:16]}:{prefixes.digest()[:16]}"
     params = ",".join(f"{k}={v}" for k, v in asdict(cfg).items() if v != getattr(SyntheticConfig, k))

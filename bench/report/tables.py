@@ -307,10 +307,10 @@ def times_paper_models(record: dict[str, Any]) -> bool:
 def latency_cells(records: Iterable[dict[str, Any]], runtime: str, batch: int,
                   cache: str = "warm") -> dict[tuple[str, str], LatencyCell]:
     """(model, dataset) -> its cell, from the records timed with `cache` warm or cold
-    (`ecbench.bench.deploy.latency`). Ratios hold only within one process, so every cell of a
-    dataset (and of its repeat-head models, timed apart) comes from one record: the one that
-    timed the most of the paper's models, then the most models, the latest among equals (a
-    frontier's record times more models, few of them the paper's)."""
+    (`ecbench.bench.deploy.latency`), of Table 5's records alone (`times_paper_models`).
+    Ratios hold only within one process, so every cell of a dataset (and of its repeat-head
+    models, timed apart) comes from one record: the one that timed the most of the paper's
+    models, then the most models, the latest among equals."""
     chosen: dict[tuple[str, bool], tuple[tuple[int, int, str], dict]] = {}
     for record in records:
         if record["protocol"].get("cache", "warm") != cache or not times_paper_models(record):
