@@ -1,13 +1,20 @@
-"""Process-wide CPU settings shared by every run and benchmark."""
+"""CPU settings shared by every run and benchmark.
+
+The thread count and denormal flushing that `configure_cpu` sets are per-process (per-thread
+for flushing) state; every public entry point that sets them is wrapped in
+`restores_cpu_settings`, so a library call leaves its caller's arithmetic as it found it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
+import sys
 import time
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import torch
 
@@ -138,6 +145,36 @@ def configure_cpu(threads: int) -> None:
     torch.set_flush_denormal(True)
     _keep_freed_memory()
     _bound_onednn_cache()
+
+
+def flushes_denormals() -> bool:
+    """Whether this thread's arithmetic flushes subnormal numbers to zero."""
+    return sys.float_info.min / 2 == 0.0
+
+
+@contextlib.contextmanager
+def cpu_settings_restored() -> Iterator[None]:
+    """Within the block `configure_cpu` may change the thread count and denormal flushing; both
+    are put back after. Flushed subnormals break IEEE-754 code elsewhere in the caller's process
+    (a property-based test's float strategy refuses to run, for one)."""
+    threads, flushing = torch.get_num_threads(), flushes_denormals()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(flushing)
+
+
+_Function = TypeVar("_Function", bound=Callable)
+
+
+def restores_cpu_settings(function: _Function) -> _Function:
+    """`function` runs inside `cpu_settings_restored`."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with cpu_settings_restored():
+            return function(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 def available_memory() -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from ecbench.bench.training.config import RunConfig
 from ecbench.bench.deploy.recommender import deployable_model
@@ -226,3 +227,21 @@ def test_two_models_of_one_shape_get_distinct_labels():
     assert [base.label, student.label, fresh.label, other.label] == [
         "sasrec-ccode-K16-M3-aaaa", "sasrec-ccode-K16-M3-bbbb", "sasrec-ccode-K16-M3-2",
         "sasrec-full"]
+
+
+def test_timing_leaves_the_callers_threads_and_subnormals_as_it_found_them(tiny_synthetic,
+                                                                           tmp_path):
+    """Timing flushes denormals and sets its own thread count; a caller's process must get its
+    IEEE arithmetic back (numpy's smallest subnormal stays nonzero) and its thread count."""
+    import numpy as np
+
+    smallest_subnormal = np.nextafter(np.float64(0), np.float64(1))
+    assert smallest_subnormal * 1.0 > 0  # the arithmetic before: subnormals kept
+    threads = torch.get_num_threads()
+    config = RunConfig(dim=16, max_len=20)
+    candidate = Candidate(config, deployable_model(config, tiny_synthetic.num_items, None))
+    benchmark_latency([candidate], tiny_synthetic, runtimes=[], batches=(1,), repeats=2,
+                      warmup=1, sessions=4, results_dir=tmp_path, threads=threads + 1)
+    assert smallest_subnormal * 1.0 > 0
+    assert np.float64(2.2250738585072014e-308) / 2 > 0
+    assert torch.get_num_threads() == threads

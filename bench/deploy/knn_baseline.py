@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ecbench.bench.cpu import configure_cpu
+from ecbench.bench.cpu import configure_cpu, restores_cpu_settings
 from ecbench.bench.data.sessions import SessionDataset
 from ecbench.bench.evaluation.metrics import (metrics_from_ranks, pessimistic_ranks,
                                               tied_with_another)
@@ -85,6 +85,7 @@ def batch1_latency(knn: SessionKNN, data: SessionDataset, repeats: int, seed: in
             "ratio_to_dense_sasrec": float(knn_ms / dense_ms)}
 
 
+@restores_cpu_settings
 def run_knn(config: KNNConfig, data: SessionDataset, *, results_dir: Path, threads: int,
             latency_repeats: int = 300, log: Callable[[str], None] = print
             ) -> tuple[dict[str, Any], Path]:

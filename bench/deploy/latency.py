@@ -23,7 +23,7 @@ import torch
 from ecbench.backbones import Backbone
 from ecbench.bench.data.batching import Examples
 from ecbench.bench.training.config import RunConfig, repeat_head
-from ecbench.bench.cpu import configure_cpu
+from ecbench.bench.cpu import configure_cpu, restores_cpu_settings
 from ecbench.bench.deploy.recommender import STAGES, DeployedRecommender
 from ecbench.bench.deploy.export import (FORMATS, SUFFIX, agreement, artefact_tensors, export,
                                          holds_dense_table, load, missing_runtime)
@@ -292,6 +292,7 @@ def add_ratios(models: list[dict[str, Any]]) -> None:
                 artefact["size_ratio_full_over_this"] = ref_artefact["bytes"] / artefact["bytes"]
 
 
+@restores_cpu_settings
 def benchmark_latency(candidates: list[Candidate], data: SessionDataset, *,
                       runtimes: Sequence[str] = FORMATS, batches: Sequence[int] = (1, 100),
                       repeats: int = 100, warmup: int = 10, sessions: int = 1000,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ecbench.backbones import Backbone
+from ecbench.bench.cpu import configure_cpu, restores_cpu_settings
 from ecbench.bench.data.batching import Examples
 from ecbench.bench.training.config import RunConfig
 from ecbench.bench.errors import ConfigError
@@ -79,12 +80,12 @@ class RecordedRanking:
     ranked: RankedTest
 
 
+@restores_cpu_settings
 def rank_recorded(record_path: Path, *, data_root: str | None, workdir: Path, threads: int,
                   check: Callable[[Backbone], None] | None = None) -> RecordedRanking:
     """Load a recorded run's model (from WORKDIR/models) and its data (refused if it is not
     the data the record names, by checksum), and rank the test set with it. `check` may
     refuse the model first, before any data is read."""
-    from ecbench.bench.cpu import configure_cpu
     from ecbench.bench.deploy.recommender import load_trained
 
     configure_cpu(threads)

@@ -14,7 +14,7 @@ import torch
 from ecbench.bench.data.batching import Batch
 from ecbench.bench.training.config import RunConfig, backbone_preset
 from ecbench.bench.records import load_weights, now_iso, provenance, write_json
-from ecbench.bench.cpu import configure_cpu
+from ecbench.bench.cpu import configure_cpu, restores_cpu_settings
 from ecbench.bench.device import describe_device, synchronize
 from ecbench.bench.training.distill import DistillationObjective, DistillationPair, DistillConfig
 from ecbench.bench.training.teacher import teacher_config
@@ -27,6 +27,7 @@ WARMUP_STEPS = 20
 CUDA_TIMING_BLOCK = 25
 
 
+@restores_cpu_settings
 def benchmark_training(config: RunConfig, *, data_root: str | None, steps: int, threads: int,
                        results_dir: Path, device: torch.device = torch.device("cpu")
                        ) -> tuple[dict[str, Any], Path]:
@@ -161,6 +162,7 @@ def _timings(fn, repeats: int, warmup: int = 10) -> np.ndarray:
     return out
 
 
+@restores_cpu_settings
 @torch.no_grad()
 def benchmark_scoring(config: RunConfig, *, data_root: str | None, threads: int, repeats: int,
                       batches: tuple[int, ...], results_dir: Path,
@@ -227,6 +229,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+@restores_cpu_settings
 def benchmark_memory(config: RunConfig, *, data_root: str | None, steps: int,
                      results_dir: Path, dataset: Any = None) -> tuple[dict[str, Any], Path]:
     """Peak memory of a run's phases, in order, in one process: the data prepared, `steps`

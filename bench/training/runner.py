@@ -23,7 +23,7 @@ from ecbench.bench.evaluation.metrics import metrics_by_case, metrics_from_ranks
 from ecbench.bench.records import (USER_RESULTS, RECORD_SCHEMA, atomic_write, ensure_writable,
                                    find_record, load_record, now_iso, provenance, record_path,
                                    write_record)
-from ecbench.bench.cpu import configure_cpu
+from ecbench.bench.cpu import configure_cpu, restores_cpu_settings
 from ecbench.bench.device import describe_device, resolve_device
 from ecbench.bench.data.sessions import SessionDataset
 from ecbench.bench.training.plan import describe_plan, run_chain, stages_to_train
@@ -78,6 +78,7 @@ class RunContext:
     device: torch.device = torch.device("cpu")
 
 
+@restores_cpu_settings
 def run_experiment(config: RunConfig, *, data_root: str | None = None,
                    results_dir: Path = USER_RESULTS, workdir: Path = Path(".ecbench"),
                    resume: bool = False, force: bool = False, threads: int = 2,
@@ -142,6 +143,7 @@ def announcement(config: RunConfig, dataset: SessionDataset, prepared: Prepared,
     return describe_data(dataset, prepared) + "\n" + describe_plan(stages, prepared, device)
 
 
+@restores_cpu_settings
 def plan_run(config: RunConfig, *, data_root: str | None, results_dir: Path, workdir: Path,
              threads: int, device: torch.device | str = "cpu") -> str:
     """`announcement` of a run without running it (`ecbench run --plan-only`)."""
