@@ -10,7 +10,7 @@ import scipy.sparse
 import torch
 
 from ecbench import compressors
-from ecbench.compressors.pruned import (CSRForm, PruneConfig, PrunedTable, entry_rows,
+from ecbench.compressors.pruned import (CSRForm, PruneConfig, PrunedTable, csr_row_sums,
                                         prune_budget)
 
 N, D = 301, 8
@@ -136,12 +136,20 @@ def test_deployed_rows_and_scores_are_the_masked_tables(exportable):
                                                              torch.int32, torch.int64}
 
 
-def test_entry_rows_match_numpys_reading_of_the_row_pointers():
-    """Empty rows anywhere (the padding row, runs of them, the last rows) included."""
-    lengths = np.array([0, 3, 0, 0, 1, 5, 0, 2, 0, 0])
+def test_csr_row_sums_match_numpys_sum_of_each_run():
+    """Empty rows anywhere (the padding row, runs of them, the last rows), rows across blocks,
+    and a huge first block before tiny rows: a float32 running sum over all the entries would
+    lose the tiny rows."""
+    rng = np.random.default_rng(0)
+    lengths = np.array([0, 4, 0, 0, 1, 5, 0, 2, 0, 4, 0, 0])
     pointers = np.concatenate([[0], lengths.cumsum()])
-    rows = entry_rows(torch.from_numpy(pointers).to(torch.int32), int(lengths.sum()))
-    np.testing.assert_array_equal(rows.numpy(), np.repeat(np.arange(len(lengths)), lengths))
+    terms = rng.normal(size=(3, 20)) * 1e-3  # whole blocks of 4, past the last pointer (16)
+    terms[:, :4] = 1e6  # the first block
+    expected = np.array([[row[start:stop].sum() for start, stop in zip(pointers, pointers[1:])]
+                         for row in terms])
+    sums = csr_row_sums(torch.from_numpy(terms).float(), torch.from_numpy(pointers), 4)
+    assert sums.dtype == torch.float32 and sums.shape == (3, len(lengths))
+    np.testing.assert_allclose(sums.numpy(), expected, rtol=1e-5, atol=1e-9)
 
 
 def test_evaluation_before_deploy_sees_the_deployed_table():
