@@ -17,6 +17,12 @@ class Backbone(nn.Module):
     scores the session's own items apart.
     """
 
+    # Every position of a batch a token, padding included (`PackedSessions.every_position`),
+    # so that no shape depends on the data: ExecuTorch's XNNPACK takes no other. Set on the
+    # ExecuTorch form (`DeployedRecommender.for_executorch`); SASRec honours it, the other
+    # backbones still pack their real tokens.
+    every_position: bool = False
+
     def __init__(self, compressor: Compressor) -> None:
         super().__init__()
         self.compressor = compressor

@@ -121,7 +121,8 @@ class SASRec(Backbone):
         length = item_seq.shape[1]
         if length > self.max_len:
             raise ValueError(f"sessions of {length} items exceed max_len={self.max_len}")
-        packed = PackedSessions.from_items(item_seq)
+        packed = (PackedSessions.every_position(item_seq) if self.every_position
+                  else PackedSessions.from_items(item_seq))
         x = self.compressor(packed.items) + self.positions(packed.position)
         x = self.input_dropout(self.input_norm(x))
         for block in self.blocks:
@@ -135,7 +136,7 @@ class SASRec(Backbone):
 
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x, packed = self.tokens(item_seq)
-        return self.readout.packed(x, packed.session_of, packed.batch)
+        return self.readout.packed(x, packed.session_of, packed.buckets)[:packed.batch]
 
     def encode_views(self, item_seq: torch.Tensor, lengths: torch.Tensor | None,
                      hot_items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -146,7 +147,7 @@ class SASRec(Backbone):
         """
         x, packed = self.tokens(item_seq)
         hot = hot_items[packed.items]
-        readout = self.readout.packed
-        return (readout(x, packed.session_of, packed.batch),
-                readout(x[hot], packed.session_of[hot], packed.batch),
-                readout(x[~hot], packed.session_of[~hot], packed.batch))
+        def readout(tokens: torch.Tensor, session_of: torch.Tensor) -> torch.Tensor:
+            return self.readout.packed(tokens, session_of, packed.buckets)[:packed.batch]
+        return (readout(x, packed.session_of), readout(x[hot], packed.session_of[hot]),
+                readout(x[~hot], packed.session_of[~hot]))

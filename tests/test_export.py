@@ -171,3 +171,18 @@ def test_executorch_scores_every_item_inside_xnnpack(compressor):
                 if n.op == "call_function" and any(p in str(n.target) for p in products)
                 and NUM_ITEMS in tuple(n.meta["val"].shape)]
     assert not left_out
+
+
+def test_executorch_runs_every_matrix_product_of_sasrec_inside_xnnpack():
+    """The backbone's layers too: XNNPACK refuses a tensor whose size depends on the data
+    (the count of real tokens), so the ExecuTorch form takes every position as a token; the
+    layers were three quarters of the dense model's ExecuTorch call in portable kernels."""
+    if missing_runtime("executorch"):
+        pytest.skip(missing_runtime("executorch"))
+    deployed = DeployedRecommender(build("full"), k=10, exportable=True).eval()
+    with torch.no_grad():
+        lowered = lowered_to_xnnpack(deployed, example_inputs(NUM_ITEMS), max_batch=16)
+    products = ("aten.mm.", "aten.addmm.", "aten.linear.", "aten.bmm.", "aten.matmul.")
+    left_out = [str(n.target) for n in lowered.exported_program().graph.nodes
+                if n.op == "call_function" and any(p in str(n.target) for p in products)]
+    assert not left_out

@@ -100,6 +100,30 @@ def test_a_session_is_encoded_the_same_alone_or_in_a_batch(sasrec):
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
 
 
+def test_every_position_as_a_token_encodes_each_session_as_it_is_alone(sasrec):
+    """The ExecuTorch form's layout (padding tokens included, read out apart) against each
+    session packed alone, where no padding exists."""
+    rows = [[1, 2, 3], [4], [5, 6, 7, 8, 9]]
+    hot = torch.zeros(NUM_ITEMS, dtype=torch.bool)
+    hot[1:6] = True
+    with torch.no_grad():
+        alone = torch.cat([sasrec.encode(padded([r])) for r in rows])
+        alone_views = [torch.cat(v) for v in zip(*(sasrec.encode_views(padded([r]), None, hot)
+                                                  for r in rows))]
+        alone_hidden = [sasrec.hidden_states(padded([r]))[0] for r in rows]
+        sasrec.every_position = True
+        grid = sasrec.encode(padded(rows, width=12))
+        grid_views = sasrec.encode_views(padded(rows, width=12), None, hot)
+        grid_hidden = sasrec.hidden_states(padded(rows, width=12))
+    torch.testing.assert_close(grid, alone, atol=1e-5, rtol=1e-5)
+    for got, expected in zip(grid_views, alone_views):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    for i, row in enumerate(rows):
+        torch.testing.assert_close(grid_hidden[i, :len(row)], alone_hidden[i], atol=1e-5,
+                                   rtol=1e-5)
+        assert torch.count_nonzero(grid_hidden[i, len(row):]) == 0
+
+
 def test_sessions_longer_than_max_len_are_rejected(sasrec):
     with pytest.raises(ValueError, match="exceed max_len"):
         sasrec.encode(torch.ones(1, 13, dtype=torch.long))

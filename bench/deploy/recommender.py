@@ -70,12 +70,15 @@ class DeployedRecommender(nn.Module):
         return self.top_k(self.all_scores(item_seq, lengths))
 
     def for_executorch(self) -> "DeployedRecommender":
-        """This model with its table in the form an ExecuTorch export takes
-        (`InferenceForm.executorch_form`): in eager, what the exported program answers."""
+        """A copy of this model as an ExecuTorch export takes it, in eager what the exported
+        program answers: its table in `InferenceForm.executorch_form`, and its backbone taking
+        every position as a token (`Backbone.every_position`)."""
         form = self.items.executorch_form()
-        if form is self.items:
-            return self
-        return copy.deepcopy(self, memo={id(self.items): form})
+        model = copy.deepcopy(self, memo={id(self.items): form})
+        for module in model.modules():
+            if isinstance(module, Backbone):
+                module.every_position = True
+        return model
 
 
 def deployable_model(config: RunConfig, num_items: int, state: dict[str, torch.Tensor] | None,
