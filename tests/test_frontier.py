@@ -125,3 +125,20 @@ def test_impossible_options_are_refused(tmp_path):
     done = run_cli(["frontier", "--data", "synthetic", "--compressor", "hash --hashse 2",
                     "--render-only", "--results", str(tmp_path)], cwd=tmp_path)
     assert done.returncode != 0 and "--hashes" in done.stderr  # a typo is an error, not a skip
+
+
+def test_the_default_points_without_a_record_are_named(frontier):
+    """The budgets of a dataset without its own (synthetic: 30x, also with the repeat-mixture
+    head) for every budgeted compressor that reaches them, less what is recorded."""
+    results, _ = frontier
+    runs = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
+    for record in runs:
+        record["config"]["ratio"] = 30.0  # as if run at synthetic's default budget
+    table = frontier_table(runs, [], [], "synthetic", 1)
+    (line,) = [s for s in table.splitlines() if s.startswith("Not run yet")]
+    named = set(line.split("): ", 1)[1].rstrip(".").split("; "))
+    # on 2,001 items at dim 64, 30x is in reach of hash, prune, sttd and tt alone
+    assert named == {"hash at 30x with the repeat-mixture head", "prune at 30x",
+                     "prune at 30x with the repeat-mixture head", "sttd at 30x",
+                     "sttd at 30x with the repeat-mixture head", "tt at 30x",
+                     "tt at 30x with the repeat-mixture head"}

@@ -13,13 +13,13 @@ import click
 from ecbench.bench.cli.sweep_commands import (Placement, placement_options, recorded_runs,
                                               run_sweep, time_recorded_runs)
 from ecbench.bench.errors import ConfigError
+from ecbench.bench.report.frontier import REPEAT_BUDGET, TARGETS
 from ecbench.bench.sweep import SweepSpec
 
 if TYPE_CHECKING:
     from ecbench.bench.data.sessions import SessionDataset
 
 DEFAULT_EPOCHS = 3  # the same cap for every point on two CPU cores; larger machines raise it
-REPEAT_BUDGET = 30.0  # the budget also run with the repeat-mixture head
 
 
 def budgeted_compressors(only: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -86,7 +86,6 @@ def frontier_command(data: str, ratios: tuple[float, ...], epochs: int, seeds: i
     recency, session-kNN). Runs what is missing (resumable, any executor; session-kNN once,
     `ecbench knn` for other settings), then writes RESULTS/tables/frontier-DATA.md and
     RESULTS/figures/frontier-DATA.{svg,pdf}."""
-    from ecbench.bench.report.frontier import TARGETS
     from ecbench.bench.training.train import load_dataset
 
     if epochs < 1 or seeds < 1:

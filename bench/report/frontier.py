@@ -24,6 +24,7 @@ from ecbench.bench.training.config import repeat_head
 
 Record = dict[str, Any]
 TARGETS = {"tmall": (4.0, 10.0, 30.0, 100.0), "retailrocket": (30.0,)}
+REPEAT_BUDGET = 30.0  # the budget also run with the repeat-mixture head
 
 
 @dataclass
@@ -246,10 +247,47 @@ def frontier_table(records: list[Record], knn: list[Record], latency: list[Recor
                                        "KiB stored", "byte ratio", "record"],
                               tablefmt="github"))
         lines.append("")
+    lines += not_yet_run(pts, data)
     if timing is not None:
         lines.append(f"Latency: one process, {timing['provenance']['machine']['cpu']}, "
                      f"{timing['protocol']['threads']} thread(s), {timing['date']}.")
     return "\n".join(lines)
+
+
+def not_yet_run(pts: list[Point], data: str) -> list[str]:
+    """A line naming the default frontier's points (every budgeted compressor at each of
+    `data`'s budgets it reaches, and with the repeat-mixture head at `REPEAT_BUDGET`) with no
+    record here, at any options; none when nothing is recorded to compare with."""
+    from ecbench import compressors
+
+    if not pts:
+        return []
+    shape = pts[0].runs[0]
+    num_items, dim = shape["dataset"]["num_items"], shape["config"]["dim"]
+    recorded = {(p.compressor, p.target, p.head) for p in pts}
+    missing = []
+    for target in TARGETS.get(data, (REPEAT_BUDGET,)):
+        for name in compressors.registry.names():
+            entry = compressors.registry.get(name)
+            if entry.budget is None or name == "full" or not _reaches(entry, num_items, dim,
+                                                                      target):
+                continue
+            for head in (None, "mixture") if target == REPEAT_BUDGET else (None,):
+                if (name, target, head) not in recorded:
+                    missing.append(f"{name} at {target:g}x" + (" with the repeat-mixture head"
+                                                                 if head else ""))
+    if not missing:
+        return []
+    return [f"Not run yet (`ecbench frontier --data {data}` runs what is missing): "
+            + "; ".join(missing) + ".", ""]
+
+
+def _reaches(entry: Any, num_items: int, dim: int, target: float) -> bool:
+    try:
+        entry.budget(entry.default_config(), num_items, dim, target)
+    except ValueError:
+        return False
+    return True
 
 
 def frontier_series(records: list[Record], data: str, epochs: int
