@@ -109,7 +109,7 @@ def assert_same_top_k_up_to_ties(run, deployed, item_seq, lengths) -> None:
 ALSO_EXPORTED = [("quant", {"bits": 4})]
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "executorch"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "executorch", "executorch-packed"])
 @pytest.mark.parametrize("name,options", [(n, SMALL_OPTIONS[n]) for n in NAMES] + ALSO_EXPORTED,
                          ids=lambda x: x if isinstance(x, str) else "-".join(map(str, x.values())))
 def test_exported_artefact_answers_as_eager_without_a_dense_table(name, options, fmt, tmp_path):
@@ -126,8 +126,10 @@ def test_exported_artefact_answers_as_eager_without_a_dense_table(name, options,
         torch.testing.assert_close(deployed.all_scores(item_seq, lengths),
                                    model.score(item_seq, lengths), atol=1e-4, rtol=0)
     # ExecuTorch's form may reach the runtime's own kernels (quant: a query rounded to int8)
-    run, reference = load(fmt, path), deployed.for_executorch() if fmt == "executorch" else deployed
+    run = load(fmt, path)
+    reference = deployed.for_executorch() if fmt.startswith("executorch") else deployed
     for batch, length in ((1, 4), (5, 12)):
         item_seq, lengths = example_inputs(NUM_ITEMS, batch=batch, length=length)
         assert_same_top_k_up_to_ties(run, reference, item_seq, lengths)
-    assert holds_dense_table(fmt, path, NUM_ITEMS, DIM) == (name == "full")
+    if fmt != "executorch-packed":  # with XNNPACK's packed copies a file-size bound says little
+        assert holds_dense_table(fmt, path, NUM_ITEMS, DIM) == (name == "full")

@@ -74,7 +74,8 @@ def test_the_points_were_timed_in_one_process_beside_the_dense_model(frontier):
     # a column per runtime timed: each point's median and its ratio to the dense model's
     table = (results / "tables" / "frontier-synthetic.md").read_text().splitlines()
     columns = [c.strip() for c in next(r for r in table if r.startswith("| budget")).split("|")]
-    names = {"eager": "eager", "onnx": "ONNX Runtime", "executorch": "ExecuTorch"}
+    names = {"eager": "eager", "onnx": "ONNX Runtime", "executorch": "ExecuTorch",
+             "executorch-packed": "ExecuTorch, weights packed at load"}
     assert {"eager", "onnx"} <= set(dense["runtimes"])
     for runtime in dense["runtimes"]:
         column = columns.index(f"{names[runtime]} batch-1 ms (x dense)")

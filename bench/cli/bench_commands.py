@@ -12,6 +12,7 @@ from ecbench.bench.cli.options import (BENCH_DEFAULTS, chosen_device, chosen_thr
                                        data_root_option, device_option, distillation_options,
                                        make_run_config, results_option, threads_option,
                                        workdir_option)
+from ecbench.bench.deploy.export import FORMATS
 from ecbench.bench.errors import ConfigError
 
 
@@ -165,9 +166,9 @@ the dataset's test set. Writes RESULTS/bench/latency-<data>-<backbones>-<compres
 @click.option("--backbone", default="sasrec", show_default=True,
               help="the backbone of the --compressor specs that name none")
 @click.option("--dim", type=int, default=None, help="[paper preset, else 64]")
-@click.option("--runtime", "runtimes", multiple=True,
-              type=click.Choice(["onnx", "executorch", "torchscript"]),
-              help="exported runtimes to time besides eager [all; missing ones are skipped]")
+@click.option("--runtime", "runtimes", multiple=True, type=click.Choice(FORMATS),
+              help="exported runtimes to time besides eager (executorch-packed: XNNPACK's own "
+                   "copy of every float weight, packed at load) [all; missing ones are skipped]")
 @click.option("--batch", "batches", type=int, multiple=True, help="batch sizes [1 and 100]")
 @click.option("--repeats", type=int, default=100, show_default=True)
 @click.option("--warmup", type=int, default=10, show_default=True)
@@ -203,7 +204,7 @@ def bench_latency_command(**opts: Any) -> None:
         config = apply_budget(make_run_config(general, options), data.num_items)
         candidates.append(Candidate(config, deployable_model(config, data.num_items, None)))
     result, path = benchmark_latency(
-        candidates, data, runtimes=opts["runtimes"] or ("onnx", "executorch", "torchscript"),
+        candidates, data, runtimes=opts["runtimes"] or FORMATS,
         batches=opts["batches"] or (1, 100), repeats=opts["repeats"], warmup=opts["warmup"],
         sessions=opts["sessions"], top_k=opts["top_k"], results_dir=opts["results_dir"],
         artefact_dir=opts["artefacts"] or opts["workdir"] / "artefacts",
@@ -254,8 +255,7 @@ def latency_summary(result: dict[str, Any]) -> str:
 
 @click.command("export")
 @click.argument("record", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["onnx", "executorch", "torchscript"]),
-              required=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
 @workdir_option("where the run left its model (WORKDIR/models/KEY.pt)")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="artefact path [WORKDIR/artefacts/<record name>.<suffix>]")

@@ -73,8 +73,9 @@ def frontier_runs(data: str, num_items: int, ratios: tuple[float, ...],
 @click.option("--repeat-head/--no-repeat-head", default=True, show_default=True,
               help=f"also train every compressor at {REPEAT_BUDGET:g}x with the repeat-mixture head")
 @click.option("--latency/--no-latency", default=True, show_default=True,
-              help="time the trained points (batch 1: eager, ONNX Runtime and ExecuTorch where "
-                   "installed) in one process")
+              help="time the trained points (batch 1: eager, ONNX Runtime and ExecuTorch with "
+                   "one copy of the table and with XNNPACK's packed copy, where installed) in "
+                   "one process")
 @click.option("--render-only", is_flag=True, help="train nothing, render what is recorded")
 @placement_options
 def frontier_command(data: str, ratios: tuple[float, ...], epochs: int, seeds: int,
@@ -108,7 +109,7 @@ def frontier_command(data: str, ratios: tuple[float, ...], epochs: int, seeds: i
             return
         if latency:
             time_recorded_runs(recorded_runs(spec, placement, dataset), placement, dataset,
-                               runtimes=("onnx", "executorch"), batches=(1,),
+                               runtimes=("onnx", "executorch", "executorch-packed"), batches=(1,),
                                dense_reference=True)
         run_missing_knn(placement, dataset)
     for path in write_frontier(placement.results_dir, data, epochs):

@@ -216,7 +216,7 @@ BASELINES = ("gru4rec", "narm", "stamp", "srgnn")
 ABLATIONS = ("--no-contrastive", "--no-soft", "--no-bidirectional", "--no-mixup")
 REPRODUCIBLE = ("table3", "table4", "table5", "fig3")
 # Table 5's runtimes beside eager (ExecuTorch with XNNPACK where `.[executorch]` is installed)
-TABLE5_RUNTIMES = ("onnx", "executorch", "torchscript")
+TABLE5_RUNTIMES = ("onnx", "executorch", "executorch-packed", "torchscript")
 
 
 def table4_shapes(data: str) -> list[tuple[int, int]]:

@@ -24,11 +24,16 @@ from ecbench.bench.deploy.recommender import DeployedRecommender
 from ecbench.compressors.base import InferenceForm
 from ecbench.bench.errors import ConfigError
 
-FORMATS = ("onnx", "executorch", "torchscript")
-SUFFIX = {"onnx": ".onnx", "executorch": ".pte", "torchscript": ".ptl"}
+# executorch-packed: ExecuTorch with XNNPACK packing every float weight at load, the item
+# table read by the lookups too (a second copy), where `executorch` keeps one copy and XNNPACK
+# packs it in every call
+FORMATS = ("onnx", "executorch", "executorch-packed", "torchscript")
+SUFFIX = {"onnx": ".onnx", "executorch": ".pte", "executorch-packed": ".packed.pte",
+          "torchscript": ".ptl"}
 # what each format needs at export and at run time, and the extra that installs it
 REQUIREMENTS = {"onnx": (("onnx", "onnxscript", "onnxruntime"), "onnx"),
                 "executorch": (("executorch",), "executorch"),
+                "executorch-packed": (("executorch",), "executorch"),
                 "torchscript": ((), None)}
 # ONNX Runtime's optimisers that would fold a compressed table into a dense constant at load
 ORT_DISABLED_OPTIMIZERS = ["ConstantFolding"]
@@ -126,19 +131,22 @@ def export(deployed: DeployedRecommender, fmt: str, path: Path, *, max_batch: in
                 dynamic_shapes=_dynamic_shapes(max_batch, max_len), verbose=False)
             program.save(str(path))
         else:
-            path.write_bytes(lowered_to_xnnpack(deployed, inputs, max_batch).to_executorch()
-                             .buffer)
+            lowered = lowered_to_xnnpack(deployed, inputs, max_batch,
+                                         one_table=fmt == "executorch")
+            path.write_bytes(lowered.to_executorch().buffer)
     return path
 
 
 def lowered_to_xnnpack(deployed: DeployedRecommender, inputs: tuple[torch.Tensor, ...],
-                       max_batch: int):
+                       max_batch: int, one_table: bool = True):
     """The deployed model in its ExecuTorch form (`for_executorch`), exported and lowered to
     XNNPACK where XNNPACK takes it: an `EdgeProgramManager`, before `to_executorch()`.
 
-    XNNPACK reads float weights at run time: a float table that the lookups also read is not
-    copied into the delegate, and a table rebuilt in the call (tt, sttd) is scored there too.
-    Quantised weights (`quant`) it packs at lowering, a copy of its own."""
+    `one_table`: XNNPACK reads float weights at run time, packing them in every call; a float
+    table that the lookups also read is not copied into the delegate, and a table rebuilt in
+    the call (tt, sttd) is scored there too. Otherwise XNNPACK packs the float weights once,
+    at load, into a copy of its own (the dense model's table twice; faster). Quantised
+    weights (`quant`) it packs at lowering either way."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
@@ -146,7 +154,7 @@ def lowered_to_xnnpack(deployed: DeployedRecommender, inputs: tuple[torch.Tensor
     exported = torch.export.export(deployed.for_executorch(), inputs, strict=False,
                                    dynamic_shapes=_dynamic_shapes(max_batch, max_len))
     return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner(
-        force_non_static_weights_for_f32_linear=True)])
+        force_non_static_weights_for_f32_linear=one_table)])
 
 
 def load(fmt: str, path: Path) -> Runner:
@@ -266,4 +274,5 @@ def holds_dense_table(fmt: str, path: Path, num_items: int, dim: int) -> bool:
     dense = num_items * dim * 4
     if Path(path).stat().st_size < dense:
         return False
-    return any(a.nbytes >= dense for a in artefact_tensors(fmt, path)) or fmt == "executorch"
+    return (any(a.nbytes >= dense for a in artefact_tensors(fmt, path))
+            or fmt.startswith("executorch"))

@@ -116,7 +116,8 @@ def points(runs: Iterable[Record]) -> list[Point]:
     return sorted(grouped.values(), key=lambda p: (p.target, p.head or "", -p.mean("HR@10")))
 
 
-RUNTIME_NAMES = {"eager": "eager", "onnx": "ONNX Runtime", "executorch": "ExecuTorch"}
+RUNTIME_NAMES = {"eager": "eager", "onnx": "ONNX Runtime", "executorch": "ExecuTorch",
+                 "executorch-packed": "ExecuTorch, weights packed at load"}
 
 
 @dataclass
