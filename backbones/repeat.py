@@ -101,7 +101,9 @@ class RepeatExploreMixture(nn.Module):
         position_logits = self.recency[recency] + self.content * scores.gather(1, item_seq)
         position_p = torch.softmax(position_logits.masked_fill(~real, NEG), dim=1) * real
         same_item = item_seq[:, :, None] == item_seq[:, None, :]
-        item_p = (same_item.to(position_p.dtype) @ position_p[:, :, None]).squeeze(2)
+        # a product summed, not a batched matrix product squeezed: XNNPACK reshapes a tensor
+        # of one dynamic dimension at most, and [B, L, 1] has two
+        item_p = (same_item.to(position_p.dtype) * position_p[:, None, :]).sum(2)
         gate = self.gate(session).float()
         floor = torch.full_like(position_p, NEG)
         # the session's items and the padding column (where padding positions point) leave the

@@ -109,6 +109,28 @@ def test_every_baseline_exports_and_equals_eager(backbone, fmt, tmp_path):
         assert_same_top_k(run, deployed, item_seq, lengths)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("head", ["repeat_bonus", "repeat_mixture"])
+def test_a_repeat_head_exports_and_equals_eager(head, fmt, tmp_path):
+    """The repeat heads score the session's own items apart; exported they answer as eager,
+    repeated items included (ExecuTorch: every reshape inside XNNPACK of one dynamic
+    dimension at most)."""
+    if missing_runtime(fmt):
+        pytest.skip(missing_runtime(fmt))
+    config = RunConfig(compressor="full", dim=DIM, max_len=20, **{head: True})
+    model = deployable_model(config, NUM_ITEMS, None)
+    with torch.no_grad():  # a head that matters: its weights away from their zero start
+        model.repeat.recency.copy_(torch.linspace(2.0, 0.0, model.repeat.recency.numel()))
+        model.repeat.gate.bias.fill_(0.5)
+    path = export(DeployedRecommender(model, k=10, exportable=True), fmt,
+                  tmp_path / f"{head}.{fmt}", max_batch=16)
+    run, deployed = load(fmt, path), DeployedRecommender(model, k=10).eval()
+    for batch, length in ((1, 4), (6, 12)):
+        item_seq, lengths = sessions(batch, length)
+        item_seq[0, 1:3] = item_seq[0, 0]  # a repeated item
+        assert_same_top_k(run, deployed, item_seq, lengths)
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_exported_ccode_holds_no_dense_table_but_full_does(fmt, exported):
     ccode, full = exported("ccode", fmt), exported("full", fmt)
