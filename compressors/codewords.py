@@ -8,7 +8,6 @@ Training sums codewords with a cheaper backward than `embedding_bag`'s; the depl
 
 from __future__ import annotations
 
-import copy
 import functools
 from typing import Any, Optional
 
@@ -122,8 +121,8 @@ class CodeLookupForm(InferenceForm):
     call, so that the artefact holds only uint8. Eager and TorchScript score with
     `code_lookup_scores` (`embedding_bag`, or 1-D gathers for one session). ONNX and ExecuTorch
     have no `embedding_bag`: the ONNX graph gathers every item's M entries in one element-wise
-    gather and sums them; the ExecuTorch one (`executorch_form`) sums M per-codebook gathers of
-    int32 codes.
+    gather and sums them; the ExecuTorch one (`gather_elements` off) sums M per-codebook
+    gathers of int32 codes.
     """
 
     def __init__(self, codes: torch.Tensor, codebooks: torch.Tensor, exportable: bool) -> None:
@@ -131,7 +130,6 @@ class CodeLookupForm(InferenceForm):
         self.M, self.K, self.dim = codebooks.shape
         self.num_items = codes.shape[0]
         self.exportable = exportable
-        self.gather_elements = True
         self.register_buffer("codes", codes.t().contiguous())  # [M, N], as stored
         self.codebooks = nn.Parameter(codebooks, requires_grad=False)
         self.register_buffer("offsets", torch.arange(self.M).unsqueeze(1) * self.K)  # [M, 1]
@@ -173,7 +171,7 @@ class CodeLookupForm(InferenceForm):
         if torch.jit.is_tracing():  # TorchScript: the eager scorer, widened on every call
             return _scripted_code_lookup_scores()(luts, widened(self.codes) + self.offsets, None)
         luts = luts.view(self.M, self.K, -1)  # [M, K, B]
-        if self.gather_elements:  # ONNX: one GatherElements, seven times faster than a Gather
+        if self.gather_elements:  # ONNX: one gather of every item's M entries
             codes = widened(self.codes)  # widened on every call
             index = codes.unsqueeze(0).expand(luts.shape[2], -1, -1)  # [B, M, N]
             scores = torch.gather(luts.permute(2, 0, 1), 2, index).sum(1)  # [B, N]
@@ -184,10 +182,3 @@ class CodeLookupForm(InferenceForm):
             by_item_scores = by_item_scores + F.embedding(codes[i], luts[i])
         by_item_scores[0] = 0.0  # the padding row is the zero vector
         return by_item_scores.t()  # a view [B, N]; ecbench.bench.evaluation.topk reads it without a copy
-
-    def executorch_form(self) -> "CodeLookupForm":
-        """The same arrays, scoring through M gathers of one axis (ExecuTorch's element-wise
-        gather is three times slower than its `embedding`)."""
-        form = copy.copy(self)  # shares the parameters and buffers
-        form.gather_elements = False
-        return form

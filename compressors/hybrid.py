@@ -262,11 +262,6 @@ class HybridForm(InferenceForm):
         by_item = self.coded.score(query).t().index_select(0, cold_item)  # [N, B]
         return by_item.index_copy(0, hot_ids, self.hot_rows @ query.t()).t()
 
-    def executorch_form(self) -> "HybridForm":
-        """The same arrays, the codes scored in their own ExecuTorch form."""
-        return HybridForm(self.hot_ids, self.hot_rows.data, self.coded.executorch_form(),
-                          self.num_items, self.exportable)
-
 
 def hybrid_budget(config: HybridConfig, num_items: int, dim: int, ratio: float
                   ) -> HybridConfig:

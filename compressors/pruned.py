@@ -24,7 +24,6 @@ O(nnz) a query, with no table rebuilt.
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from dataclasses import dataclass
@@ -195,7 +194,6 @@ class CSRForm(InferenceForm):
         self.num_items, self.dim = row_pointers.shape[0] - 1, dim
         self.nnz = values.shape[0]
         self.exportable = exportable
-        self.gather_elements = True
         if exportable:
             values, columns = (padded_to_blocks(t, ROW_SUM_BLOCK) for t in (values, columns))
         self.values = nn.Parameter(values, requires_grad=False)
@@ -237,17 +235,11 @@ class CSRForm(InferenceForm):
         if not self.exportable:
             return (self.csr @ query.t()).t()
         columns, pointers = self._indices()
-        if self.gather_elements:  # ONNX's GatherElements: seven times faster than its Gather
+        if self.gather_elements:
             entries = torch.gather(query, 1, columns.unsqueeze(0).expand(query.shape[0], -1))
-        else:  # ExecuTorch's index_select: three times faster than its gather
+        else:
             entries = query.index_select(1, columns)
         return csr_row_sums(entries * self.values, pointers, ROW_SUM_BLOCK)
-
-    def executorch_form(self) -> "CSRForm":
-        """The same arrays, gathering the query's entries with `index_select`."""
-        form = copy.copy(self)  # shares the parameters and buffers
-        form.gather_elements = False
-        return form
 
 
 ROW_SUM_BLOCK = 16

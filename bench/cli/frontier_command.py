@@ -13,7 +13,7 @@ import click
 from ecbench.bench.cli.sweep_commands import (Placement, placement_options, recorded_runs,
                                               run_sweep, time_recorded_runs)
 from ecbench.bench.errors import ConfigError
-from ecbench.bench.report.frontier import REPEAT_BUDGET, TARGETS
+from ecbench.bench.report.frontier import REPEAT_BUDGET, TARGETS, budgeted_names
 from ecbench.bench.sweep import SweepSpec
 
 if TYPE_CHECKING:
@@ -26,10 +26,7 @@ def budgeted_compressors(only: tuple[str, ...]) -> list[tuple[str, ...]]:
     """Every registered compressor that can meet a byte budget (plugins included), but the
     dense reference; or those named, each with any options of its own ('hash --hashes 2'),
     as the arguments of its runs."""
-    from ecbench import compressors
-
-    names = [n for n in compressors.registry.names()
-             if compressors.registry.get(n).budget is not None and n != "full"]
+    names = budgeted_names()
     asked = [tuple(shlex.split(spec)) for spec in only]
     unknown = [spec[0] if spec else "''" for spec in asked if not spec or spec[0] not in names]
     if unknown:

@@ -71,13 +71,19 @@ class DeployedRecommender(nn.Module):
 
     def for_executorch(self) -> "DeployedRecommender":
         """A copy of this model as an ExecuTorch export takes it, in eager what the exported
-        program answers: its table in `InferenceForm.executorch_form`, and its backbone taking
-        every position as a token (`Backbone.every_position`)."""
+        program answers: its table in `InferenceForm.executorch_form`, gathering along one axis
+        (`InferenceForm.gather_elements`), and its backbone taking every position as a token
+        (`Backbone.every_position`). The copy shares every tensor; its modules are its own."""
+        shared: dict[int, Any] = {id(t): t for t in (*self.parameters(), *self.buffers())}
         form = self.items.executorch_form()
-        model = copy.deepcopy(self, memo={id(self.items): form})
+        if form is not self.items:
+            shared[id(self.items)] = form
+        model = copy.deepcopy(self, memo=shared)
         for module in model.modules():
             if isinstance(module, Backbone):
                 module.every_position = True
+            if isinstance(module, InferenceForm):
+                module.gather_elements = False
         return model
 
 

@@ -255,6 +255,15 @@ def frontier_table(records: list[Record], knn: list[Record], latency: list[Recor
     return "\n".join(lines)
 
 
+def budgeted_names() -> list[str]:
+    """Every registered compressor that can meet a byte budget (plugins included), but the
+    dense reference."""
+    from ecbench import compressors
+
+    return [n for n in compressors.registry.names()
+            if compressors.registry.get(n).budget is not None and n != "full"]
+
+
 def not_yet_run(pts: list[Point], data: str) -> list[str]:
     """A line naming the default frontier's points (every budgeted compressor at each of
     `data`'s budgets it reaches, and with the repeat-mixture head at `REPEAT_BUDGET`) with no
@@ -268,10 +277,9 @@ def not_yet_run(pts: list[Point], data: str) -> list[str]:
     recorded = {(p.compressor, p.target, p.head) for p in pts}
     missing = []
     for target in TARGETS.get(data, (REPEAT_BUDGET,)):
-        for name in compressors.registry.names():
+        for name in budgeted_names():
             entry = compressors.registry.get(name)
-            if entry.budget is None or name == "full" or not _reaches(entry, num_items, dim,
-                                                                      target):
+            if not _reaches(entry, num_items, dim, target):
                 continue
             for head in (None, "mixture") if target == REPEAT_BUDGET else (None,):
                 if (name, target, head) not in recorded:
