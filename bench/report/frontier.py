@@ -20,7 +20,9 @@ from tabulate import tabulate
 
 from ecbench.bench.report.paper_tables import mean_test, spread_test
 from ecbench.bench.report.tables import variant
-from ecbench.bench.training.config import repeat_head
+from ecbench.bench.errors import ConfigError
+from ecbench.bench.training.config import RunConfig, repeat_head
+from ecbench.bench.training.train import apply_budget
 
 Record = dict[str, Any]
 TARGETS = {"tmall": (4.0, 10.0, 30.0, 100.0), "retailrocket": (30.0,)}
@@ -267,19 +269,22 @@ def budgeted_names() -> list[str]:
 def not_yet_run(pts: list[Point], data: str) -> list[str]:
     """A line naming the default frontier's points (every budgeted compressor at each of
     `data`'s budgets it reaches, and with the repeat-mixture head at `REPEAT_BUDGET`) with no
-    record here, at any options; none when nothing is recorded to compare with."""
-    from ecbench import compressors
-
+    record here, at any options; none when nothing is recorded to compare with. A budget is
+    reached as `ecbench frontier` decides it: by `apply_budget` on the recorded run's config."""
     if not pts:
         return []
     shape = pts[0].runs[0]
-    num_items, dim = shape["dataset"]["num_items"], shape["config"]["dim"]
+    base = RunConfig.from_record(shape, shape.get("key", "a frontier record"))
+    num_items = shape["dataset"]["num_items"]
     recorded = {(p.compressor, p.target, p.head) for p in pts}
     missing = []
     for target in TARGETS.get(data, (REPEAT_BUDGET,)):
         for name in budgeted_names():
-            entry = compressors.registry.get(name)
-            if not _reaches(entry, num_items, dim, target):
+            config = dataclasses.replace(base, compressor=name, compressor_options={},
+                                         ratio=target)
+            try:
+                apply_budget(config, num_items)
+            except ConfigError:
                 continue
             for head in (None, "mixture") if target == REPEAT_BUDGET else (None,):
                 if (name, target, head) not in recorded:
@@ -289,14 +294,6 @@ def not_yet_run(pts: list[Point], data: str) -> list[str]:
         return []
     return [f"Not run yet (`ecbench frontier --data {data}` runs what is missing): "
             + "; ".join(missing) + ".", ""]
-
-
-def _reaches(entry: Any, num_items: int, dim: int, target: float) -> bool:
-    try:
-        entry.budget(entry.default_config(), num_items, dim, target)
-    except ValueError:
-        return False
-    return True
 
 
 def frontier_series(records: list[Record], data: str, epochs: int
