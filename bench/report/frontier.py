@@ -4,9 +4,11 @@ compressed table (the dense teacher, popularity, session recency, session-kNN).
 
 Its first answer is which compressor is best at each budget. A point is a group of runs that
 differ only by seed (mean, and the spread where there are several); every point of a table was
-trained under the same epoch cap, said in the table. Latency is batch-1 eager end-to-end from
-the one latency record that timed the most of a table's points (ratios hold within one
-process), as a multiple of the dense-table model timed in that same process.
+trained under the same epoch cap, said in the table. Latency is batch-1 end-to-end in each
+runtime timed (eager, ONNX Runtime, ExecuTorch with one copy of the table and with XNNPACK's
+packed copy), from the one latency record that timed the most of a table's points (ratios
+hold within one process), as a multiple of the dense-table model timed in that same process
+and runtime.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any, Iterable
 
 from tabulate import tabulate
 
+from ecbench.bench.errors import ConfigError
 from ecbench.bench.report.paper_tables import mean_test, spread_test
 from ecbench.bench.report.tables import variant
-from ecbench.bench.errors import ConfigError
 from ecbench.bench.training.config import RunConfig, repeat_head
 from ecbench.bench.training.train import apply_budget
 
