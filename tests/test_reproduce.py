@@ -8,6 +8,7 @@ import pytest
 from ecbench.bench.cli.main import run_config_of
 from ecbench.bench.cli.sweep_commands import paper_spec, table4_shapes
 from ecbench.bench.report.paper import TABLE4
+from ecbench.bench.report.paper_tables import on_paper_protocol, table3_model, without_protocol
 from ecbench.bench.report.tables import departures_from_paper
 from helpers import run_cli
 
@@ -25,13 +26,38 @@ def test_table4_covers_the_papers_grid_with_the_telling_cells_first():
                                                ("table4", "tmall", 20), ("fig3", "tmall", 5 * 3),
                                                ("table5", "retailrocket", 8)])
 def test_every_run_is_the_papers_method_at_the_papers_settings(table, data, runs):
-    jobs = paper_spec(table, data, seeds=3).jobs()
+    jobs = [job for job in paper_spec(table, data, seeds=3).jobs()
+            if "--select-on" not in job]  # Table 3's legacy column: the next test
     assert len(jobs) == runs
     for job in jobs:
         config = run_config_of(list(job))
         assert config.data == data and config.select_on == "validation"
         if config.compressor == "ccode":  # no variant of ours among them
             assert not departures_from_paper(config.to_dict()), job
+
+
+def as_record(job: tuple[str, ...], data: str) -> dict:
+    """What the report reads of a run's record: its config, its data, and (for OD-Rec's row)
+    the byte ratio its --ratio budget meets."""
+    config = run_config_of(list(job)).to_dict()
+    return {"config": config, "dataset": {"name": data},
+            "size": {"item_storage": {"byte_ratio": config["ratio"]}}}
+
+
+@pytest.mark.parametrize("data", ["tmall", "retailrocket"])
+def test_table3_runs_every_row_once_by_the_papers_protocol_for_its_labelled_column(data):
+    jobs = paper_spec("table3", data, seeds=3).jobs()
+    legacy = [job for job in jobs if "--select-on" in job]
+    records = [as_record(job, data) for job in legacy]
+    assert all(on_paper_protocol(r) for r in records)
+    rows = [table3_model({**r, "config": without_protocol(r["config"])}) for r in records]
+    assert sorted(rows) == sorted(["Teacher", "GRU4Rec", "NARM", "STAMP", "SR-GNN", "OD-Rec",
+                                   "Stu-base", "Student"])
+    # seed 0 of every row comes before the legacy runs, the other seeds after them
+    seeds = [job[job.index("--seed") + 1] for job in jobs]
+    first_legacy = jobs.index(legacy[0])
+    assert set(seeds[:first_legacy]) == {"0"} and len(jobs[:first_legacy]) == 8
+    assert set(seeds[first_legacy + 8:]) == {"1", "2"}
 
 
 def test_dry_run_lists_the_runs_and_runs_nothing(tmp_path):
@@ -46,6 +72,7 @@ def test_dry_run_lists_the_runs_and_runs_nothing(tmp_path):
 
 
 def test_table5_times_one_seed_of_every_table3_model():
-    table3 = {tuple(a for a in job if a != "0") for job in paper_spec("table3", "tmall", 1).jobs()}
+    table3 = {tuple(a for a in job if a != "0") for job in paper_spec("table3", "tmall", 1).jobs()
+              if "--select-on" not in job}
     table5 = {tuple(a for a in job if a != "0") for job in paper_spec("table5", "tmall", 3).jobs()}
     assert table5 == table3 and len(table5) == 8
