@@ -178,11 +178,12 @@ def record_files(results_dir: Path, folder: str, pattern: str = "*.json") -> lis
     return [p for p in paths if f"{folder}/{p.name}" in curated]
 
 
-def curate(results_dir: Path, files: list[Path]) -> list[Path]:
+def curate(results_dir: Path, files: list[Path], replace: bool = False) -> list[Path]:
     """Add record files to the curated results folder `results_dir`: each is copied into the
     folder of its kind (runs, bench or analysis: the folder it lies in) unless it is there
     already, and listed in the manifest. Every file is checked before anything is written.
-    Returns the curated paths."""
+    A curated record of the same name with other content (the same run trained again: its
+    key is its config and data) is replaced only with `replace`. Returns the curated paths."""
     results_dir = Path(results_dir)
     sources = [Path(f) for f in files]
     for source in sources:
@@ -190,6 +191,12 @@ def curate(results_dir: Path, files: list[Path]) -> list[Path]:
             raise ValueError(f"{source}: not a record file (a .json under a folder named "
                              f"{', '.join(RECORD_FOLDERS)})")
         load_record(source)  # refuses what is not a JSON object
+        target = results_dir / source.parent.name / source.name
+        if (not replace and target.is_file() and source.resolve() != target.resolve()
+                and target.read_bytes() != source.read_bytes()):
+            raise ValueError(f"{target} is curated already with other content (a run trained "
+                             "again keeps its name: its key is its config and data); keep it, "
+                             "or replace it with --replace")
     curated = read_manifest(results_dir) or set()
     added = []
     for source in sources:

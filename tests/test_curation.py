@@ -84,6 +84,30 @@ def test_curate_copies_a_record_in_and_lists_it(tmp_path):
     assert (curated / "runs" / "x-1.json").read_text() == '{"key": "1"}'
 
 
+def test_curate_never_overwrites_a_curated_record_with_other_numbers(tmp_path):
+    curated, user = tmp_path / "curated", tmp_path / "user" / "runs"
+    user.mkdir(parents=True)
+    (curated / "runs").mkdir(parents=True)
+    (curated / "runs" / "x-1.json").write_text('{"key": "1", "test": 20.0}')
+    again = user / "x-1.json"
+    again.write_text('{"key": "1", "test": 21.0}')  # the same run trained again
+    (user / "x-2.json").write_text('{"key": "2"}')
+
+    proc = run_cli(["curate", str(user / "x-2.json"), str(again),
+                    "--results", str(curated)], tmp_path)
+    assert proc.returncode != 0 and "--replace" in proc.stderr
+    assert (curated / "runs" / "x-1.json").read_text() == '{"key": "1", "test": 20.0}'
+    assert not (curated / "runs" / "x-2.json").exists()  # nothing is written
+
+    (curated / "runs" / "x-3.json").write_text('{"key": "3"}')
+    curate(curated, [curated / "runs" / "x-3.json"])  # a record already there: fine
+    again.write_text('{"key": "1", "test": 20.0}')
+    curate(curated, [again])  # the same content: fine
+    again.write_text('{"key": "1", "test": 21.0}')
+    curate(curated, [again], replace=True)
+    assert (curated / "runs" / "x-1.json").read_text() == '{"key": "1", "test": 21.0}'
+
+
 @pytest.mark.parametrize("name,text,message", [
     ("runs/broken.json", "{not json", "Expecting"),
     ("loose.json", "{}", "not a record file"),

@@ -144,16 +144,19 @@ def codes_command() -> None:
 @click.command("curate")
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--replace", is_flag=True,
+              help="replace a curated record of the same name that holds other numbers")
 @curated_results_option
-def curate_command(files: tuple[Path, ...], results_dir: Path) -> None:
+def curate_command(files: tuple[Path, ...], replace: bool, results_dir: Path) -> None:
     """Add record files (RESULTS/runs/*.json, bench/*.json, analysis/*.json of any results
     folder) to the curated results that the project's tables and figures are built from:
-    each is copied in beside its kind and listed in RESULTS/manifest.json."""
+    each is copied in beside its kind and listed in RESULTS/manifest.json. A curated record
+    is never overwritten with other content unless --replace is given."""
     from ecbench.bench.errors import ConfigError
     from ecbench.bench.records import curate
 
     try:
-        for path in curate(results_dir, list(files)):
+        for path in curate(results_dir, list(files), replace=replace):
             click.echo(f"curated: {path}")
     except (ValueError, OSError) as exc:
         raise ConfigError(str(exc)) from None
