@@ -72,6 +72,23 @@ def test_table5_keeps_to_its_own_models_beside_a_larger_frontier_record(latency_
     assert "New Student" in text and "OD-Rec" in text
 
 
+def test_table5_prefers_the_record_of_trained_models_to_a_later_untrained_one(latency_record):
+    """Table 5 is of trained models: a record that timed them wins over one of untrained
+    models of their shape, even a later one."""
+    import copy
+
+    result, _ = latency_record
+    trained = copy.deepcopy(result)
+    for model in trained["models"]:
+        model["source"]["trained"] = True
+        model["runtimes"]["eager"]["batches"]["8"]["end_to_end"]["median_ms"] = 4.0
+    later_untrained = {**copy.deepcopy(result), "date": "9999-01-01T00:00:00+00:00"}
+    cells = latency_cells([trained, later_untrained], "eager", 8)
+    assert {c.ms for c in cells.values()} == {4.0} and all(c.trained for c in cells.values())
+    assert "untrained" not in table5([later_untrained, trained], runtime="eager",
+                                     batch=8).split("\n\n", 1)[1]
+
+
 def test_a_record_of_other_models_makes_no_table5(latency_record):
     """A record timing a compressor of ours (quant) beside the teacher, or beside the paper's
     models, in a runtime no other record has, is no Table 5: no table for that runtime, no cell

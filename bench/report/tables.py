@@ -310,8 +310,10 @@ def latency_cells(records: Iterable[dict[str, Any]], runtime: str, batch: int,
     (`ecbench.bench.deploy.latency`), of Table 5's records alone (`times_paper_models`).
     Ratios hold only within one process, so every cell of a dataset (and of its repeat-head
     models, timed apart) comes from one record: the one that timed the most of the paper's
-    models, then the most models, the latest among equals."""
-    chosen: dict[tuple[str, bool], tuple[tuple[int, int, str], dict]] = {}
+    models, then the most trained ones (Table 5 is of trained models; an untrained model of
+    their shape stands in only until they are), then the most models, the latest among
+    equals."""
+    chosen: dict[tuple[str, bool], tuple[tuple[int, int, int, str], dict]] = {}
     for record in records:
         if record["protocol"].get("cache", "warm") != cache or not times_paper_models(record):
             continue
@@ -321,7 +323,8 @@ def latency_cells(records: Iterable[dict[str, Any]], runtime: str, batch: int,
             if not mine:
                 continue
             group = (record["dataset"]["name"], heads)
-            rank = (sum(model in TABLE5_SECONDS for model, _ in mine), len(mine), record["date"])
+            rank = (sum(model in TABLE5_SECONDS for model, _ in mine),
+                    sum(cell.trained for cell in mine.values()), len(mine), record["date"])
             if group not in chosen or rank >= chosen[group][0]:
                 chosen[group] = (rank, mine)
     return {key: cell for _, cells in chosen.values() for key, cell in cells.items()}
