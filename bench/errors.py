@@ -19,3 +19,10 @@ class TrainingDiverged(EcbenchError):
 
 class RecordError(EcbenchError):
     """A run record, manifest or model file that cannot be read safely."""
+
+
+class OverTimeLimit(EcbenchError):
+    """A run whose planned training exceeds the time it was given (`--max-hours`): nothing
+    was trained; a faster machine can take it."""
+
+    exit_code = 3  # apart from a failure, so that a sweep reports the run as skipped

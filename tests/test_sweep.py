@@ -139,3 +139,38 @@ def test_two_sweeps_of_one_name_write_their_runs_into_their_own_logs(tmp_path):
     b = job_log(tmp_path, 0, ("--compressor", "pq", "--ratio", "30"))
     assert a != b and a.parent == b.parent == tmp_path and a.name.startswith("000-")
     assert job_log(tmp_path, 0, ("--compressor", "hash", "--ratio", "10")) == a
+
+
+def _plan_seconds(stderr: str) -> float:
+    """The bound in all of a run's announced plan ('... at most 2 min of training in all')."""
+    plan = next(line for line in stderr.splitlines() if line.startswith("plan: "))
+    value, unit = plan.split("at most ")[1].split(" of training")[0].split()
+    return float(value) * {"s": 1, "min": 60, "h": 3600}[unit]
+
+
+def test_max_hours_skips_the_runs_whose_plan_exceeds_it_and_trains_the_others(tmp_path):
+    """A run's plan (its measured step x its steps x its maximum epochs) decides: the run of 50
+    epochs exceeds a limit that the run of 1 epoch meets, so it is skipped before anything is
+    trained (exit code 3, reported apart from failures), and the sweep succeeds."""
+    from ecbench.bench.errors import OverTimeLimit
+
+    spec = _spec(tmp_path, 'base = ["--dim", "16"]\nruns = [["--epochs", "1"], '
+                           '["--epochs", "50"]]\n')
+    results, work = tmp_path / "results", tmp_path / "work"
+    one_epoch = run_cli(["run", "--dim", "16", "--epochs", "1", "--plan-only", "--threads", "1",
+                         "--results", str(results)], tmp_path)
+    limit_hours = 7 * _plan_seconds(one_epoch.stderr) / 3600  # 7 epochs' worth: 1 < 7 < 50
+    proc = run_cli(["sweep", str(spec), "--workers", "1", "--max-hours", f"{limit_hours:.6f}",
+                    "--results", str(results), "--workdir", str(work)], tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped (over --max-hours" in proc.stderr and "1 of 2 runs skipped" in proc.stderr
+    records = [json.loads(p.read_text()) for p in records_under(results)]
+    assert [r["config"]["epochs"] for r in records] == [1]
+    long_run = run_config_of(["--dim", "16", "--epochs", "50"]).key(synthetic_dataset().checksum)
+    assert not (work / "checkpoints" / f"{long_run}.pt").exists()  # nothing of it trained
+    refused = run_cli(["run", "--dim", "16", "--epochs", "50", "--max-hours", "1e-9",
+                       "--results", str(results), "--workdir", str(work)], tmp_path)
+    assert refused.returncode == OverTimeLimit.exit_code
+    assert "over --max-hours" in refused.stderr and "Traceback" not in refused.stderr
+    bad = run_cli(["sweep", str(spec), "--max-hours", "0", "--dry-run"], tmp_path)
+    assert bad.returncode == 2 and "--max-hours must be positive" in bad.stderr

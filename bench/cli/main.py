@@ -117,6 +117,9 @@ paper's settings for the dataset (Section 6.1.3) where it gives them."""
 @click.option("--plan-only", is_flag=True,
               help="say what the run would train (teacher, Stu-base, distillation) and an upper "
                    "bound on its time, then stop")
+@click.option("--max-hours", type=float, default=None,
+              help="train nothing if that bound exceeds this many hours (exit code 3: a sweep "
+                   "reports the run as skipped, left for a faster machine) [no limit]")
 @click.option("--progress/--no-progress", default=None, help="progress bars [on a terminal]")
 @click.pass_context
 def run_command(ctx: click.Context, **opts: Any) -> None:
@@ -133,7 +136,8 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
         config, data_root=opts["data_root"], results_dir=opts["results_dir"],
         workdir=opts["workdir"], resume=opts["resume"], force=opts["force"],
         threads=chosen_threads(opts["threads"]), progress=progress,
-        log=lambda m: click.echo(m, err=True), device=chosen_device(opts["device"]))
+        log=lambda m: click.echo(m, err=True), device=chosen_device(opts["device"]),
+        max_hours=opts["max_hours"])
     click.echo(summary_table(record))
     click.echo(f"record: {path}")
 
@@ -250,7 +254,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except (EcbenchError, compressors.UnknownEntryError, compressors.OptionClashError) as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+        sys.exit(getattr(exc, "exit_code", 2 if isinstance(exc, ConfigError) else 1))
 
 
 if __name__ == "__main__":

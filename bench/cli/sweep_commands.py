@@ -35,6 +35,7 @@ class Placement:
     data_root: str | None = None
     results_dir: Path = Path("ecbench-results")
     workdir: Path = Path(".ecbench")
+    max_hours: float | None = None
 
 
 def placement_options(command: Callable) -> Callable:
@@ -52,6 +53,10 @@ def placement_options(command: Callable) -> Callable:
         click.option("--address", default=None,
                      help="ray: the cluster to join (ray://HOST:10001 or auto) [a local Ray]"),
         data_root_option, results_option, workdir_option(),
+        click.option("--max-hours", type=float, default=None,
+                     help="skip a run whose planned training exceeds this many hours where it "
+                          "runs (`ecbench run --max-hours`), leaving it for a faster machine "
+                          "[no limit]"),
         click.option("--dry-run", is_flag=True,
                      help="check every run and list them, run nothing"),
     ]
@@ -97,11 +102,14 @@ def run_sweep(spec: SweepSpec, where: Placement, dry_run: bool = False) -> str |
     from ecbench.bench.cli.main import run_config_of
 
     entry = sweep.registry.get(where.executor)  # an unknown executor is an error, --dry-run too
+    if where.max_hours is not None and not where.max_hours > 0:
+        raise ConfigError(f"--max-hours must be positive, got {where.max_hours:g}")
     # so is a device this machine lacks (a cluster's executor resolves it where runs go)
     devices = where.device if where.executor != "local" else sweep_devices(where.device)
     common = ["--threads", str(where.threads), "--results", str(where.results_dir),
               "--workdir", str(where.workdir), "--no-progress", "--resume"]
     common += ["--data-root", where.data_root] if where.data_root else []
+    common += ["--max-hours", f"{where.max_hours:g}"] if where.max_hours is not None else []
     jobs = [tuple(common) + args for args in spec.jobs()]
 
     def own(args: tuple[str, ...]) -> str:
@@ -129,7 +137,8 @@ def run_sweep(spec: SweepSpec, where: Placement, dry_run: bool = False) -> str |
                                   build_part_config(entry.config, options, where.executor))
 
     def report(result: sweep.JobResult) -> None:
-        state = "done" if result.ok else f"FAILED (exit {result.returncode}, log {result.log})"
+        state = ("done" if result.ok else f"skipped (over --max-hours; log {result.log})"
+                 if result.skipped else f"FAILED (exit {result.returncode}, log {result.log})")
         click.echo(f"{state} in {result.seconds:.0f}s: {own(result.args)}", err=True)
 
     # an executor that ships prerequisites to where runs go needs each run's chain of keys
@@ -137,11 +146,15 @@ def run_sweep(spec: SweepSpec, where: Placement, dry_run: bool = False) -> str |
               else None)
     results = runner.run_all(jobs, logs=Path(where.workdir) / "sweeps" / spec.name,
                              on_done=report, **({"chains": chains} if chains else {}))
-    rows = [[own(r.args), "ok" if r.ok else f"exit {r.returncode}",
+    rows = [[own(r.args), "ok" if r.ok else "skipped" if r.skipped else f"exit {r.returncode}",
              r.seconds, r.record or str(r.log)] for r in results]
     click.echo(tabulate(rows, headers=["run", "status", "seconds", "record (or log)"],
                         floatfmt=".0f"))
-    failed = sum(not r.ok for r in results)
+    skipped = sum(r.skipped for r in results)
+    if skipped:
+        click.echo(f"{skipped} of {len(results)} runs skipped: their plan exceeds --max-hours "
+                   f"{where.max_hours:g} here", err=True)
+    failed = sum(not r.ok and not r.skipped for r in results)
     return f"{failed} of {len(results)}" if failed else None
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
+from ecbench.bench.errors import OverTimeLimit
+
 
 @dataclass(frozen=True)
 class JobResult:
@@ -23,6 +25,11 @@ class JobResult:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+    @property
+    def skipped(self) -> bool:
+        """Refused before training: its plan exceeded `--max-hours` (`OverTimeLimit`)."""
+        return self.returncode == OverTimeLimit.exit_code
 
 
 class Executor(Protocol):

@@ -94,19 +94,36 @@ def measured_step_seconds(config: RunConfig, prepared: Prepared,
     return float(np.median([run_steps([batch]) for batch in timed]))
 
 
-def describe_plan(stages: list[Stage], prepared: Prepared,
-                  device: torch.device = torch.device("cpu")) -> str:
-    """One line: each stage, its epochs, batches and measured step, and the bound in all."""
+@dataclass(frozen=True)
+class Plan:
+    """The trainings a run needs, each with its measured step and the bound on its time."""
+
+    parts: tuple[tuple[Stage, float, float], ...]  # (stage, seconds a step, seconds at most)
+    batches: int  # training steps an epoch
+    pairs: int  # training pairs
+
+    @property
+    def seconds(self) -> float:
+        """The bound on the whole run's training: every stage at its maximum epochs."""
+        return sum(bound for _, _, bound in self.parts)
+
+    def describe(self) -> str:
+        """One line: each stage, its epochs, batches and measured step, and the bound in all."""
+        parts = [f"{stage.name} (up to {stage.max_epochs} epochs of {self.batches} steps at "
+                 f"{step * 1e3:.0f} ms: {_duration(bound)})" for stage, step, bound in self.parts]
+        return (f"plan: {'; then '.join(parts)}; at most {_duration(self.seconds)} of training "
+                f"in all on {self.pairs:,} training pairs (early stopping shortens it)")
+
+
+def measure_plan(stages: list[Stage], prepared: Prepared,
+                 device: torch.device = torch.device("cpu")) -> Plan:
+    """Each stage's training step measured on the real data, and its bound."""
     batches = prepared.fit.num_batches(stages[0].config.batch_size)
-    parts, total = [], 0.0
+    parts = []
     for stage in stages:
         step = measured_step_seconds(stage.config, prepared, device)
-        bound = step * batches * stage.max_epochs
-        total += bound
-        parts.append(f"{stage.name} (up to {stage.max_epochs} epochs of {batches} steps at "
-                     f"{step * 1e3:.0f} ms: {_duration(bound)})")
-    return (f"plan: {'; then '.join(parts)}; at most {_duration(total)} of training in all "
-            f"on {len(prepared.fit):,} training pairs (early stopping shortens it)")
+        parts.append((stage, step, step * batches * stage.max_epochs))
+    return Plan(tuple(parts), batches, len(prepared.fit))
 
 
 def _duration(seconds: float) -> str:

@@ -18,7 +18,7 @@ from ecbench.backbones import Backbone
 from ecbench.bench.training.config import RunConfig, build_part_config
 from ecbench.bench.evaluation.cases import session_recency_ranks, test_case_groups
 from ecbench.bench.training.distill import DistillationObjective, DistillationPair, DistillConfig
-from ecbench.bench.errors import ConfigError
+from ecbench.bench.errors import ConfigError, OverTimeLimit
 from ecbench.bench.evaluation.metrics import metrics_by_case, metrics_from_ranks, popularity_ranks
 from ecbench.bench.records import (USER_RESULTS, RECORD_SCHEMA, atomic_write, ensure_writable,
                                    find_record, load_record, now_iso, provenance, record_path,
@@ -26,7 +26,7 @@ from ecbench.bench.records import (USER_RESULTS, RECORD_SCHEMA, atomic_write, en
 from ecbench.bench.cpu import configure_cpu, restores_cpu_settings
 from ecbench.bench.device import describe_device, resolve_device
 from ecbench.bench.data.sessions import SessionDataset
-from ecbench.bench.training.plan import describe_plan, run_chain, stages_to_train
+from ecbench.bench.training.plan import Plan, measure_plan, run_chain, stages_to_train
 from ecbench.bench.training.teacher import (Teacher, copy_encoder, pretrain_config, resolve_pretrained,
                            resolve_teacher, teacher_table)
 from ecbench.bench.training.train import (Prepared, Trainer, TrainState, apply_budget, build_model,
@@ -83,12 +83,14 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
                    results_dir: Path = USER_RESULTS, workdir: Path = Path(".ecbench"),
                    resume: bool = False, force: bool = False, threads: int = 2,
                    progress: bool = False, log: Callable[[str], None] = print,
-                   announce: bool = True, device: torch.device | str = "cpu"
-                   ) -> tuple[dict[str, Any], Path]:
+                   announce: bool = True, device: torch.device | str = "cpu",
+                   max_hours: float | None = None) -> tuple[dict[str, Any], Path]:
     """Train and evaluate `config` on `device` (`bench.device.resolve_device`); write and
     return its run record (reused if already run, wherever it ran). With `announce`, first log
     what the run will train (teacher, Stu-base, distillation) and an upper bound on its time
-    (`plan.describe_plan`)."""
+    (`plan.Plan`); with `max_hours`, train nothing if that bound exceeds it (`OverTimeLimit`)."""
+    if max_hours is not None and not max_hours > 0:
+        raise ConfigError(f"--max-hours must be positive, got {max_hours}")
     started = now_iso()
     device = resolve_device(device)
     ensure_writable(Path(results_dir) / "runs")
@@ -104,8 +106,15 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
         if existing is not None and not force and not (resume and checkpoint.is_file()):
             log(f"reusing the record of an identical run: {existing}")
             return load_record(existing), existing
-        if announce:
-            log(announcement(config, dataset, prepared, results_dir, Path(workdir), device))
+        if announce or max_hours is not None:
+            plan = run_plan(config, dataset, prepared, results_dir, Path(workdir), device)
+            if announce:
+                log(describe_data(dataset, prepared) + "\n" + plan.describe())
+            if max_hours is not None and plan.seconds > max_hours * 3600:
+                raise OverTimeLimit(f"run {key} would train for up to {plan.seconds / 3600:.1f} h "
+                                    f"on this machine, over --max-hours {max_hours:g}: nothing "
+                                    "trained (a faster machine, or a GPU with --device cuda, "
+                                    "can take it)")
         context = RunContext(config, dataset, prepared, checkpoint, Path(workdir), resume,
                              progress, log, origin, device)
         return train_and_record(context, key, data_root=data_root, results_dir=results_dir,
@@ -132,15 +141,23 @@ def describe_data(dataset: SessionDataset, prepared: Prepared) -> str:
             f"pairs, {dataset.num_items - 1:,} items, {len(prepared.test):,} test cases")
 
 
+def run_plan(config: RunConfig, dataset: SessionDataset, prepared: Prepared,
+             results_dir: Path, workdir: Path, device: torch.device = torch.device("cpu")
+             ) -> Plan:
+    """What `config` would train that is not recorded yet, each with its time bound."""
+    stages = stages_to_train(config, dataset.checksum,
+                             needs_teacher=needs_teacher(config, dataset.num_items),
+                             results_dir=results_dir, workdir=workdir)
+    return measure_plan(stages, prepared, device)
+
+
 def announcement(config: RunConfig, dataset: SessionDataset, prepared: Prepared,
                  results_dir: Path, workdir: Path,
                  device: torch.device = torch.device("cpu")) -> str:
     """Two lines before training: the dataset's counts, and what `config` would train that is
     not recorded yet with its time bound."""
-    stages = stages_to_train(config, dataset.checksum,
-                             needs_teacher=needs_teacher(config, dataset.num_items),
-                             results_dir=results_dir, workdir=workdir)
-    return describe_data(dataset, prepared) + "\n" + describe_plan(stages, prepared, device)
+    return (describe_data(dataset, prepared) + "\n"
+            + run_plan(config, dataset, prepared, results_dir, workdir, device).describe())
 
 
 @restores_cpu_settings
