@@ -195,8 +195,9 @@ def curate(results_dir: Path, files: list[Path], replace: bool = False) -> list[
         if (not replace and target.is_file() and source.resolve() != target.resolve()
                 and target.read_bytes() != source.read_bytes()):
             raise ValueError(f"{target} is curated already with other content (a run trained "
-                             "again keeps its name: its key is its config and data); keep it, "
-                             "or replace it with --replace")
+                             "again keeps its name, its key being its config and data; so does "
+                             "a benchmark of the same models); keep it, or replace it with "
+                             "--replace")
     curated = read_manifest(results_dir) or set()
     added = []
     for source in sources:
