@@ -109,7 +109,7 @@ def run_experiment(config: RunConfig, *, data_root: str | None = None,
         if announce or max_hours is not None:
             plan = run_plan(config, dataset, prepared, results_dir, Path(workdir), device)
             if announce:
-                log(describe_data(dataset, prepared) + "\n" + plan.describe())
+                log(announcement(dataset, prepared, plan))
             if max_hours is not None and plan.seconds > max_hours * 3600:
                 raise OverTimeLimit(f"run {key} would train for up to {plan.seconds / 3600:.1f} h "
                                     f"on this machine, over --max-hours {max_hours:g}: nothing "
@@ -151,13 +151,10 @@ def run_plan(config: RunConfig, dataset: SessionDataset, prepared: Prepared,
     return measure_plan(stages, prepared, device)
 
 
-def announcement(config: RunConfig, dataset: SessionDataset, prepared: Prepared,
-                 results_dir: Path, workdir: Path,
-                 device: torch.device = torch.device("cpu")) -> str:
-    """Two lines before training: the dataset's counts, and what `config` would train that is
-    not recorded yet with its time bound."""
-    return (describe_data(dataset, prepared) + "\n"
-            + run_plan(config, dataset, prepared, results_dir, workdir, device).describe())
+def announcement(dataset: SessionDataset, prepared: Prepared, plan: Plan) -> str:
+    """Two lines before training: the dataset's counts, and what the run would train that is
+    not recorded yet with its time bound (`run_plan`)."""
+    return describe_data(dataset, prepared) + "\n" + plan.describe()
 
 
 @restores_cpu_settings
@@ -166,7 +163,8 @@ def plan_run(config: RunConfig, *, data_root: str | None, results_dir: Path, wor
     """`announcement` of a run without running it (`ecbench run --plan-only`)."""
     device = resolve_device(device)
     config, dataset, prepared = load_prepared(config, data_root, threads, device)
-    return announcement(config, dataset, prepared, results_dir, workdir, device)
+    return announcement(dataset, prepared,
+                        run_plan(config, dataset, prepared, results_dir, workdir, device))
 
 
 @contextmanager
