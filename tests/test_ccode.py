@@ -62,6 +62,23 @@ def test_training_samples_hard_codes_and_reports_the_mse(learned, teacher_table)
     assert learned.extra_loss() is None  # consumed once per step
 
 
+@pytest.mark.parametrize("code_sample", [1.0, 0.25])
+def test_the_mse_gradient_is_twice_the_error_over_the_sampled_rows(teacher_table, code_sample):
+    torch.manual_seed(0)
+    table = CompositionalCodeTable(NUM_ITEMS, DIM, CCodeConfig(M=3, K=16,
+                                                               code_sample=code_sample))
+    table.init_from_table(teacher_table)
+    table.train()
+    composed = table.weight()
+    composed.retain_grad()
+    table.extra_loss().backward()
+    resampled = composed.grad.abs().sum(1) > 0
+    count = int(resampled.sum())
+    assert count == (NUM_ITEMS - 1 if code_sample == 1.0 else round(0.25 * (NUM_ITEMS - 1)))
+    expected = 2 * (composed - teacher_table)[resampled].detach() / count
+    torch.testing.assert_close(composed.grad[resampled], expected)
+
+
 def test_gradients_reach_codebooks_and_encoder_through_the_straight_through_codes(learned):
     learned.train()
     (learned.score(torch.randn(4, DIM)) ** 2).sum().backward()
