@@ -3,6 +3,7 @@ the best compressor at each budget, checked against the records it was built fro
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -87,6 +88,36 @@ def test_the_points_were_timed_in_one_process_beside_the_dense_model(frontier):
             ms = model["runtimes"][runtime]["batches"]["1"]["end_to_end"]["median_ms"]
             row = next(r for r in table if r.endswith(f"| {key} |"))
             assert row.split("|")[column].strip() == f"{ms:.2f} ({ms / dense_ms:.2f}x)"
+
+
+def test_a_point_timed_only_in_a_later_process_is_shown_against_that_process_dense(frontier):
+    results, _ = frontier
+    runs = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
+    (latency,) = (results / "bench").glob("latency-*.json")
+    first = json.loads(latency.read_text())
+    late = runs[0]["key"]
+    later = copy.deepcopy(first)
+    later["date"] = "2100-01-01T00:00:00+00:00"
+    later["models"] = [m for m in later["models"] if m["config"]["compressor"] == "full"
+                       or m.get("source", {}).get("key") == late]
+    for model in later["models"]:  # another process: every model twice as slow
+        for timing in model["runtimes"].values():
+            timing["batches"]["1"]["end_to_end"]["median_ms"] *= 2
+    first["models"] = [m for m in first["models"] if m.get("source", {}).get("key") != late]
+    table = frontier_table(runs, [], [first, later], "synthetic", 1).splitlines()
+    (model,) = [m for m in later["models"] if m.get("source", {}).get("key") == late]
+    (dense,) = [m for m in later["models"] if m["config"]["compressor"] == "full"]
+    ms = model["runtimes"]["eager"]["batches"]["1"]["end_to_end"]["median_ms"]
+    dense_ms = dense["runtimes"]["eager"]["batches"]["1"]["end_to_end"]["median_ms"]
+    columns = [c.strip() for c in next(r for r in table if r.startswith("| budget")).split("|")]
+    row = next(r for r in table if r.endswith(f"| {late} |")).split("|")
+    assert row[columns.index("eager batch-1 ms (x dense)")].strip() == (
+        f"{ms:.2f} ({ms / dense_ms:.2f}x) †")
+    others = [r for r in table if "| budget" not in r and r.startswith("|")
+              and any(r.endswith(f"| {x['key']} |") for x in runs if x["key"] != late)]
+    assert others and not any("†" in r for r in others)
+    (note,) = [line for line in table if line.startswith("† Timed in another process")]
+    assert later["date"] in note
 
 
 def test_the_session_knn_references_are_run_once_and_listed(frontier):

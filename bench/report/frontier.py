@@ -8,7 +8,8 @@ trained under the same epoch cap, said in the table. Latency is batch-1 end-to-e
 runtime timed (eager, ONNX Runtime, ExecuTorch with one copy of the table and with XNNPACK's
 packed copy), from the one latency record that timed the most of a table's points (ratios
 hold within one process), as a multiple of the dense-table model timed in that same process
-and runtime.
+and runtime. A point that record lacks (trained after it) takes its cells, marked, from the
+latest record that timed it beside a dense model of its own.
 """
 
 from __future__ import annotations
@@ -139,20 +140,30 @@ class Timings:
         return f"{median:.2f}" + (f" ({median / self.dense:.2f}x)" if self.dense else "")
 
 
+def timed_keys(record: Record) -> set[str]:
+    """The run keys a latency record timed."""
+    return {m.get("source", {}).get("key") for m in record["models"]} - {None}
+
+
 def latency_of(latency_records: Iterable[Record], keys: set[str]
                ) -> tuple[dict[str, Timings], Record | None]:
     """Each runtime's batch-1 timings (`RUNTIME_NAMES` order), from the one latency record that
     timed the most of `keys` (the latest among equals): ratios hold within one process."""
     best, best_rank = None, None
     for record in latency_records:
-        timed = {m.get("source", {}).get("key") for m in record["models"]} & keys
+        timed = timed_keys(record) & keys
         rank = (len(timed), record.get("date", ""))
         if timed and (best_rank is None or rank >= best_rank):
             best, best_rank = record, rank
     if best is None:
         return {}, None
+    return runtime_timings(best), best
+
+
+def runtime_timings(record: Record) -> dict[str, Timings]:
+    """A latency record's batch-1 timings by runtime, in `RUNTIME_NAMES` order."""
     runtimes: dict[str, Timings] = {}
-    for model in best["models"]:
+    for model in record["models"]:
         for runtime, timing in model["runtimes"].items():
             cell = timing.get("batches", {}).get("1")
             if not cell:
@@ -166,7 +177,47 @@ def latency_of(latency_records: Iterable[Record], keys: set[str]
                 timings.ms[key] = value
     order = list(RUNTIME_NAMES)
     return dict(sorted(runtimes.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order
-                                                         else len(order), kv[0]))), best
+                                                         else len(order), kv[0])))
+
+
+def timings_elsewhere(latency_records: Iterable[Record], primary: Record | None,
+                      keys: set[str]) -> dict[str, tuple[Record, dict[str, Timings]]]:
+    """For each of `keys` that the primary record did not time, the latest other record that
+    did, with its timings: such a point is shown against the dense model of its own process
+    (a model trained after the primary timing, whose points' weights are gone, still gets
+    its cells)."""
+    missing = keys - (timed_keys(primary) if primary is not None else set())
+    found: dict[str, tuple[Record, dict[str, Timings]]] = {}
+    for record in sorted(latency_records, key=lambda r: r.get("date", ""), reverse=True):
+        if record is primary:
+            continue
+        here = (timed_keys(record) & missing) - found.keys()
+        if here:
+            timings = runtime_timings(record)
+            found.update({key: (record, timings) for key in here})
+    return found
+
+
+ELSEWHERE_MARK = "†"
+
+
+def latency_cells(point: Point, runtimes: dict[str, Timings],
+                  elsewhere: dict[str, tuple[Record, dict[str, Timings]]]) -> list[str]:
+    """A point's cell in each runtime's column: from the primary record, else (marked) from
+    the record that timed it in another process."""
+    cells = []
+    for runtime, timings in runtimes.items():
+        cell = timings.cell(point)
+        other = next((elsewhere[r["key"]] for r in point.runs if r["key"] in elsewhere), None)
+        if cell == "not timed" and other is not None and runtime in other[1]:
+            cell = f"{other[1][runtime].cell(point)} {ELSEWHERE_MARK}"
+        cells.append(cell)
+    return cells or ["not timed"]
+
+
+def timing_line(record: Record) -> str:
+    return (f"one process, {record['provenance']['machine']['cpu']}, "
+            f"{record['protocol']['threads']} thread(s), {record['date']}")
 
 
 def _cell(point: Point, metric: str) -> str:
@@ -208,6 +259,7 @@ def frontier_table(records: list[Record], knn: list[Record], latency: list[Recor
     pts = points(frontier_runs(records, data, epochs))
     keys = {r["key"] for p in pts for r in p.runs}
     runtimes, timing = latency_of(latency, keys)
+    elsewhere = timings_elsewhere(latency, timing, keys)
     cap = f"at most {epochs} epochs, " if epochs else ""
     lines = [f"# Accuracy, bytes and latency on {data} (every point: {cap}selected on "
              "validation, scored deployed with ties against it)", ""]
@@ -231,7 +283,7 @@ def frontier_table(records: list[Record], knn: list[Record], latency: list[Recor
              _cell(p, "HR@10"), _cell(p, "NDCG@10"),
              "" if p.tied_percent is None else f"{p.tied_percent:.1f}",
              f"{p.storage['total_bytes'] / 1024:.0f}", f"{p.storage['byte_ratio']:.1f}",
-             *([t.cell(p) for t in runtimes.values()] or ["not timed"]), len(p.runs),
+             *latency_cells(p, runtimes, elsewhere), len(p.runs),
              ", ".join(r["key"] for r in p.runs)]
             for p in pts]
     if rows:
@@ -254,8 +306,12 @@ def frontier_table(records: list[Record], knn: list[Record], latency: list[Recor
         lines.append("")
     lines += not_yet_run(pts, data)
     if timing is not None:
-        lines.append(f"Latency: one process, {timing['provenance']['machine']['cpu']}, "
-                     f"{timing['protocol']['threads']} thread(s), {timing['date']}.")
+        lines.append(f"Latency: {timing_line(timing)}.")
+    used = {id(record): record for record, _ in elsewhere.values()}
+    if used and timing is not None:
+        lines.append(f"{ELSEWHERE_MARK} Timed in another process, as a multiple of the dense "
+                     "model timed in that process: "
+                     + "; ".join(timing_line(r) for r in used.values()) + ".")
     return "\n".join(lines)
 
 
