@@ -275,7 +275,7 @@ class CompositionalCodeTable(DeployedState, Compressor):
         table = StraightThroughCodes.apply(soft, rows, self.codes.clone(), self.codebooks)
         if self.config.mse_weight > 0:  # Eq. 12, over the re-sampled real items
             # mse_loss: one pass over the [N, dim] tables each way, where the spelled-out
-            # difference, square and sum take five (a fifth of the code-learning step's time)
+            # difference, square and sum take five (about a tenth of the code-learning step)
             if rows is None:  # row 0 is zero in both tables
                 self._mse = F.mse_loss(table, self.teacher, reduction="sum") / (self.num_items - 1)
             else:

@@ -205,13 +205,13 @@ def latency_cells(point: Point, runtimes: dict[str, Timings],
                   elsewhere: dict[str, tuple[Record, dict[str, Timings]]]) -> list[str]:
     """A point's cell in each runtime's column: from the primary record, else (marked) from
     the record that timed it in another process."""
+    other = next((elsewhere[r["key"]][1] for r in point.runs if r["key"] in elsewhere), {})
     cells = []
     for runtime, timings in runtimes.items():
-        cell = timings.cell(point)
-        other = next((elsewhere[r["key"]] for r in point.runs if r["key"] in elsewhere), None)
-        if cell == "not timed" and other is not None and runtime in other[1]:
-            cell = f"{other[1][runtime].cell(point)} {ELSEWHERE_MARK}"
-        cells.append(cell)
+        if not any(r["key"] in timings.ms for r in point.runs) and runtime in other:
+            cells.append(f"{other[runtime].cell(point)} {ELSEWHERE_MARK}")
+        else:
+            cells.append(timings.cell(point))
     return cells or ["not timed"]
 
 
@@ -308,7 +308,7 @@ def frontier_table(records: list[Record], knn: list[Record], latency: list[Recor
     if timing is not None:
         lines.append(f"Latency: {timing_line(timing)}.")
     used = {id(record): record for record, _ in elsewhere.values()}
-    if used and timing is not None:
+    if used:  # only ever beside a primary record: it is the one that timed the most points
         lines.append(f"{ELSEWHERE_MARK} Timed in another process, as a multiple of the dense "
                      "model timed in that process: "
                      + "; ".join(timing_line(r) for r in used.values()) + ".")
