@@ -68,6 +68,21 @@ def test_table3_averages_seeds_and_keeps_legacy_runs_to_their_own_column():
     assert "2 seed(s)" in text and "- (19.58)" in _row(text, "GRU4Rec")
 
 
+def _sttd_at_30x(test: float, validation: float, **config) -> dict:
+    run = _record(test, validation, compressor="sttd", paper_ratio=30.2, **config)
+    run["size"]["item_storage"]["byte_ratio"] = 30.2
+    return run
+
+
+def test_an_epoch_capped_run_fills_no_cell_of_the_papers_tables():
+    # a frontier point (three epochs at most) beside a run trained until early stopping
+    capped = _sttd_at_30x(30.0, 40.0, epochs=3)
+    trained = _sttd_at_30x(24.0, 20.0, epochs=30)
+    assert "24.00 (25.22)" in _row(table3([capped, trained]), "OD-Rec")
+    assert "- (25.22)" in _row(table3([capped]), "OD-Rec")
+    assert at_paper_settings(capped)  # still at the paper's settings: the repeat table takes it
+
+
 def test_od_rec_is_sttd_near_the_papers_ratio_of_30():
     near = _record(24.0, 20.0, compressor="sttd", paper_ratio=30.9)
     near["size"]["item_storage"]["byte_ratio"] = 30.2  # picked by the bytes a phone stores

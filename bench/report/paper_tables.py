@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from tabulate import tabulate
 
-from ecbench.bench.training.config import backbone_preset, preset_for, repeat_head
+from ecbench.bench.training.config import RunConfig, backbone_preset, preset_for, repeat_head
 from ecbench.bench.report.paper import (FIG3_GAIN_PERCENT, STUDENT_CODES, TABLE3, TABLE3_METRICS,
                                         TABLE3_RATIO, TABLE4)
 from ecbench.bench.report.tables import TRAINING_DEFAULTS, departures_from_paper, seed_groups, variant
@@ -54,6 +54,20 @@ def without_protocol(config: dict[str, Any]) -> dict[str, Any]:
     """The same run config selected on validation and scored with the deployed table."""
     options = {k: v for k, v in config["compressor_options"].items() if k != "eval_table"}
     return {**config, "select_on": "validation", "compressor_options": options}
+
+
+def epoch_capped(record: Record) -> bool:
+    """Trained under an epoch cap below its dataset's preset (a frontier point's `--epochs 3`,
+    say): early stopping did not end it, so a cell named after the paper's training does not
+    take it (`ecbench frontier` shows it, with its cap)."""
+    preset = preset_for(record["dataset"]["name"]).get("epochs", RunConfig.epochs)
+    return record["config"].get("epochs", preset) < preset
+
+
+def in_paper_cell(record: Record) -> bool:
+    """A run that a cell of the paper's Tables 3 and 4 or Fig. 3 may take: at the paper's
+    settings and trained without a lower epoch cap."""
+    return at_paper_settings(record) and not epoch_capped(record)
 
 
 def at_paper_settings_but_protocol(record: Record) -> bool:
@@ -150,7 +164,7 @@ def _cells(records: Iterable[Record], row_of: Callable[[Record], Any]
     """(row, dataset) -> the winning runs, over the honest records that `row_of` places."""
     candidates: dict[tuple[Any, str], list[Record]] = {}
     for record in records:
-        if not at_paper_settings(record):
+        if not in_paper_cell(record):
             continue
         row = row_of(record)
         if row is not None:
@@ -395,7 +409,7 @@ def ablation_families(records: Iterable[Record], variants: bool = False
     variants of the method (`departures_from_paper`) instead of the paper's.
     """
     placed = [(name, record) for record in records
-              if at_paper_settings(record) and (name := student_ablation(record)) is not None
+              if in_paper_cell(record) and (name := student_ablation(record)) is not None
               and bool(departures_from_paper(record["config"])) == variants]
     bases = seed_groups(r for name, r in placed if name == "Stu-base")
     students: dict[int, dict[str, list[Record]]] = {}
