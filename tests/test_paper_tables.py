@@ -80,6 +80,8 @@ def test_an_epoch_capped_run_fills_no_cell_of_the_papers_tables():
     trained = _sttd_at_30x(24.0, 20.0, epochs=30)
     assert "24.00 (25.22)" in _row(table3([capped, trained]), "OD-Rec")
     assert "- (25.22)" in _row(table3([capped]), "OD-Rec")
+    legacy = _record(50.0, 90.0, select_on="test", epochs=3)  # nor the paper's protocol column
+    assert [c.strip() for c in _row(table3([legacy]), "Teacher").strip("|").split("|")][9] == "-"
     assert at_paper_settings(capped)  # still at the paper's settings: the repeat table takes it
 
 

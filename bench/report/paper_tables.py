@@ -66,7 +66,7 @@ def epoch_capped(record: Record) -> bool:
 
 def in_paper_cell(record: Record) -> bool:
     """A run that a cell of the paper's Tables 3 and 4 or Fig. 3 may take: at the paper's
-    settings and trained without a lower epoch cap."""
+    settings and trained without a lower epoch cap (Table 3's legacy column: `on_paper_protocol`)."""
     return at_paper_settings(record) and not epoch_capped(record)
 
 
@@ -86,7 +86,7 @@ def on_paper_protocol(record: Record) -> bool:
     scored with the teacher's table mixed in (`--select-on test`, `--eval-table mixed`)."""
     on_test, mixed = legacy_parts(record["config"])
     return (on_test and (record["config"]["compressor"] != "ccode" or mixed)
-            and at_paper_settings_but_protocol(record))
+            and at_paper_settings_but_protocol(record) and not epoch_capped(record))
 
 
 def ablation_of(config: dict[str, Any]) -> str | None:
