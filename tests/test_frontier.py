@@ -174,3 +174,39 @@ def test_the_default_points_without_a_record_are_named(frontier):
                      "prune at 30x with the repeat-mixture head", "sttd at 30x",
                      "sttd at 30x with the repeat-mixture head", "tt at 30x",
                      "tt at 30x with the repeat-mixture head"}
+
+
+def test_the_model_free_rankings_come_from_any_record_of_the_same_data():
+    """A teacher recorded before session recency was added still gets the recency row, taken
+    from another record of the same split; a record of other data never lends its numbers."""
+    from ecbench.bench.report.frontier import reference_rows
+
+    def record(key, compressor, checksum, baselines, data="retailrocket"):
+        return {"key": key, "finished": "2026-12-01",
+                "config": {"data": data, "backbone": "sasrec", "compressor": compressor,
+                           "compressor_options": {}, "distill": None},
+                "dataset": {"name": data, "checksum": checksum},
+                "selection": {"on": "validation"},
+                "test": {"HR@10": 40.0, "NDCG@10": 28.0},
+                "size": {"item_storage": {"total_bytes": 4096}},
+                "baselines": baselines}
+
+    popularity = {"popularity": {"HR@10": 1.5, "NDCG@10": 0.7}}
+    recency = {"session recency": {"HR@10": 37.7, "NDCG@10": 28.8}}
+    teacher = record("teacher", "full", "abc", popularity)
+    point = record("point", "qr", "abc", {**popularity, **recency})
+    other_version = record("other", "qr", "zzz", {**popularity,
+                                                  "session recency": {"HR@10": 99.0, "NDCG@10": 9}})
+    other_data = record("tm", "qr", "abc", {**popularity, **recency,
+                                            "x": {"HR@10": 5, "NDCG@10": 5}}, data="tmall")
+    rows = {row[0]: row for row in reference_rows(
+        [teacher, other_version, other_data, point], [], "retailrocket")}
+    assert rows["session recency (no table)"][1:3] == [37.7, 28.8]
+    assert rows["session recency (no table)"][-1] == "point"
+    assert rows["popularity (no table)"][1] == 1.5
+    assert "x (no table)" not in rows
+    assert rows["dense SASRec (the teacher; 1 seed(s))"][-1] == "teacher"
+    # with both holding the same rankings the teacher's record is named
+    teacher["baselines"] = {**popularity, **recency}
+    rows = {row[0]: row for row in reference_rows([point, teacher], [], "retailrocket")}
+    assert rows["session recency (no table)"][-1] == "teacher"

@@ -225,10 +225,26 @@ def _cell(point: Point, metric: str) -> str:
     return f"{point.mean(metric):.2f}" + (f" ± {spread:.2f}" if spread is not None else "")
 
 
+def model_free_source(records: Iterable[Record], data: str, teachers: list[Record]
+                      ) -> Record | None:
+    """The record whose model-free rankings (popularity, session recency) the table shows.
+
+    They depend on the data alone, so any record of the same split serves: the one holding the
+    most of them (a teacher trained before a ranking was added holds fewer), a teacher first.
+    A record of another version of the data (another checksum than the teachers') never does."""
+    checksums = {t["dataset"]["checksum"] for t in teachers}
+    same_data = [r for r in records if r["config"]["data"] == data and r.get("baselines")
+                 and (not checksums or r["dataset"]["checksum"] in checksums)]
+    if not same_data:
+        return None
+    teacher_ids = {id(t) for t in teachers}
+    return max(same_data, key=lambda r: (len(r["baselines"]), id(r) in teacher_ids, r["finished"]))
+
+
 def reference_rows(records: Iterable[Record], knn: Iterable[Record], data: str
                    ) -> list[list[Any]]:
-    """The dense teacher (and the model-free rankings its record holds) and session-kNN."""
-    rows = []
+    """The dense teacher, the model-free rankings (`model_free_source`) and session-kNN."""
+    rows, records = [], list(records)
     teachers = [r for r in records if r["config"]["data"] == data
                 and (r["config"]["backbone"], r["config"]["compressor"]) == ("sasrec", "full")
                 and variant(r["config"]) == "-" and r["selection"]["on"] == "validation"]
@@ -237,7 +253,8 @@ def reference_rows(records: Iterable[Record], knn: Iterable[Record], data: str
         rows.append([f"dense SASRec (the teacher; {len(teachers)} seed(s))",
                      mean_test(teachers, "HR@10"), mean_test(teachers, "NDCG@10"),
                      size["total_bytes"] / 1024, 1.0, ", ".join(x["key"] for x in teachers)])
-        fullest = max(teachers, key=lambda x: (len(x["baselines"]), x["finished"]))
+    fullest = model_free_source(records, data, teachers)
+    if fullest is not None:
         for name, metrics in fullest["baselines"].items():
             rows.append([f"{name} (no table)", metrics["HR@10"], metrics["NDCG@10"], 0.0, None,
                          fullest["key"]])
