@@ -182,9 +182,9 @@ def test_the_model_free_rankings_come_from_any_record_of_the_same_data():
     from ecbench.bench.report.frontier import reference_rows
 
     def record(key, compressor, checksum, baselines, data="retailrocket"):
-        return {"key": key, "finished": "2026-12-01",
+        return {"key": key, "finished": "2026-12-01", "seed": 0,
                 "config": {"data": data, "backbone": "sasrec", "compressor": compressor,
-                           "compressor_options": {}, "distill": None},
+                           "compressor_options": {}, "distill": None, "epochs": 30, "seed": 0},
                 "dataset": {"name": data, "checksum": checksum},
                 "selection": {"on": "validation"},
                 "test": {"HR@10": 40.0, "NDCG@10": 28.0},
@@ -205,8 +205,28 @@ def test_the_model_free_rankings_come_from_any_record_of_the_same_data():
     assert rows["session recency (no table)"][-1] == "point"
     assert rows["popularity (no table)"][1] == 1.5
     assert "x (no table)" not in rows
-    assert rows["dense SASRec (the teacher; 1 seed(s))"][-1] == "teacher"
+    assert rows["dense SASRec (at most 30 epochs; 1 seed(s))"][-1] == "teacher"
     # with both holding the same rankings the teacher's record is named
     teacher["baselines"] = {**popularity, **recency}
     rows = {row[0]: row for row in reference_rows([point, teacher], [], "retailrocket")}
     assert rows["session recency (no table)"][-1] == "teacher"
+
+
+def test_teachers_of_different_epoch_caps_are_rows_of_their_own_not_seeds():
+    from ecbench.bench.report.frontier import reference_rows
+
+    def teacher(key, epochs, seed, hr):
+        return {"key": key, "finished": "2026-12-01", "seed": seed,
+                "config": {"data": "tmall", "backbone": "sasrec", "compressor": "full",
+                           "compressor_options": {}, "distill": None, "epochs": epochs,
+                           "seed": seed},
+                "dataset": {"name": "tmall", "checksum": "abc"},
+                "selection": {"on": "validation"}, "test": {"HR@10": hr, "NDCG@10": hr / 2},
+                "size": {"item_storage": {"total_bytes": 2048}}, "baselines": {}}
+
+    rows = {row[0]: row for row in reference_rows(
+        [teacher("a", 30, 0, 26.0), teacher("b", 30, 1, 27.0), teacher("c", 3, 0, 20.0)],
+        [], "tmall")}
+    assert rows["dense SASRec (at most 30 epochs; 2 seed(s))"][1:3] == [26.5, 13.25]
+    assert rows["dense SASRec (at most 30 epochs; 2 seed(s))"][-1] == "a, b"
+    assert rows["dense SASRec (at most 3 epochs; 1 seed(s))"][1] == 20.0

@@ -23,7 +23,7 @@ from tabulate import tabulate
 
 from ecbench.bench.errors import ConfigError
 from ecbench.bench.report.paper_tables import mean_test, spread_test
-from ecbench.bench.report.tables import variant
+from ecbench.bench.report.tables import seed_groups, variant
 from ecbench.bench.training.config import RunConfig, repeat_head
 from ecbench.bench.training.train import apply_budget
 
@@ -248,11 +248,12 @@ def reference_rows(records: Iterable[Record], knn: Iterable[Record], data: str
     teachers = [r for r in records if r["config"]["data"] == data
                 and (r["config"]["backbone"], r["config"]["compressor"]) == ("sasrec", "full")
                 and variant(r["config"]) == "-" and r["selection"]["on"] == "validation"]
-    if teachers:
-        size = teachers[0]["size"]["item_storage"]
-        rows.append([f"dense SASRec (the teacher; {len(teachers)} seed(s))",
-                     mean_test(teachers, "HR@10"), mean_test(teachers, "NDCG@10"),
-                     size["total_bytes"] / 1024, 1.0, ", ".join(x["key"] for x in teachers)])
+    for group in seed_groups(teachers):  # one row per setting: the seeds of one epoch cap
+        size = group[0]["size"]["item_storage"]
+        rows.append([f"dense SASRec (at most {group[0]['config']['epochs']} epochs; "
+                     f"{len(group)} seed(s))",
+                     mean_test(group, "HR@10"), mean_test(group, "NDCG@10"),
+                     size["total_bytes"] / 1024, 1.0, ", ".join(x["key"] for x in group)])
     fullest = model_free_source(records, data, teachers)
     if fullest is not None:
         for name, metrics in fullest["baselines"].items():
