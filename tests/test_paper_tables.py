@@ -83,6 +83,10 @@ def test_an_epoch_capped_run_fills_no_cell_of_the_papers_tables():
     legacy = _record(50.0, 90.0, select_on="test", epochs=3)  # nor the paper's protocol column
     assert [c.strip() for c in _row(table3([legacy]), "Teacher").strip("|").split("|")][9] == "-"
     assert at_paper_settings(capped)  # still at the paper's settings: the repeat table takes it
+    from ecbench.bench.report.protocol_table import protocol_table  # nor the protocol gap
+    teachers = [_record(26.0, 20.0, epochs=30), _record(31.0, 21.0, epochs=3)]
+    table = protocol_table(teachers)
+    assert "26.00" in table and "31.00" not in table
 
 
 def test_od_rec_is_sttd_near_the_papers_ratio_of_30():
