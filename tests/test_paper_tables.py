@@ -15,6 +15,7 @@ from paper_records import student as _student
 from ecbench.bench.report.figures import fig3
 from ecbench.bench.report.paper_tables import (ablation_of, ablation_rows, ablation_table,
                                                at_paper_settings, table3, table4)
+from ecbench.bench.report.protocol_table import protocol_table
 from ecbench.bench.report.tables import RUN_METRICS
 
 def _row(text: str, name: str) -> str:
@@ -83,8 +84,7 @@ def test_an_epoch_capped_run_fills_no_cell_of_the_papers_tables():
     legacy = _record(50.0, 90.0, select_on="test", epochs=3)  # nor the paper's protocol column
     assert [c.strip() for c in _row(table3([legacy]), "Teacher").strip("|").split("|")][9] == "-"
     assert at_paper_settings(capped)  # still at the paper's settings: the repeat table takes it
-    from ecbench.bench.report.protocol_table import protocol_table  # nor the protocol gap
-    teachers = [_record(26.0, 20.0, epochs=30), _record(31.0, 21.0, epochs=3)]
+    teachers = [_record(26.0, 20.0, epochs=30), _record(31.0, 21.0, epochs=3)]  # nor the gap
     table = protocol_table(teachers)
     assert "26.00" in table and "31.00" not in table
 

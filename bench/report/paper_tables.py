@@ -75,6 +75,11 @@ def at_paper_settings_but_protocol(record: Record) -> bool:
     return at_paper_settings({**record, "config": without_protocol(record["config"])})
 
 
+def in_paper_cell_but_protocol(record: Record) -> bool:
+    """`in_paper_cell` whatever its protocol: the paper's protocol column and the protocol gap."""
+    return at_paper_settings_but_protocol(record) and not epoch_capped(record)
+
+
 def legacy_parts(config: dict[str, Any]) -> tuple[bool, bool]:
     """(selected on test, scored with the mixed table): the two habits of the paper's protocol."""
     return (config["select_on"] == "test",
@@ -86,7 +91,7 @@ def on_paper_protocol(record: Record) -> bool:
     scored with the teacher's table mixed in (`--select-on test`, `--eval-table mixed`)."""
     on_test, mixed = legacy_parts(record["config"])
     return (on_test and (record["config"]["compressor"] != "ccode" or mixed)
-            and at_paper_settings_but_protocol(record) and not epoch_capped(record))
+            and in_paper_cell_but_protocol(record))
 
 
 def ablation_of(config: dict[str, Any]) -> str | None:

@@ -16,8 +16,7 @@ from typing import Any, Iterable
 from tabulate import tabulate
 
 from ecbench.bench.report.paper import FIG3_GAIN_PERCENT, TABLE3, TABLE3_METRICS
-from ecbench.bench.report.paper_tables import (DATASETS, at_paper_settings_but_protocol,
-                                               epoch_capped,
+from ecbench.bench.report.paper_tables import (DATASETS, in_paper_cell_but_protocol,
                                                legacy_parts, student_ablation,
                                                without_protocol)
 from ecbench.bench.report.tables import variant
@@ -80,8 +79,7 @@ def protocol_rows(records: Iterable[Record]) -> list[list[Any]]:
     found: dict[tuple[str, str], list[Record]] = {}
     for record in records:
         model = protocol_model(record)
-        if (model is not None and at_paper_settings_but_protocol(record)
-                and not epoch_capped(record)):  # a frontier's capped teacher is no row here
+        if model is not None and in_paper_cell_but_protocol(record):
             found.setdefault((record["dataset"]["name"], model), []).append(record)
     rows = []
     for dataset in DATASETS:
